@@ -1,0 +1,25 @@
+"""sevenomni: one equivariant interatomic potential trained on many ab initio databases."""
+
+from sevenomni.calculator import SevenOmniCalculator, predict
+from sevenomni.checkpoint import CheckpointError, load_model, save_checkpoint
+from sevenomni.nn import ModelConfig, SevenOmniModel
+
+__version__ = "0.1.0"
+
+
+def build_model(tasks: list[str], elements: list, **hyperparameters) -> SevenOmniModel:
+    """An untrained model for ``tasks`` and ``elements``; see :class:`ModelConfig` for the rest."""
+    return SevenOmniModel(ModelConfig(tasks=tasks, elements=elements, **hyperparameters))
+
+
+__all__ = [
+    "CheckpointError",
+    "ModelConfig",
+    "SevenOmniCalculator",
+    "SevenOmniModel",
+    "__version__",
+    "build_model",
+    "load_model",
+    "predict",
+    "save_checkpoint",
+]

@@ -1,0 +1,134 @@
+"""One NequIP interaction layer: self-connection, task linears, 'uvu' convolution and gate."""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+from e3nn.nn import FullyConnectedNet, Gate
+from torch import nn
+
+from sevenomni.nn.task import TaskLinear
+
+SCALAR_ACTIVATIONS = {1: torch.nn.functional.silu, -1: torch.tanh}
+GATE_ACTIVATIONS = {1: torch.sigmoid, -1: torch.tanh}
+
+
+def reachable_irreps(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, wanted: o3.Irreps) -> o3.Irreps:
+    """The part of ``wanted`` that a tensor product of ``irreps_in`` with ``irreps_sh`` can produce."""
+    produced = {ir_out for _, ir_in in irreps_in for _, ir_sh in irreps_sh for ir_out in ir_in * ir_sh}
+    return o3.Irreps([(mul, ir) for mul, ir in wanted if ir in produced])
+
+
+def build_gate(irreps_out: o3.Irreps) -> Gate:
+    """Equivariant gate producing ``irreps_out``: scalars activated, l > 0 gated by extra 0e."""
+    scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l == 0])
+    gated = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l > 0])
+    gates = o3.Irreps([(mul, "0e") for mul, _ in gated])
+    return Gate(
+        scalars,
+        [SCALAR_ACTIVATIONS[ir.p] for _, ir in scalars],
+        gates,
+        [GATE_ACTIVATIONS[1] for _ in gates],
+        gated,
+    )
+
+
+class Convolution(nn.Module):
+    """m_i = Σ_j TP_uvu(h_j, Y(r̂_ij); w = MLP(radial(r_ij))) / denominator."""
+
+    def __init__(
+        self,
+        irreps_in: o3.Irreps,
+        irreps_sh: o3.Irreps,
+        wanted: o3.Irreps,
+        num_radial: int,
+        radial_mlp: list[int],
+        denominator: float,
+    ):
+        super().__init__()
+        wanted_irreps = {ir for _, ir in wanted}
+        outputs, instructions = [], []
+        for i, (mul, ir_in) in enumerate(irreps_in):
+            for j, (_, ir_sh) in enumerate(irreps_sh):
+                for ir_out in ir_in * ir_sh:
+                    if ir_out in wanted_irreps:
+                        instructions.append((i, j, len(outputs), "uvu", True))
+                        outputs.append((mul, ir_out))
+        irreps_out, permutation, _ = o3.Irreps(outputs).sort()
+        instructions = [(i, j, permutation[k], mode, w) for i, j, k, mode, w in instructions]
+        self.irreps_out = irreps_out
+        self.tp = o3.TensorProduct(
+            irreps_in, irreps_sh, irreps_out, instructions, shared_weights=False, internal_weights=False
+        )
+        self.radial_net = FullyConnectedNet(
+            [num_radial, *radial_mlp, self.tp.weight_numel], torch.nn.functional.silu
+        )
+        self.register_buffer("denominator", torch.tensor(float(denominator)))
+
+    def forward(
+        self, h: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor, edge_radial: torch.Tensor
+    ) -> torch.Tensor:
+        sender, receiver = edge_index
+        messages = self.tp(h[sender], edge_sh, self.radial_net(edge_radial))
+        aggregated = messages.new_zeros(h.shape[0], messages.shape[1]).index_add(0, receiver, messages)
+        return aggregated / self.denominator
+
+
+class SelfConnection(nn.Module):
+    """Skip path: a linear map of x, or x ⊗ species one-hot (one linear map per species)."""
+
+    def __init__(self, irreps_in: o3.Irreps, irreps_species: o3.Irreps, irreps_out: o3.Irreps, kind: str):
+        super().__init__()
+        self.kind = kind
+        if kind == "species":
+            self.map = o3.FullyConnectedTensorProduct(irreps_in, irreps_species, irreps_out)
+        else:
+            self.map = o3.Linear(irreps_in, irreps_out)
+
+    def forward(self, x: torch.Tensor, species_onehot: torch.Tensor) -> torch.Tensor:
+        if self.kind == "species":
+            return self.map(x, species_onehot)
+        return self.map(x)
+
+
+class Interaction(nn.Module):
+    """x ← Gate(TaskLinear₂(conv(TaskLinear₁(x))) + SelfConnection(x))."""
+
+    def __init__(
+        self,
+        irreps_in: o3.Irreps,
+        irreps_sh: o3.Irreps,
+        irreps_species: o3.Irreps,
+        wanted: o3.Irreps,
+        *,
+        num_tasks_si1: int,
+        num_tasks_si2: int,
+        num_radial: int,
+        radial_mlp: list[int],
+        denominator: float,
+        self_connection: str,
+    ):
+        super().__init__()
+        self.irreps_in = o3.Irreps(irreps_in)
+        self.gate = build_gate(reachable_irreps(self.irreps_in, irreps_sh, wanted))
+        self.irreps_out = self.gate.irreps_out
+        pre_gate = self.gate.irreps_in
+        self.self_connection = SelfConnection(self.irreps_in, irreps_species, pre_gate, self_connection)
+        self.si1 = TaskLinear(self.irreps_in, self.irreps_in, num_tasks_si1)
+        self.conv = Convolution(self.irreps_in, irreps_sh, pre_gate, num_radial, radial_mlp, denominator)
+        self.si2 = TaskLinear(self.conv.irreps_out, pre_gate, num_tasks_si2)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        species_onehot: torch.Tensor,
+        edge_index: torch.Tensor,
+        edge_sh: torch.Tensor,
+        edge_radial: torch.Tensor,
+        node_task: torch.Tensor | None,
+    ) -> torch.Tensor:
+        skip = self.self_connection(x, species_onehot)
+        h = self.si1(x, node_task)
+        h = self.conv(h, edge_index, edge_sh, edge_radial)
+        h = self.si2(h, node_task)
+        return self.gate(h + skip)

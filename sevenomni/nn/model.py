@@ -1,0 +1,247 @@
+"""The multi-task equivariant potential f(G; θC, θT) with energy, forces and stress."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from ase.data import chemical_symbols
+from e3nn import o3
+from torch import nn
+
+from sevenomni.data.graph import MIN_CELL_VOLUME
+from sevenomni.nn.config import COMMON_CHANNEL, ModelConfig
+from sevenomni.nn.interaction import Interaction
+from sevenomni.nn.radial import BesselBasis, PolynomialCutoff, XPLORCutoff
+from sevenomni.nn.task import TaskEmbedding, TaskLinear, TaskShiftScale, TaskSpecific
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def feature_irreps(channels: int, lmax: int, parity: str) -> o3.Irreps:
+    """Hidden node features: every l ≤ lmax, both parities for O(3), even only for SO(3)."""
+    parities = (1, -1) if parity == "o3" else (1,)
+    return o3.Irreps([(channels, (l, p)) for l in range(lmax + 1) for p in parities]).sort().irreps
+
+
+def sh_irreps(lmax: int, parity: str) -> o3.Irreps:
+    return o3.Irreps.spherical_harmonics(lmax, p=-1 if parity == "o3" else 1)
+
+
+class SevenOmniModel(nn.Module):
+    """Per-atom energies from a stack of interaction layers; E = Σ_i scale[t]·e_i + shift[t, Z_i].
+
+    ``forward`` takes a (batched) graph from :mod:`sevenomni.data.graph` with a per-graph
+    ``task`` index and returns ``energy`` [B], ``atomic_energies`` [N] and, on request,
+    ``forces`` [N, 3] (-dE/dr) and ``stress`` [B, 3, 3] (1/V · dE/dε, ASE sign, eV/Å³; zero for
+    a cell without volume).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        dtype = DTYPES[config.dtype]
+        previous_default = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            self._build(config)
+        finally:
+            torch.set_default_dtype(previous_default)
+        self.to(dtype)
+
+    def _build(self, config: ModelConfig) -> None:
+        num_species, num_tasks = len(config.elements), len(config.tasks)
+        species_of_z = torch.full((len(chemical_symbols),), -1, dtype=torch.long)
+        species_of_z[torch.tensor(config.atomic_numbers)] = torch.arange(num_species)
+        self.register_buffer("species_of_z", species_of_z, persistent=False)
+
+        self.radial_basis = BesselBasis(config.cutoff, config.num_radial, config.radial_trainable)
+        if config.envelope == "polynomial":
+            self.envelope = PolynomialCutoff(config.cutoff, config.polynomial_p)
+        else:
+            self.envelope = XPLORCutoff(config.cutoff, config.xplor_on)
+        irreps_sh = sh_irreps(config.lmax, config.parity)
+        self.spherical_harmonics = o3.SphericalHarmonics(irreps_sh, normalize=True, normalization="component")
+
+        irreps_species = o3.Irreps(f"{num_species}x0e")
+        scalars = o3.Irreps(f"{config.channels}x0e")
+        self.species_embedding = o3.Linear(irreps_species, scalars)
+
+        hidden = feature_irreps(config.channels, config.lmax, config.parity)
+        sites = set(config.task_embedding_sites)
+        layers, irreps = [], scalars
+        for index, denominator in enumerate(config.denominators):
+            wanted = scalars if index == config.num_layers - 1 else hidden
+            layer = Interaction(
+                irreps,
+                irreps_sh,
+                irreps_species,
+                wanted,
+                num_tasks_si1=num_tasks if "si1" in sites else 0,
+                num_tasks_si2=num_tasks if "si2" in sites else 0,
+                num_radial=config.num_radial,
+                radial_mlp=config.radial_mlp,
+                denominator=denominator,
+                self_connection=config.self_connection,
+            )
+            layers.append(layer)
+            irreps = layer.irreps_out
+        self.layers = nn.ModuleList(layers)
+
+        readout_hidden = o3.Irreps(f"{config.hidden_readout}x0e")
+        self.readout_hidden = TaskLinear(irreps, readout_hidden, num_tasks if "readout" in sites else 0)
+        self.readout_energy = o3.Linear(readout_hidden, o3.Irreps("1x0e"))
+        self.shift_scale = TaskShiftScale(num_tasks, num_species)
+
+    # ------------------------------------------------------------------ parameters by role
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.config.tasks)
+
+    @property
+    def elements(self) -> list[str]:
+        return list(self.config.elements)
+
+    @property
+    def cutoff(self) -> float:
+        return self.config.cutoff
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return DTYPES[self.config.dtype]
+
+    def _named_parameters_of(self, kind: type[nn.Module]) -> Iterator[tuple[str, nn.Parameter]]:
+        for module_name, module in self.named_modules():
+            if isinstance(module, kind):
+                for name, parameter in module.named_parameters(recurse=False):
+                    yield f"{module_name}.{name}", parameter
+
+    def task_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """θT in the broad sense: task embeddings and per-task shifts and scales."""
+        yield from self._named_parameters_of(TaskSpecific)
+
+    def task_embedding_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """θT proper: the task-embedding tables (what selective regularization penalizes)."""
+        yield from self._named_parameters_of(TaskEmbedding)
+
+    def shared_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """θC: every parameter not owned by a task-specific module."""
+        task_ids = {id(p) for _, p in self.task_parameters()}
+        for name, parameter in self.named_parameters():
+            if id(parameter) not in task_ids:
+                yield name, parameter
+
+    def task_index(self, task: str) -> int:
+        """Index of a task name (case-insensitive); ValueError listing the valid names."""
+        lowered = [t.lower() for t in self.tasks]
+        if task.lower() not in lowered:
+            raise ValueError(f"unknown task {task!r}; this model's tasks are {self.tasks}")
+        return lowered.index(task.lower())
+
+    def resolve_channel(self, task: str | None, shift_from: str | None = None) -> tuple[int, bool]:
+        """Map a channel name to (task index for shift/scale, whether θT is dropped).
+
+        ``task=None`` is allowed only for a single-task model. ``task="common"`` is the common
+        PES (θT = 0) with the shift and scale of ``shift_from`` (the only task if there is one).
+        """
+        if task is not None and task.lower() == COMMON_CHANNEL:
+            if shift_from is None and len(self.tasks) > 1:
+                raise ValueError(
+                    f"the common channel needs the task whose shift/scale to use; one of {self.tasks}"
+                )
+            return self.task_index(shift_from or self.tasks[0]), True
+        if task is None:
+            if len(self.tasks) > 1:
+                raise ValueError(f"this model has several tasks; choose one of {self.tasks} or 'common'")
+            return 0, False
+        return self.task_index(task), False
+
+    def species(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        """Species indices; ValueError naming any element the model does not know."""
+        if int(atomic_numbers.min()) < 1 or int(atomic_numbers.max()) >= len(chemical_symbols):
+            raise ValueError(f"atomic numbers out of range: {atomic_numbers.unique().tolist()}")
+        species = self.species_of_z[atomic_numbers]
+        if bool((species < 0).any()):
+            unknown = sorted({chemical_symbols[int(z)] for z in atomic_numbers[species < 0]})
+            raise ValueError(f"element(s) {unknown} not in this model's elements {self.elements}")
+        return species
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        graph,
+        common: bool = False,
+        compute_forces: bool = True,
+        compute_stress: bool = True,
+        create_graph: bool | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Evaluate a batched graph. ``common=True`` drops θT (the common PES)."""
+        dtype = self.dtype
+        batch = graph.batch if getattr(graph, "batch", None) is not None else graph.pos.new_zeros(
+            graph.pos.shape[0], dtype=torch.long
+        )
+        num_graphs = graph.cell.shape[0]
+        species = self.species(graph.atomic_numbers)
+        graph_task = getattr(graph, "task", None)
+        if graph_task is None:
+            if len(self.tasks) > 1:
+                raise ValueError(f"graph has no task index; this model's tasks are {self.tasks}")
+            graph_task = torch.zeros(num_graphs, dtype=torch.long, device=graph.pos.device)
+        node_task = graph_task.view(-1)[batch]
+
+        positions = graph.pos.to(dtype)
+        cell = graph.cell.to(dtype).view(num_graphs, 3, 3)
+        inputs = []
+        if compute_forces:
+            positions.requires_grad_(True)
+            inputs.append(positions)
+        if compute_stress:
+            strain = torch.zeros_like(cell, requires_grad=True)
+            symmetric = 0.5 * (strain + strain.transpose(1, 2))
+            positions = positions + torch.bmm(positions.unsqueeze(1), symmetric[batch]).squeeze(1)
+            cell = cell + torch.bmm(cell, symmetric)
+            inputs.append(strain)
+
+        sender, receiver = graph.edge_index
+        lattice_offset = torch.bmm(graph.cell_shift.to(dtype).unsqueeze(1), cell[batch[receiver]]).squeeze(1)
+        edge_vec = positions[sender] - positions[receiver] + lattice_offset
+        edge_len = edge_vec.norm(dim=-1)
+        edge_radial = self.radial_basis(edge_len) * self.envelope(edge_len).unsqueeze(-1)
+        edge_sh = self.spherical_harmonics(edge_vec)
+
+        species_onehot = torch.nn.functional.one_hot(species, len(self.elements)).to(dtype)
+        x = self.species_embedding(species_onehot)
+        theta_task = None if common else node_task
+        for layer in self.layers:
+            x = layer(x, species_onehot, graph.edge_index, edge_sh, edge_radial, theta_task)
+        atomic = self.readout_energy(self.readout_hidden(x, theta_task)).squeeze(-1)
+        atomic = self.shift_scale(atomic, species, node_task)
+        energy = atomic.new_zeros(num_graphs).index_add(0, batch, atomic)
+        out = {"energy": energy, "atomic_energies": atomic}
+
+        if inputs:
+            if create_graph is None:
+                create_graph = self.training
+            grads = torch.autograd.grad(
+                energy.sum(), inputs, create_graph=create_graph, allow_unused=True
+            )
+            grads = [g if g is not None else torch.zeros_like(t) for g, t in zip(grads, inputs)]
+            if compute_forces:
+                out["forces"] = -grads[0]
+            if compute_stress:
+                volume = torch.linalg.det(graph.cell.to(dtype).view(num_graphs, 3, 3)).abs()
+                has_volume = volume > MIN_CELL_VOLUME
+                safe_volume = torch.where(has_volume, volume, torch.ones_like(volume))
+                out["stress"] = grads[-1] / safe_volume.view(-1, 1, 1) * has_volume.view(-1, 1, 1)
+        return out
+
+    # ------------------------------------------------------------------ tasks
+    def append_task(self, name: str, like: str | None = None) -> None:
+        """Add a task channel; existing channels are unchanged, the new one starts on the common PES."""
+        if name.lower() == COMMON_CHANNEL or name.lower() in [t.lower() for t in self.tasks]:
+            raise ValueError(f"task {name!r} is reserved or exists already ({self.tasks})")
+        like_index = self.task_index(like) if like is not None else None
+        for module in self.modules():
+            if isinstance(module, TaskSpecific):
+                module.append_task(like_index)
+        self.config = self.config.model_copy(update={"tasks": [*self.tasks, name]})

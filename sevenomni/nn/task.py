@@ -1,0 +1,97 @@
+"""The whole multi-task mechanism.
+
+A model has shared parameters θC and task-specific parameters θT. Task-specific parameters live
+only in modules deriving from :class:`TaskSpecific`, so anything that must treat them apart (the
+selective penalty, optimizer groups, freezing, appending a task) finds them by module type:
+
+* :class:`TaskEmbedding` — θT proper: a ``[n_tasks, n_scalars]`` table added to the scalar (0e)
+  outputs of a linear layer. This is penalized by selective regularization. θT = 0 is the common
+  potential-energy surface.
+* :class:`TaskShiftScale` — per-task energy scale and per-task, per-element energy shift. Task
+  specific but never penalized: functionals differ in absolute energies by design.
+
+:class:`TaskLinear` (shared linear + TaskEmbedding) is numerically the same as appending the
+task one-hot to the input of the linear layer, as SevenNet-MF does.
+
+Throughout, ``node_task`` is a LongTensor with each node's task index, or ``None`` for the
+common channel (θT taken as zero).
+"""
+
+from __future__ import annotations
+
+import torch
+from e3nn import o3
+from torch import nn
+
+
+class TaskSpecific(nn.Module):
+    """Marker base: every parameter of a subclass belongs to θT in the broad sense."""
+
+    def append_task(self, like: int | None = None) -> None:
+        """Grow the task axis by one row (initialized from task ``like``, or neutral)."""
+        raise NotImplementedError
+
+
+class TaskEmbedding(TaskSpecific):
+    """θT[l]: one learned vector per task, added to the ``dim`` scalar outputs of a layer."""
+
+    def __init__(self, num_tasks: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(num_tasks, dim))
+
+    def forward(self, node_task: torch.Tensor) -> torch.Tensor:
+        return self.weight[node_task]
+
+    def append_task(self, like: int | None = None) -> None:
+        # A new task starts on the common PES: its embedding row is zero.
+        new_row = self.weight.new_zeros(1, self.weight.shape[1])
+        self.weight = nn.Parameter(torch.cat([self.weight.detach(), new_row]))
+
+
+class TaskShiftScale(TaskSpecific):
+    """E_i = scale[t] · e_i + shift[t, species_i], per task t."""
+
+    def __init__(self, num_tasks: int, num_species: int):
+        super().__init__()
+        self.shift = nn.Parameter(torch.zeros(num_tasks, num_species))
+        self.scale = nn.Parameter(torch.ones(num_tasks))
+
+    def forward(self, energy: torch.Tensor, species: torch.Tensor, node_task: torch.Tensor) -> torch.Tensor:
+        return self.scale[node_task] * energy + self.shift[node_task, species]
+
+    def append_task(self, like: int | None = None) -> None:
+        if like is None:
+            shift = self.shift.new_zeros(1, self.shift.shape[1])
+            scale = self.scale.new_ones(1)
+        else:
+            shift, scale = self.shift[like : like + 1], self.scale[like : like + 1]
+        self.shift = nn.Parameter(torch.cat([self.shift.detach(), shift.detach()]))
+        self.scale = nn.Parameter(torch.cat([self.scale.detach(), scale.detach()]))
+
+
+def scalar_indices(irreps: o3.Irreps) -> torch.Tensor:
+    """Positions of the 0e components in a flat feature vector of ``irreps``."""
+    indices = [
+        torch.arange(s.start, s.stop)
+        for (mul, ir), s in zip(irreps, irreps.slices())
+        if ir == o3.Irrep("0e")
+    ]
+    return torch.cat(indices) if indices else torch.zeros(0, dtype=torch.long)
+
+
+class TaskLinear(nn.Module):
+    """W_C · x + θT[task] on the 0e outputs; a plain shared linear map if ``num_tasks`` is 0."""
+
+    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, num_tasks: int):
+        super().__init__()
+        self.irreps_in = o3.Irreps(irreps_in)
+        self.irreps_out = o3.Irreps(irreps_out)
+        self.linear = o3.Linear(self.irreps_in, self.irreps_out)
+        self.register_buffer("scalar_index", scalar_indices(self.irreps_out), persistent=False)
+        self.embedding = TaskEmbedding(num_tasks, len(self.scalar_index)) if num_tasks else None
+
+    def forward(self, x: torch.Tensor, node_task: torch.Tensor | None) -> torch.Tensor:
+        out = self.linear(x)
+        if self.embedding is None or node_task is None:
+            return out
+        return out.index_add(1, self.scalar_index, self.embedding(node_task).to(out.dtype))

@@ -1,0 +1,91 @@
+"""The ASE calculator: dynamics, optimization, properties and bad input."""
+
+import numpy as np
+import pytest
+from ase import Atoms, units
+from ase.build import bulk, molecule
+from ase.calculators.calculator import PropertyNotImplementedError
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.verlet import VelocityVerlet
+from ase.optimize import BFGS
+
+from conftest import make_model
+from sevenomni import SevenOmniCalculator, save_checkpoint
+
+
+@pytest.fixture(scope="module")
+def model():
+    return make_model()
+
+
+def systems():
+    crystal = bulk("Si", "diamond", a=5.43) * (2, 1, 1)
+    crystal.rattle(0.05, seed=1)
+    water = molecule("H2O")
+    water.rattle(0.05, seed=1)
+    return {"periodic": crystal, "molecular": water}
+
+
+@pytest.mark.parametrize("kind", ["periodic", "molecular"])
+def test_velocity_verlet_conserves_energy(model, kind):
+    atoms = systems()[kind]
+    atoms.calc = SevenOmniCalculator(model, task="crystal", device="cpu")
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    start = atoms.get_total_energy()
+    VelocityVerlet(atoms, timestep=0.25 * units.fs).run(40)
+    assert abs(atoms.get_total_energy() - start) / len(atoms) < 5e-3
+
+
+@pytest.mark.parametrize("kind", ["periodic", "molecular"])
+def test_bfgs_lowers_energy(model, kind):
+    atoms = systems()[kind]
+    atoms.calc = SevenOmniCalculator(model, task="molecule")
+    start = atoms.get_potential_energy()
+    BFGS(atoms, logfile=None).run(fmax=0.05, steps=30)
+    assert atoms.get_potential_energy() < start
+
+
+def test_properties_and_checkpoint_path(model, tmp_path):
+    path = tmp_path / "model.pt"
+    save_checkpoint(model, path)
+    crystal = systems()["periodic"]
+    crystal.calc = SevenOmniCalculator(path, task="Crystal", dtype="float32")
+    energy = crystal.get_potential_energy()
+    assert crystal.get_potential_energy(force_consistent=True) == energy
+    assert crystal.get_potential_energies().sum() == pytest.approx(energy, rel=1e-5)
+    assert crystal.get_forces().shape == (len(crystal), 3)
+    assert crystal.get_stress().shape == (6,)
+    water = systems()["molecular"]
+    water.calc = SevenOmniCalculator(model, task="molecule")
+    with pytest.raises(PropertyNotImplementedError):
+        water.get_stress()
+
+
+def test_common_channel_in_calculator(model):
+    atoms = systems()["molecular"]
+    common = SevenOmniCalculator(model, task="common", shift_task="molecule").get_potential_energy(atoms)
+    task = SevenOmniCalculator(model, task="molecule").get_potential_energy(atoms)
+    assert common != pytest.approx(task)
+    with pytest.raises(ValueError, match="common channel needs"):
+        SevenOmniCalculator(model, task="common")
+
+
+def test_bad_input(model):
+    with pytest.raises(ValueError, match=r"unknown task 'dft'.*\['crystal', 'molecule'\]"):
+        SevenOmniCalculator(model, task="dft")
+    calc = SevenOmniCalculator(model, task="crystal")
+    with pytest.raises(ValueError, match=r"\['Fe'\] not in this model's elements \['H', 'C', 'N', 'O', 'Si'\]"):
+        calc.get_potential_energy(Atoms("FeO", positions=[[0, 0, 0], [1.6, 0, 0]]))
+    nan_atoms = molecule("H2O")
+    nan_atoms.positions[0, 0] = np.nan
+    with pytest.raises(ValueError, match="positions contain NaN"):
+        calc.get_potential_energy(nan_atoms)
+    inf_cell = bulk("Si")
+    inf_cell.cell[0, 0] = np.inf
+    with pytest.raises(ValueError, match="cell contains NaN"):
+        calc.get_potential_energy(inf_cell)
+    flat = Atoms("Si2", positions=[[0, 0, 0], [1, 1, 0]], cell=[[3, 0, 0], [0, 3, 0], [0, 0, 0]], pbc=True)
+    with pytest.raises(ValueError, match="zero volume"):
+        calc.get_potential_energy(flat)
+    with pytest.raises(ValueError, match="dtype"):
+        SevenOmniCalculator(model, task="crystal", dtype="float16")
