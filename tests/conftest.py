@@ -22,7 +22,7 @@ def make_model(tasks=("crystal", "molecule"), dtype="float64", seed=0, **hyperpa
     with torch.no_grad():
         for _, parameter in model.task_embedding_parameters():
             parameter.normal_(0.0, 0.5)
-        model.shift_scale.shift.normal_(0.0, 1.0)
+        model.energy_shift.weight.normal_(0.0, 1.0)
     return model.eval()
 
 

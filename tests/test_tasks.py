@@ -26,7 +26,7 @@ def test_parameter_roles_are_disjoint_and_complete(model):
     assert shared.isdisjoint(task)
     assert shared | task == {name for name, _ in model.named_parameters()}
     assert embeddings < task
-    assert task - embeddings == {"shift_scale.shift", "shift_scale.scale"}
+    assert task - embeddings == {"energy_shift.weight", "energy_scale.weight"}
     # Two interaction layers with SI-1 and SI-2 plus the readout.
     assert len(embeddings) == 5
     assert all(p.shape[0] == len(model.tasks) for _, p in model.task_parameters())
@@ -41,8 +41,8 @@ def test_embedding_sites_are_configurable(sites):
 def test_channels_differ_once_theta_t_is_nonzero(model):
     shifted = copy.deepcopy(model)
     with torch.no_grad():
-        shifted.shift_scale.shift.zero_()
-        shifted.shift_scale.scale.fill_(1.0)
+        shifted.energy_shift.weight.zero_()
+        shifted.energy_scale.weight.fill_(1.0)
     assert np.abs(energies(shifted, "crystal") - energies(shifted, "molecule")).min() > 1e-4
 
 

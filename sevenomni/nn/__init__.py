@@ -2,14 +2,16 @@
 
 from sevenomni.nn.config import COMMON_CHANNEL, ModelConfig
 from sevenomni.nn.model import SevenOmniModel
-from sevenomni.nn.task import TaskEmbedding, TaskLinear, TaskShiftScale, TaskSpecific
+from sevenomni.nn.task import EnergyScale, TaskEmbedding, TaskEnergyScale, TaskLinear, TaskShift, TaskSpecific
 
 __all__ = [
     "COMMON_CHANNEL",
+    "EnergyScale",
     "ModelConfig",
     "SevenOmniModel",
     "TaskEmbedding",
+    "TaskEnergyScale",
     "TaskLinear",
-    "TaskShiftScale",
+    "TaskShift",
     "TaskSpecific",
 ]

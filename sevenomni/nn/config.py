@@ -30,6 +30,7 @@ class ModelConfig(StrictModel):
     lmax: int = Field(2, ge=0, le=6)
     parity: Literal["o3", "so3"] = "o3"
     num_layers: int = Field(3, ge=1)
+    hidden_irreps: str | None = None
     cutoff: float = Field(5.0, gt=0)
     num_radial: int = Field(8, ge=1)
     radial_trainable: bool = True
@@ -41,7 +42,10 @@ class ModelConfig(StrictModel):
     task_embedding_sites: list[Literal["si1", "si2", "readout"]] = Field(
         default_factory=lambda: ["si1", "si2"]
     )
+    sh_normalize: bool = True
     avg_num_neighbors: float | list[float] = 1.0
+    scale_per_task: bool = True
+    scale_per_element: bool = False
     readout_hidden: int | None = None
     dtype: Literal["float32", "float64"] = "float32"
     tp_backend: Literal["e3nn"] = "e3nn"
@@ -72,6 +76,21 @@ class ModelConfig(StrictModel):
         if len(set(symbols)) != len(symbols):
             raise ValueError(f"elements must be unique: {symbols}")
         return sorted(symbols, key=lambda s: atomic_numbers[s])
+
+    @field_validator("hidden_irreps")
+    @classmethod
+    def _valid_irreps(cls, irreps: str | None) -> str | None:
+        if irreps is None:
+            return None
+        from e3nn import o3
+
+        try:
+            parsed = o3.Irreps(irreps)
+        except (ValueError, AssertionError):
+            raise ValueError(f"not an irreps string: {irreps!r}") from None
+        if "0e" not in [str(ir) for _, ir in parsed]:
+            raise ValueError(f"hidden_irreps must contain scalars (0e): {irreps!r}")
+        return str(parsed)
 
     @field_validator("radial_mlp")
     @classmethod

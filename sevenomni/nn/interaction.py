@@ -10,7 +10,7 @@ from torch import nn
 from sevenomni.nn.task import TaskLinear
 
 SCALAR_ACTIVATIONS = {1: torch.nn.functional.silu, -1: torch.tanh}
-GATE_ACTIVATIONS = {1: torch.sigmoid, -1: torch.tanh}
+GATE_ACTIVATIONS = {1: torch.nn.functional.silu, -1: torch.tanh}
 
 
 def reachable_irreps(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, wanted: o3.Irreps) -> o3.Irreps:
@@ -23,12 +23,13 @@ def build_gate(irreps_out: o3.Irreps) -> Gate:
     """Equivariant gate producing ``irreps_out``: scalars activated, l > 0 gated by extra 0e."""
     scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l == 0])
     gated = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l > 0])
-    gates = o3.Irreps([(mul, "0e") for mul, _ in gated])
+    gate_irrep = "0e" if o3.Irrep("0e") in [ir for _, ir in scalars] else "0o"
+    gates = o3.Irreps([(mul, gate_irrep) for mul, _ in gated])
     return Gate(
         scalars,
         [SCALAR_ACTIVATIONS[ir.p] for _, ir in scalars],
         gates,
-        [GATE_ACTIVATIONS[1] for _ in gates],
+        [GATE_ACTIVATIONS[ir.p] for _, ir in gates],
         gated,
     )
 
@@ -55,7 +56,10 @@ class Convolution(nn.Module):
                         instructions.append((i, j, len(outputs), "uvu", True))
                         outputs.append((mul, ir_out))
         irreps_out, permutation, _ = o3.Irreps(outputs).sort()
-        instructions = [(i, j, permutation[k], mode, w) for i, j, k, mode, w in instructions]
+        # Output slots in sorted order; weights laid out path by path in that order.
+        instructions = sorted(
+            [(i, j, permutation[k], mode, w) for i, j, k, mode, w in instructions], key=lambda ins: ins[2]
+        )
         self.irreps_out = irreps_out
         self.tp = o3.TensorProduct(
             irreps_in, irreps_sh, irreps_out, instructions, shared_weights=False, internal_weights=False
@@ -63,7 +67,8 @@ class Convolution(nn.Module):
         self.radial_net = FullyConnectedNet(
             [num_radial, *radial_mlp, self.tp.weight_numel], torch.nn.functional.silu
         )
-        self.register_buffer("denominator", torch.tensor(float(denominator)))
+        # A fixed divisor, kept with the weights (a non-trainable parameter) so checkpoints carry it.
+        self.denominator = nn.Parameter(torch.tensor([float(denominator)]), requires_grad=False)
 
     def forward(
         self, h: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor, edge_radial: torch.Tensor

@@ -13,15 +13,16 @@ from sevenomni.data.graph import MIN_CELL_VOLUME
 from sevenomni.nn.config import COMMON_CHANNEL, ModelConfig
 from sevenomni.nn.interaction import Interaction
 from sevenomni.nn.radial import BesselBasis, PolynomialCutoff, XPLORCutoff
-from sevenomni.nn.task import TaskEmbedding, TaskLinear, TaskShiftScale, TaskSpecific
+from sevenomni.nn.task import EnergyScale, TaskEmbedding, TaskEnergyScale, TaskLinear, TaskShift, TaskSpecific
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def feature_irreps(channels: int, lmax: int, parity: str) -> o3.Irreps:
-    """Hidden node features: every l ≤ lmax, both parities for O(3), even only for SO(3)."""
+    """Hidden node features: even scalars, then every 1 ≤ l ≤ lmax (both parities for O(3))."""
     parities = (1, -1) if parity == "o3" else (1,)
-    return o3.Irreps([(channels, (l, p)) for l in range(lmax + 1) for p in parities]).sort().irreps
+    irreps = [(channels, (0, 1))] + [(channels, (l, p)) for l in range(1, lmax + 1) for p in parities]
+    return o3.Irreps(irreps).sort().irreps
 
 
 def sh_irreps(lmax: int, parity: str) -> o3.Irreps:
@@ -61,13 +62,18 @@ class SevenOmniModel(nn.Module):
         else:
             self.envelope = XPLORCutoff(config.cutoff, config.xplor_on)
         irreps_sh = sh_irreps(config.lmax, config.parity)
-        self.spherical_harmonics = o3.SphericalHarmonics(irreps_sh, normalize=True, normalization="component")
+        self.spherical_harmonics = o3.SphericalHarmonics(
+            irreps_sh, normalize=config.sh_normalize, normalization="component"
+        )
 
         irreps_species = o3.Irreps(f"{num_species}x0e")
         scalars = o3.Irreps(f"{config.channels}x0e")
         self.species_embedding = o3.Linear(irreps_species, scalars)
 
-        hidden = feature_irreps(config.channels, config.lmax, config.parity)
+        if config.hidden_irreps is not None:
+            hidden = o3.Irreps(config.hidden_irreps)
+        else:
+            hidden = feature_irreps(config.channels, config.lmax, config.parity)
         sites = set(config.task_embedding_sites)
         layers, irreps = [], scalars
         for index, denominator in enumerate(config.denominators):
@@ -91,7 +97,9 @@ class SevenOmniModel(nn.Module):
         readout_hidden = o3.Irreps(f"{config.hidden_readout}x0e")
         self.readout_hidden = TaskLinear(irreps, readout_hidden, num_tasks if "readout" in sites else 0)
         self.readout_energy = o3.Linear(readout_hidden, o3.Irreps("1x0e"))
-        self.shift_scale = TaskShiftScale(num_tasks, num_species)
+        self.energy_shift = TaskShift(num_tasks, num_species)
+        scale_class = TaskEnergyScale if config.scale_per_task else EnergyScale
+        self.energy_scale = scale_class(num_tasks if config.scale_per_task else 1, num_species, config.scale_per_element)
 
     # ------------------------------------------------------------------ parameters by role
     @property
@@ -117,7 +125,7 @@ class SevenOmniModel(nn.Module):
                     yield f"{module_name}.{name}", parameter
 
     def task_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        """θT in the broad sense: task embeddings and per-task shifts and scales."""
+        """θT in the broad sense: task embeddings and per-task shifts (and scales)."""
         yield from self._named_parameters_of(TaskSpecific)
 
     def task_embedding_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
@@ -189,22 +197,23 @@ class SevenOmniModel(nn.Module):
             graph_task = torch.zeros(num_graphs, dtype=torch.long, device=graph.pos.device)
         node_task = graph_task.view(-1)[batch]
 
-        positions = graph.pos.to(dtype)
-        cell = graph.cell.to(dtype).view(num_graphs, 3, 3)
+        # Geometry in float64 (precise edge vectors even for large coordinates), network in dtype.
+        positions = graph.pos.to(torch.float64)
+        cell = graph.cell.to(torch.float64).view(num_graphs, 3, 3)
         inputs = []
         if compute_forces:
             positions.requires_grad_(True)
             inputs.append(positions)
         if compute_stress:
-            strain = torch.zeros_like(cell, requires_grad=True)
-            symmetric = 0.5 * (strain + strain.transpose(1, 2))
+            strain = torch.zeros(num_graphs, 3, 3, dtype=dtype, device=cell.device, requires_grad=True)
+            symmetric = 0.5 * (strain + strain.transpose(1, 2)).to(torch.float64)
             positions = positions + torch.bmm(positions.unsqueeze(1), symmetric[batch]).squeeze(1)
             cell = cell + torch.bmm(cell, symmetric)
             inputs.append(strain)
 
         sender, receiver = graph.edge_index
-        lattice_offset = torch.bmm(graph.cell_shift.to(dtype).unsqueeze(1), cell[batch[receiver]]).squeeze(1)
-        edge_vec = positions[sender] - positions[receiver] + lattice_offset
+        lattice_offset = torch.bmm(graph.cell_shift.to(torch.float64).unsqueeze(1), cell[batch[receiver]]).squeeze(1)
+        edge_vec = (positions[sender] - positions[receiver] + lattice_offset).to(dtype)
         edge_len = edge_vec.norm(dim=-1)
         edge_radial = self.radial_basis(edge_len) * self.envelope(edge_len).unsqueeze(-1)
         edge_sh = self.spherical_harmonics(edge_vec)
@@ -215,7 +224,7 @@ class SevenOmniModel(nn.Module):
         for layer in self.layers:
             x = layer(x, species_onehot, graph.edge_index, edge_sh, edge_radial, theta_task)
         atomic = self.readout_energy(self.readout_hidden(x, theta_task)).squeeze(-1)
-        atomic = self.shift_scale(atomic, species, node_task)
+        atomic = self.energy_scale(species, node_task) * atomic + self.energy_shift(species, node_task)
         energy = atomic.new_zeros(num_graphs).index_add(0, batch, atomic)
         out = {"energy": energy, "atomic_energies": atomic}
 

@@ -9,12 +9,12 @@ from torch import nn
 
 
 class BesselBasis(nn.Module):
-    """sqrt(2/rc) · sin(k_n r) / r with k_n = nπ/rc initially, optionally trainable."""
+    """(2/rc) · sin(k_n r) / r with k_n = nπ/rc initially, optionally trainable."""
 
     def __init__(self, cutoff: float, num_basis: int = 8, trainable: bool = True):
         super().__init__()
         self.cutoff = float(cutoff)
-        self.prefactor = math.sqrt(2.0 / self.cutoff)
+        self.prefactor = 2.0 / self.cutoff
         frequencies = torch.arange(1, num_basis + 1, dtype=torch.get_default_dtype()) * math.pi / self.cutoff
         if trainable:
             self.frequencies = nn.Parameter(frequencies)

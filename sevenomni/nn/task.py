@@ -7,8 +7,9 @@ selective penalty, optimizer groups, freezing, appending a task) finds them by m
 * :class:`TaskEmbedding` — θT proper: a ``[n_tasks, n_scalars]`` table added to the scalar (0e)
   outputs of a linear layer. This is penalized by selective regularization. θT = 0 is the common
   potential-energy surface.
-* :class:`TaskShiftScale` — per-task energy scale and per-task, per-element energy shift. Task
-  specific but never penalized: functionals differ in absolute energies by design.
+* :class:`TaskShift` (and :class:`TaskEnergyScale` when the scale is per task) — per-task,
+  per-element energy references. Task specific but never penalized: functionals differ in
+  absolute energies by design.
 
 :class:`TaskLinear` (shared linear + TaskEmbedding) is numerically the same as appending the
 task one-hot to the input of the linear layer, as SevenNet-MF does.
@@ -48,25 +49,44 @@ class TaskEmbedding(TaskSpecific):
         self.weight = nn.Parameter(torch.cat([self.weight.detach(), new_row]))
 
 
-class TaskShiftScale(TaskSpecific):
-    """E_i = scale[t] · e_i + shift[t, species_i], per task t."""
+class TaskShift(TaskSpecific):
+    """shift[t, species]: per-task, per-element energy reference added to each atom."""
 
     def __init__(self, num_tasks: int, num_species: int):
         super().__init__()
-        self.shift = nn.Parameter(torch.zeros(num_tasks, num_species))
-        self.scale = nn.Parameter(torch.ones(num_tasks))
+        self.weight = nn.Parameter(torch.zeros(num_tasks, num_species))
 
-    def forward(self, energy: torch.Tensor, species: torch.Tensor, node_task: torch.Tensor) -> torch.Tensor:
-        return self.scale[node_task] * energy + self.shift[node_task, species]
+    def forward(self, species: torch.Tensor, node_task: torch.Tensor) -> torch.Tensor:
+        return self.weight[node_task, species]
 
     def append_task(self, like: int | None = None) -> None:
-        if like is None:
-            shift = self.shift.new_zeros(1, self.shift.shape[1])
-            scale = self.scale.new_ones(1)
-        else:
-            shift, scale = self.shift[like : like + 1], self.scale[like : like + 1]
-        self.shift = nn.Parameter(torch.cat([self.shift.detach(), shift.detach()]))
-        self.scale = nn.Parameter(torch.cat([self.scale.detach(), scale.detach()]))
+        row = self.weight.new_zeros(1, self.weight.shape[1]) if like is None else self.weight[like : like + 1]
+        self.weight = nn.Parameter(torch.cat([self.weight.detach(), row.detach()]))
+
+
+class EnergyScale(nn.Module):
+    """scale[t, species] multiplying the network's atomic energies.
+
+    Per task (then task-specific) or shared by all tasks, per element or one value; the table
+    always has shape [tasks or 1, species or 1] and is broadcast.
+    """
+
+    def __init__(self, num_tasks: int, num_species: int, per_element: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_tasks, num_species if per_element else 1))
+
+    def forward(self, species: torch.Tensor, node_task: torch.Tensor) -> torch.Tensor:
+        rows = node_task if self.weight.shape[0] > 1 else torch.zeros_like(node_task)
+        columns = species if self.weight.shape[1] > 1 else torch.zeros_like(species)
+        return self.weight[rows, columns]
+
+
+class TaskEnergyScale(EnergyScale, TaskSpecific):
+    """An energy scale with one row per task."""
+
+    def append_task(self, like: int | None = None) -> None:
+        row = self.weight.new_ones(1, self.weight.shape[1]) if like is None else self.weight[like : like + 1]
+        self.weight = nn.Parameter(torch.cat([self.weight.detach(), row.detach()]))
 
 
 def scalar_indices(irreps: o3.Irreps) -> torch.Tensor:
