@@ -89,7 +89,20 @@ def model_from_record(record: dict[str, Any], source: str = "checkpoint") -> Sev
 
 
 def load_model(path: str | os.PathLike) -> SevenOmniModel:
-    """Load a model saved with :func:`save_checkpoint` (no training config needed)."""
-    model = model_from_record(read_record(path), str(path))
+    """Load a model saved with :func:`save_checkpoint` (no training config needed).
+
+    A SevenNet checkpoint (a file, or a shortcut such as ``'7net-mf-0'`` for those shipped with
+    the ``sevenn`` package) is converted on the fly by :mod:`sevenomni.interop.sevenn`; it is
+    unpickled beyond tensors only if recognised as SevenNet's and needing it (see there).
+    """
+    try:
+        record = read_record(path)
+    except CheckpointError:
+        from sevenomni.interop import sevenn
+
+        if sevenn.is_sevenn_checkpoint(path) or sevenn.is_sevenn_shortcut(path):
+            return sevenn.load_sevenn_model(path)
+        raise
+    model = model_from_record(record, str(path))
     model.eval()
     return model
