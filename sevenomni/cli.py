@@ -30,12 +30,29 @@ def info(args: argparse.Namespace) -> None:
     print(f"  total:                    {count(model.named_parameters()):,}")
 
 
+def import_sevenn(args: argparse.Namespace) -> None:
+    """Convert a SevenNet checkpoint (file or shipped shortcut) to a sevenomni model file."""
+    from sevenomni.interop.sevenn import import_sevenn as convert
+
+    model = convert(args.checkpoint, args.out, task_name=args.task_name)
+    total = sum(p.numel() for p in model.parameters())
+    print(f"wrote {args.out}: tasks {', '.join(model.tasks)}; {len(model.elements)} elements; {total:,} parameters")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sevenomni", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     info_parser = commands.add_parser("info", help="describe a model checkpoint")
     info_parser.add_argument("checkpoint")
     info_parser.set_defaults(handler=info)
+    sevenn_parser = commands.add_parser(
+        "import-sevenn",
+        help="convert a SevenNet checkpoint (or 7net-0, 7net-0_22May2024, 7net-l3i5, 7net-mf-0) to a sevenomni model",
+    )
+    sevenn_parser.add_argument("checkpoint", help="SevenNet checkpoint file, or a shortcut for one shipped with sevenn")
+    sevenn_parser.add_argument("--out", required=True, help="sevenomni model file to write")
+    sevenn_parser.add_argument("--task-name", help="name of the task of a single-task checkpoint (default: sevenn)")
+    sevenn_parser.set_defaults(handler=import_sevenn)
     return parser
 
 
