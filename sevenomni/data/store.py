@@ -1,0 +1,603 @@
+"""The project's structure store: one LMDB directory, written atomically, read lazily.
+
+Layout of a store directory::
+
+    data.mdb, lock.mdb     LMDB: key b"%010d" % i -> one encoded structure; key b"__metadata__" -> JSON
+    natoms.npy             uint32 [n]      atoms per structure (the sampler reads only this)
+    energy.npy             float64 [n]     total energy, NaN where missing (reference-energy fits)
+    labels.npy             uint8 [n]       bit 0 energy, bit 1 forces, bit 2 stress
+    elem_ptr.npy           int64 [n + 1]   CSR row pointer of per-structure element counts
+    elem_z.npy, elem_n.npy uint8 / uint32  atomic number and its count in the structure
+
+The sidecar arrays are memory-mapped on read, so opening a store of 10^8 structures costs no
+anonymous memory. A store is written under ``<out>.partial-*`` and renamed into place only when
+complete; a reader refuses a directory without the metadata record (``"complete": true``).
+
+One record is a fixed little-endian header followed by raw arrays (no pickle)::
+
+    magic "S7", version, flags (energy, forces, stress, charge, spin, pbc x/y/z), natoms,
+    source id, source index, energy, charge, spin, len(config_type), len(name), crc32(payload)
+    payload: positions f64[N,3], cell f64[3,3], forces f64[N,3]?, stress f64[3,3]?,
+             numbers u8[N], config_type utf-8, name utf-8
+
+Units: eV, Å, eV/Å; stress in eV/Å³ with ASE's sign (positive = tensile; virial = -stress·V).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import tempfile
+import threading
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import lmdb
+import numpy as np
+from ase.data import chemical_symbols
+
+FORMAT_NAME = "sevenomni-store"
+FORMAT_VERSION = 1
+METADATA_KEY = b"__metadata__"
+MAX_Z = 118
+UNITS = {
+    "energy": "eV",
+    "positions": "Å",
+    "forces": "eV/Å",
+    "stress": "eV/Å^3, ASE sign (positive = tensile, virial = -stress * volume)",
+}
+
+_MAGIC = b"S7"
+_RECORD_VERSION = 1
+_HEADER = struct.Struct("<2sBBIIQdddHHI4x")
+_HAS_ENERGY, _HAS_FORCES, _HAS_STRESS, _HAS_CHARGE, _HAS_SPIN = 1, 2, 4, 8, 16
+_PBC_SHIFT = 5
+LABEL_ENERGY, LABEL_FORCES, LABEL_STRESS = 1, 2, 4
+_SIDECARS = {
+    "natoms": np.uint32,
+    "energy": np.float64,
+    "labels": np.uint8,
+    "elem_ptr": np.int64,
+    "elem_z": np.uint8,
+    "elem_n": np.uint32,
+}
+
+
+class StoreError(ValueError):
+    """A store is missing, incomplete, of another format, or cannot be written."""
+
+
+class CorruptRecordError(StoreError):
+    """A stored record fails its checks on read (names the store and the index)."""
+
+
+def record_key(index: int) -> bytes:
+    return b"%010d" % index
+
+
+@dataclass
+class Record:
+    """One validated structure with optional labels (see ``readers.common.validate_record``)."""
+
+    numbers: np.ndarray
+    positions: np.ndarray
+    cell: np.ndarray
+    pbc: np.ndarray
+    energy: float | None = None
+    forces: np.ndarray | None = None
+    stress: np.ndarray | None = None
+    charge: float | None = None
+    spin: float | None = None
+    source: str = ""
+    index: int = 0
+    config_type: str | None = None
+    name: str | None = None
+    # Where each label was found (e.g. {"energy": "info:REF_energy"}); counted in the metadata.
+    origin: dict[str, str] | None = field(default=None, repr=False)
+
+
+def encode_record(record: Record, source_id: int) -> bytes:
+    n = len(record.numbers)
+    flags = 0
+    parts = [
+        np.ascontiguousarray(record.positions, dtype="<f8").tobytes(),
+        np.ascontiguousarray(record.cell, dtype="<f8").tobytes(),
+    ]
+    if record.energy is not None:
+        flags |= _HAS_ENERGY
+    if record.forces is not None:
+        flags |= _HAS_FORCES
+        parts.append(np.ascontiguousarray(record.forces, dtype="<f8").tobytes())
+    if record.stress is not None:
+        flags |= _HAS_STRESS
+        parts.append(np.ascontiguousarray(record.stress, dtype="<f8").tobytes())
+    if record.charge is not None:
+        flags |= _HAS_CHARGE
+    if record.spin is not None:
+        flags |= _HAS_SPIN
+    for axis, periodic in enumerate(np.asarray(record.pbc, dtype=bool)):
+        flags |= int(periodic) << (_PBC_SHIFT + axis)
+    config = (record.config_type or "").encode()[:65535]
+    name = (record.name or "").encode()[:65535]
+    parts += [np.asarray(record.numbers, dtype=np.uint8).tobytes(), config, name]
+    payload = b"".join(parts)
+    header = _HEADER.pack(
+        _MAGIC,
+        _RECORD_VERSION,
+        flags,
+        n,
+        source_id,
+        record.index,
+        float(record.energy) if record.energy is not None else 0.0,
+        float(record.charge) if record.charge is not None else 0.0,
+        float(record.spin) if record.spin is not None else 0.0,
+        len(config),
+        len(name),
+        zlib.crc32(payload),
+    )
+    return header + payload
+
+
+def decode_record(buffer: bytes, where: str) -> dict[str, Any]:
+    """Decode and check one record: header, lengths, checksum, element range, finiteness."""
+    if len(buffer) < _HEADER.size:
+        raise CorruptRecordError(f"{where}: record is truncated ({len(buffer)} bytes)")
+    magic, version, flags, n, source_id, index, energy, charge, spin, n_config, n_name, crc = (
+        _HEADER.unpack_from(buffer)
+    )
+    if magic != _MAGIC or version != _RECORD_VERSION:
+        raise CorruptRecordError(f"{where}: not a sevenomni record (magic {magic!r}, version {version})")
+    n_floats = 3 * n + 9 + (3 * n if flags & _HAS_FORCES else 0) + (9 if flags & _HAS_STRESS else 0)
+    expected = _HEADER.size + 8 * n_floats + n + n_config + n_name
+    if len(buffer) != expected:
+        raise CorruptRecordError(f"{where}: record has {len(buffer)} bytes, its header says {expected}")
+    if zlib.crc32(memoryview(buffer)[_HEADER.size :]) != crc:
+        raise CorruptRecordError(f"{where}: checksum mismatch (corrupted record)")
+    floats = np.frombuffer(buffer, dtype="<f8", count=n_floats, offset=_HEADER.size)
+    out: dict[str, Any] = {
+        "positions": floats[: 3 * n].reshape(n, 3).copy(),
+        "cell": floats[3 * n : 3 * n + 9].reshape(3, 3).copy(),
+        "pbc": np.array([bool(flags >> (_PBC_SHIFT + a) & 1) for a in range(3)]),
+    }
+    cursor = 3 * n + 9
+    if flags & _HAS_FORCES:
+        out["forces"] = floats[cursor : cursor + 3 * n].reshape(n, 3).copy()
+        cursor += 3 * n
+    if flags & _HAS_STRESS:
+        out["stress"] = floats[cursor : cursor + 9].reshape(3, 3).copy()
+    offset = _HEADER.size + 8 * n_floats
+    numbers = np.frombuffer(buffer, dtype=np.uint8, count=n, offset=offset).astype(np.int64)
+    if n == 0 or numbers.min() < 1 or numbers.max() > MAX_Z:
+        raise CorruptRecordError(f"{where}: atomic numbers out of range 1..{MAX_Z}")
+    if not np.isfinite(floats).all():
+        raise CorruptRecordError(f"{where}: non-finite values in a stored record")
+    out["numbers"] = numbers
+    if flags & _HAS_ENERGY:
+        out["energy"] = np.float64(energy)
+    if flags & _HAS_CHARGE:
+        out["charge"] = np.float64(charge)
+    if flags & _HAS_SPIN:
+        out["spin"] = np.float64(spin)
+    offset += n
+    out["config_type"] = bytes(buffer[offset : offset + n_config]).decode() or None
+    out["name"] = bytes(buffer[offset + n_config : offset + n_config + n_name]).decode() or None
+    out["source_id"] = source_id
+    out["index"] = index
+    return out
+
+
+class _Spool:
+    """Append-only raw array file, turned into a ``.npy`` at commit (keeps writer memory flat)."""
+
+    def __init__(self, path: Path, dtype: type, buffer_size: int = 1 << 16) -> None:
+        self.path, self.dtype, self.buffer_size = path, np.dtype(dtype), buffer_size
+        self.pending: list[np.ndarray] = []
+        self.pending_len = 0
+        self.length = 0
+        self.handle = open(path, "wb")
+
+    def extend(self, values: np.ndarray | list) -> None:
+        array = np.asarray(values, dtype=self.dtype).ravel()
+        self.pending.append(array)
+        self.pending_len += len(array)
+        self.length += len(array)
+        if self.pending_len >= self.buffer_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.handle.write(np.concatenate(self.pending).tobytes())
+            self.pending, self.pending_len = [], 0
+
+    def finish(self, target: Path, chunk: int = 1 << 22) -> None:
+        self.flush()
+        self.handle.close()
+        out = np.lib.format.open_memmap(target, mode="w+", dtype=self.dtype, shape=(self.length,))
+        if self.length:
+            raw = np.memmap(self.path, dtype=self.dtype, mode="r", shape=(self.length,))
+            for start in range(0, self.length, chunk):
+                out[start : start + chunk] = raw[start : start + chunk]
+            del raw
+        out.flush()
+        del out
+        self.path.unlink()
+
+    def close(self) -> None:
+        if not self.handle.closed:
+            self.handle.close()
+
+
+class StoreWriter:
+    """Stream records into a new store; nothing is visible at ``out`` until :meth:`commit`.
+
+    Use as a context manager: leaving it by an exception removes the partial directory.
+    """
+
+    def __init__(
+        self, out: str | os.PathLike, *, overwrite: bool = False, map_size: int = 1 << 40,
+        commit_every: int = 4096,
+    ) -> None:
+        self.out = Path(out)
+        if self.out.exists() and not overwrite:
+            raise StoreError(f"{self.out} already exists (pass overwrite=True / --overwrite to replace it)")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=self.out.name + ".partial-", dir=self.out.parent))
+        self.overwrite = overwrite
+        self.commit_every = commit_every
+        self.env = lmdb.open(
+            str(self.tmp), map_size=map_size, subdir=True, sync=False, metasync=False,
+            meminit=False, map_async=True,
+        )
+        self.txn = self.env.begin(write=True)
+        self.count = 0
+        self.sources: dict[str, int] = {}
+        self.elements: Counter[int] = Counter()
+        self.label_counts: Counter[str] = Counter()
+        self.origins: dict[str, Counter[str]] = {}
+        self.force_sq_sum = 0.0
+        self.force_components = 0
+        self.natoms_total = 0
+        self.natoms_min: int | None = None
+        self.natoms_max = 0
+        self.nnz = 0
+        self.spools = {name: _Spool(self.tmp / f"{name}.raw", dtype) for name, dtype in _SIDECARS.items()}
+        self.spools["elem_ptr"].extend([0])
+        self.closed = False
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.closed:
+            self.abort()
+
+    def add(self, record: Record) -> int:
+        """Append one (already validated) record; returns its index in the store."""
+        source_id = self.sources.setdefault(record.source, len(self.sources))
+        self.txn.put(record_key(self.count), encode_record(record, source_id), append=True)
+        n = len(record.numbers)
+        z, counts = np.unique(np.asarray(record.numbers), return_counts=True)
+        for zi, ci in zip(z.tolist(), counts.tolist()):
+            self.elements[zi] += ci
+        self.nnz += len(z)
+        flags = 0
+        if record.energy is not None:
+            flags |= LABEL_ENERGY
+            self.label_counts["energy"] += 1
+        if record.forces is not None:
+            flags |= LABEL_FORCES
+            self.label_counts["forces"] += 1
+            self.force_sq_sum += float(np.square(record.forces).sum())
+            self.force_components += 3 * n
+        if record.stress is not None:
+            flags |= LABEL_STRESS
+            self.label_counts["stress"] += 1
+        for label in ("charge", "spin"):
+            if getattr(record, label) is not None:
+                self.label_counts[label] += 1
+        for label, origin in (record.origin or {}).items():
+            self.origins.setdefault(label, Counter())[origin] += 1
+        spools = self.spools
+        spools["natoms"].extend([n])
+        spools["energy"].extend([record.energy if record.energy is not None else np.nan])
+        spools["labels"].extend([flags])
+        spools["elem_ptr"].extend([self.nnz])
+        spools["elem_z"].extend(z)
+        spools["elem_n"].extend(counts)
+        self.natoms_total += n
+        self.natoms_min = n if self.natoms_min is None else min(self.natoms_min, n)
+        self.natoms_max = max(self.natoms_max, n)
+        self.count += 1
+        if self.count % self.commit_every == 0:
+            self.txn.commit()
+            self.txn = self.env.begin(write=True)
+        return self.count - 1
+
+    def metadata(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        force_rms = (
+            float(np.sqrt(self.force_sq_sum / self.force_components)) if self.force_components else None
+        )
+        meta: dict[str, Any] = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "complete": True,
+            "count": self.count,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "units": UNITS,
+            "num_atoms": {
+                "total": self.natoms_total,
+                "min": self.natoms_min or 0,
+                "max": self.natoms_max,
+                "mean": self.natoms_total / self.count if self.count else 0.0,
+            },
+            "elements": {chemical_symbols[z]: int(c) for z, c in sorted(self.elements.items())},
+            "labels": {k: int(self.label_counts.get(k, 0)) for k in ("energy", "forces", "stress", "charge", "spin")},
+            "label_origin": {k: dict(v) for k, v in sorted(self.origins.items())},
+            "force_sq_sum": self.force_sq_sum,
+            "force_components": self.force_components,
+            "force_rms": force_rms,
+            "sources": list(self.sources),
+            "arrays": {name: f"{name}.npy" for name in _SIDECARS},
+        }
+        meta.update(extra or {})
+        return meta
+
+    def commit(self, extra_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write metadata and sidecars, sync, and move the finished store to ``out``."""
+        try:
+            meta = self.metadata(extra_metadata)
+            self.txn.put(METADATA_KEY, json.dumps(meta).encode())
+            self.txn.commit()
+            self.env.sync(True)
+            self.env.close()
+            for name, spool in self.spools.items():
+                spool.finish(self.tmp / f"{name}.npy")
+            _fsync_dir(self.tmp)
+            if self.out.exists():
+                if not self.overwrite:
+                    raise StoreError(f"{self.out} appeared while writing; not replacing it")
+                old = self.out.with_name(self.out.name + f".old-{os.getpid()}")
+                os.rename(self.out, old)
+                os.rename(self.tmp, self.out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(self.tmp, self.out)
+            _fsync_dir(self.out.parent)
+        except BaseException:
+            self.abort()
+            raise
+        self.closed = True
+        return meta
+
+    def abort(self) -> None:
+        """Drop everything written so far."""
+        if self.closed:
+            return
+        self.closed = True
+        for spool in self.spools.values():
+            spool.close()
+        try:
+            self.txn.abort()
+        except lmdb.Error:
+            pass
+        try:
+            self.env.close()
+        except lmdb.Error:
+            pass
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_store(
+    records: Iterable[Record], out_path: str | os.PathLike, *, overwrite: bool = False,
+    extra_metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write an iterable of :class:`Record` to a new store at ``out_path``; returns its metadata."""
+    with StoreWriter(out_path, overwrite=overwrite) as writer:
+        for record in records:
+            writer.add(record)
+        return writer.commit(extra_metadata)
+
+
+def is_store(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    return path.is_dir() and (path / "data.mdb").is_file() and (path / "natoms.npy").is_file()
+
+
+class StoreReader:
+    """Read-only, lazy access to a store; safe to use after ``fork`` (reopens per process).
+
+    ``num_atoms`` and the other sidecars are read-only memory maps.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise StoreError(f"{self.path}: no such store directory")
+        if not (self.path / "data.mdb").is_file():
+            raise StoreError(f"{self.path}: not a sevenomni store (no data.mdb)")
+        self._env: lmdb.Environment | None = None
+        self._txn: lmdb.Transaction | None = None
+        self._env_key: tuple[int, int] | None = None
+        self._pid = os.getpid()
+        raw = self._transaction().get(METADATA_KEY)
+        if raw is None:
+            raise StoreError(f"{self.path}: store is incomplete (no metadata record; was the ingest interrupted?)")
+        self.metadata: dict[str, Any] = json.loads(raw)
+        if self.metadata.get("format") != FORMAT_NAME or not self.metadata.get("complete"):
+            raise StoreError(f"{self.path}: not a complete {FORMAT_NAME}")
+        if self.metadata.get("version") != FORMAT_VERSION:
+            raise StoreError(
+                f"{self.path}: store format version {self.metadata.get('version')}, "
+                f"this sevenomni reads version {FORMAT_VERSION}"
+            )
+        self._count = int(self.metadata["count"])
+        self._arrays: dict[str, np.ndarray] = {}
+        for name in _SIDECARS:
+            file = self.path / f"{name}.npy"
+            if not file.is_file():
+                raise StoreError(f"{self.path}: store is incomplete (missing {file.name})")
+            self._arrays[name] = np.load(file, mmap_mode="r")
+        if len(self._arrays["natoms"]) != self._count:
+            raise StoreError(f"{self.path}: natoms.npy has {len(self._arrays['natoms'])} entries, metadata says {self._count}")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def _transaction(self) -> lmdb.Transaction:
+        if self._txn is None or self._pid != os.getpid():
+            if self._pid != os.getpid():
+                _ENVIRONMENTS.after_fork()  # closes the inherited environments first
+                self._env = self._txn = None
+            self._env, self._env_key = _ENVIRONMENTS.acquire(self.path)
+            self._txn = self._env.begin(write=False, buffers=False)
+            self._pid = os.getpid()
+        return self._txn
+
+    def close(self) -> None:
+        """Release this reader's LMDB handles (it reopens on the next read)."""
+        if self._txn is not None and self._pid == os.getpid():
+            self._txn.abort()
+            _ENVIRONMENTS.release(self._env_key)
+        self._env = self._txn = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])
+
+    def __enter__(self) -> "StoreReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- contents ----------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def num_atoms(self) -> np.ndarray:
+        """Atoms per structure, uint32 [n] (memory-mapped)."""
+        return self._arrays["natoms"]
+
+    @property
+    def energies(self) -> np.ndarray:
+        """Total energy per structure, float64 [n], NaN where missing (memory-mapped)."""
+        return self._arrays["energy"]
+
+    @property
+    def label_flags(self) -> np.ndarray:
+        """Bit mask per structure: 1 energy, 2 forces, 4 stress (memory-mapped)."""
+        return self._arrays["labels"]
+
+    @property
+    def sources(self) -> list[str]:
+        return self.metadata["sources"]
+
+    def element_counts(self, indices: np.ndarray | None = None, num_elements: int = MAX_Z + 1) -> np.ndarray:
+        """Dense per-structure element counts [len(indices), num_elements] (column = Z)."""
+        ptr, z, n = self._arrays["elem_ptr"], self._arrays["elem_z"], self._arrays["elem_n"]
+        if indices is None:
+            indices = np.arange(self._count)
+        indices = np.asarray(indices, dtype=np.int64)
+        starts, stops = ptr[indices], ptr[indices + 1]
+        lengths = stops - starts
+        rows = np.repeat(np.arange(len(indices)), lengths)
+        flat = (np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())).astype(np.int64)
+        out = np.zeros((len(indices), num_elements), dtype=np.float64)
+        np.add.at(out, (rows, z[flat].astype(np.int64)), n[flat])
+        return out
+
+    def read(self, index: int) -> dict[str, Any]:
+        """Structure ``index`` as a dict of numpy arrays (labels present only when stored)."""
+        if not 0 <= index < self._count:
+            raise IndexError(f"{self.path}: index {index} out of range for a store of {self._count}")
+        where = f"{self.path}: record {index}"
+        buffer = self._transaction().get(record_key(index))
+        if buffer is None:
+            raise CorruptRecordError(f"{where}: missing from the store")
+        record = decode_record(buffer, where)
+        sources = self.metadata["sources"]
+        source_id = record.pop("source_id")
+        record["source"] = sources[source_id] if source_id < len(sources) else None
+        return record
+
+
+class _EnvironmentRegistry:
+    """One read-only LMDB environment per store file and process, shared by its readers.
+
+    LMDB forbids opening one environment twice in a process, and using one after ``fork``; so
+    environments are reference-counted per (device, inode) of ``data.mdb``, and a forked child
+    closes the ones it inherited (harmless for read-only, lock-free environments: it only unmaps
+    the child's copy) before opening its own.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.pid = os.getpid()
+        self.entries: dict[tuple[int, int], list[Any]] = {}
+
+    def _key(self, path: Path) -> tuple[int, int]:
+        stat = os.stat(path / "data.mdb")
+        return stat.st_dev, stat.st_ino
+
+    def after_fork(self) -> None:
+        if self.pid != os.getpid():
+            self.lock = threading.Lock()
+            for env, _ in self.entries.values():
+                env.close()
+            self.entries, self.pid = {}, os.getpid()
+
+    def acquire(self, path: Path) -> tuple[lmdb.Environment, tuple[int, int]]:
+        self.after_fork()
+        with self.lock:
+            key = self._key(path)
+            entry = self.entries.get(key)
+            if entry is None:
+                env = lmdb.open(
+                    str(path), subdir=True, readonly=True, lock=False, readahead=False, meminit=False,
+                    max_readers=4096, max_spare_txns=4,
+                )
+                entry = self.entries[key] = [env, 0]
+            entry[1] += 1
+            return entry[0], key
+
+    def release(self, key: tuple[int, int]) -> None:
+        self.after_fork()
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] <= 0:
+                entry[0].close()
+                del self.entries[key]
+
+
+_ENVIRONMENTS = _EnvironmentRegistry()

@@ -1,0 +1,130 @@
+"""The LMDB store: round trip, sidecar arrays, atomic writes, corruption detection."""
+
+from __future__ import annotations
+
+import os
+
+import lmdb
+import numpy as np
+import pytest
+from test_data_helpers import records
+
+from sevenomni.data.store import (
+    CorruptRecordError,
+    StoreError,
+    StoreReader,
+    StoreWriter,
+    record_key,
+    write_store,
+)
+
+
+def test_round_trip_every_field(tmp_path):
+    items = records(12)
+    meta = write_store(items, tmp_path / "store")
+    reader = StoreReader(tmp_path / "store")
+    assert len(reader) == 12 and meta["count"] == 12
+    for i, record in enumerate(items):
+        read = reader.read(i)
+        np.testing.assert_array_equal(read["numbers"], record.numbers)
+        np.testing.assert_array_equal(read["positions"], record.positions)
+        np.testing.assert_array_equal(read["cell"], record.cell)
+        np.testing.assert_array_equal(read["pbc"], record.pbc)
+        assert read["energy"] == record.energy
+        np.testing.assert_array_equal(read["forces"], record.forces)
+        if record.stress is None:
+            assert "stress" not in read
+        else:
+            np.testing.assert_array_equal(read["stress"], record.stress)
+        assert read["config_type"] == record.config_type and read["name"] == record.name
+        assert read["source"] == "mem" and read["index"] == i
+        assert "charge" not in read and "spin" not in read
+    reader.close()
+
+
+def test_sidecars_and_metadata(tmp_path):
+    items = records(30, seed=3)
+    items[4].energy = None
+    items[5].forces = None
+    write_store(items, tmp_path / "s")
+    reader = StoreReader(tmp_path / "s")
+    np.testing.assert_array_equal(reader.num_atoms, [len(r.numbers) for r in items])
+    assert isinstance(reader.num_atoms, np.memmap)
+    assert np.isnan(reader.energies[4]) and reader.energies[3] == items[3].energy
+    assert reader.label_flags[5] & 2 == 0 and reader.label_flags[6] & 2
+    counts = reader.element_counts([0, 7])
+    for row, i in zip(counts, [0, 7]):
+        np.testing.assert_array_equal(row, np.bincount(items[i].numbers, minlength=119))
+    meta = reader.metadata
+    assert meta["labels"]["energy"] == 29 and meta["labels"]["forces"] == 29
+    assert meta["labels"]["stress"] == sum(r.stress is not None for r in items)
+    assert sum(meta["elements"].values()) == sum(len(r.numbers) for r in items) == meta["num_atoms"]["total"]
+    forces = np.concatenate([r.forces.ravel() for r in items if r.forces is not None])
+    assert meta["force_rms"] == pytest.approx(np.sqrt(np.mean(forces**2)))
+    assert meta["units"]["energy"] == "eV" and meta["version"] == 1
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    def broken():
+        yield from records(5)
+        raise RuntimeError("reader died")
+
+    with pytest.raises(RuntimeError):
+        write_store(broken(), tmp_path / "store")
+    assert os.listdir(tmp_path) == []
+
+
+def test_killed_write_is_never_a_store(tmp_path):
+    writer = StoreWriter(tmp_path / "store")
+    for record in records(5):
+        writer.add(record)
+    writer.txn.commit()  # records durable, but no metadata: as if killed before commit()
+    writer.env.close()
+    (partial,) = os.listdir(tmp_path)
+    assert partial.startswith("store.partial-") and not (tmp_path / "store").exists()
+    with pytest.raises(StoreError, match="incomplete"):
+        StoreReader(tmp_path / partial)
+
+
+def test_existing_store_needs_overwrite(tmp_path):
+    write_store(records(3), tmp_path / "s")
+    with pytest.raises(StoreError, match="already exists"):
+        write_store(records(4), tmp_path / "s")
+    write_store(records(4), tmp_path / "s", overwrite=True)
+    assert len(StoreReader(tmp_path / "s")) == 4
+    assert sorted(os.listdir(tmp_path)) == ["s"]
+
+
+def test_corrupted_record_is_detected(tmp_path):
+    write_store(records(3), tmp_path / "s")
+    env = lmdb.open(str(tmp_path / "s"), subdir=True)
+    with env.begin(write=True) as txn:
+        raw = bytearray(txn.get(record_key(1)))
+        raw[70] ^= 0xFF
+        txn.put(record_key(1), bytes(raw))
+        txn.put(record_key(2), txn.get(record_key(2))[:-3])
+    env.close()
+    reader = StoreReader(tmp_path / "s")
+    reader.read(0)
+    with pytest.raises(CorruptRecordError, match=r"record 1: checksum"):
+        reader.read(1)
+    with pytest.raises(CorruptRecordError, match=r"record 2: record has"):
+        reader.read(2)
+    with pytest.raises(IndexError):
+        reader.read(3)
+
+
+def test_not_a_store(tmp_path):
+    with pytest.raises(StoreError, match="no such store"):
+        StoreReader(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(StoreError, match="not a sevenomni store"):
+        StoreReader(tmp_path / "empty")
+
+
+def test_two_readers_share_one_environment(tmp_path):
+    write_store(records(3), tmp_path / "s")
+    first, second = StoreReader(tmp_path / "s"), StoreReader(tmp_path / "s")
+    first.close()
+    assert second.read(2)["name"] == "s2"
+    assert first.read(1)["name"] == "s1"  # reopens lazily
