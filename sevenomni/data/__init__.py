@@ -1,5 +1,35 @@
-"""Graphs, datasets and samplers."""
+"""Graphs, structure stores, readers, datasets and samplers.
+
+Heavier pieces are imported on first use (``from sevenomni.data import LMDBDataset``), so that
+importing :mod:`sevenomni.data.graph` stays cheap and free of import cycles.
+"""
+
+from importlib import import_module
+from typing import Any
 
 from sevenomni.data.graph import atoms_to_graph, collate
 
-__all__ = ["atoms_to_graph", "collate"]
+_LAZY = {
+    "DatabaseSpec": "spec",
+    "SamplingSpec": "spec",
+    "SplitSpec": "spec",
+    "StoreReader": "store",
+    "write_store": "store",
+    "ingest": "ingest",
+    "IngestReport": "ingest",
+    "LMDBDataset": "dataset",
+    "split_indices": "dataset",
+    "MultiDatabaseSampler": "sampler",
+    "element_reference_energies": "statistics",
+    "reference_energies": "statistics",
+    "average_num_neighbors": "statistics",
+    "force_rms": "statistics",
+}
+
+__all__ = ["atoms_to_graph", "collate", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f"sevenomni.data.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'sevenomni.data' has no attribute {name!r}")

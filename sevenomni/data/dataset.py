@@ -1,0 +1,164 @@
+"""Lazy graph datasets over stores, and reproducible train/validation splits.
+
+:class:`LMDBDataset` opens nothing but metadata and memory-mapped atom counts in the main
+process; each DataLoader worker opens its own LMDB environment on first read (fork-safe), reads
+one record and builds its radius graph there.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torch_geometric.data import Data
+
+from sevenomni.data.graph import arrays_to_graph
+from sevenomni.data.sampler import permutation_keys, permute
+from sevenomni.data.spec import DatabaseSpec, SplitSpec
+from sevenomni.data.store import StoreReader
+
+PathLike = str | os.PathLike
+
+
+def _smallest_index_dtype(n: int) -> type:
+    return np.uint32 if n < 2**32 else np.int64
+
+
+class LMDBDataset(Dataset):
+    """Structures of one database (one or several stores) as labelled graphs.
+
+    Each item is a :class:`torch_geometric.data.Data` from :func:`arrays_to_graph` plus
+    ``energy`` float64 [1], ``forces`` float64 [N, 3], ``stress`` float64 [1, 3, 3] (ASE sign,
+    eV/Å³), ``has_energy``/``has_forces``/``has_stress`` bool [1] (missing labels are zeros),
+    ``task`` and ``database`` long [1].
+    """
+
+    def __init__(
+        self,
+        path: PathLike | Sequence[PathLike],
+        cutoff: float,
+        task_index: int,
+        database_index: int,
+        indices: np.ndarray | None = None,
+    ) -> None:
+        paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+        if not paths:
+            raise ValueError("LMDBDataset needs at least one store path")
+        self.paths = [Path(p) for p in paths]
+        self.readers = [StoreReader(p) for p in self.paths]
+        for reader in self.readers:
+            reader.close()  # reopened lazily, in whichever process reads
+        self.cutoff = float(cutoff)
+        self.task_index = int(task_index)
+        self.database_index = int(database_index)
+        self.store_sizes = np.array([len(r) for r in self.readers], dtype=np.int64)
+        self.store_offsets = np.concatenate([[0], np.cumsum(self.store_sizes)])
+        total = int(self.store_offsets[-1])
+        if indices is not None:
+            indices = np.asarray(indices)
+            if indices.ndim != 1 or indices.dtype.kind not in "iu":
+                raise ValueError("indices must be a 1-D integer array")
+            if len(indices) and (indices.min() < 0 or indices.max() >= total):
+                raise IndexError(f"indices out of range for {total} structures in {self.paths}")
+            indices = indices.astype(_smallest_index_dtype(total), copy=False)
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices) if self.indices is not None else int(self.store_offsets[-1])
+
+    def _locate(self, i: int) -> tuple[StoreReader, int]:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for a dataset of {len(self)}")
+        i = i % len(self)
+        flat = int(self.indices[i]) if self.indices is not None else i
+        store = int(np.searchsorted(self.store_offsets, flat, side="right")) - 1
+        return self.readers[store], flat - int(self.store_offsets[store])
+
+    def num_atoms(self, i: int) -> int:
+        reader, local = self._locate(i)
+        return int(reader.num_atoms[local])
+
+    @property
+    def atom_counts(self) -> np.ndarray:
+        """Atoms per item, in item order (memory-mapped when it is one whole store)."""
+        if len(self.readers) == 1:
+            counts = self.readers[0].num_atoms
+        else:
+            counts = np.concatenate([np.asarray(r.num_atoms) for r in self.readers])
+        return counts if self.indices is None else np.asarray(counts[self.indices])
+
+    @property
+    def elements(self) -> list[str]:
+        """Element symbols present in the stores (by atomic number)."""
+        from ase.data import atomic_numbers
+
+        symbols = {symbol for reader in self.readers for symbol in reader.metadata["elements"]}
+        return sorted(symbols, key=lambda s: atomic_numbers[s])
+
+    def global_index(self, i: int) -> tuple[Path, int]:
+        """(store path, index in that store) of item i."""
+        reader, local = self._locate(i)
+        return reader.path, local
+
+    def __getitem__(self, i: int) -> Data:
+        reader, local = self._locate(int(i))
+        record = reader.read(local)
+        n = len(record["numbers"])
+        graph = arrays_to_graph(record["numbers"], record["positions"], record["cell"], record["pbc"], self.cutoff)
+        has_energy, has_forces, has_stress = "energy" in record, "forces" in record, "stress" in record
+        graph.energy = torch.tensor([float(record["energy"]) if has_energy else 0.0], dtype=torch.float64)
+        graph.forces = torch.from_numpy(record["forces"]) if has_forces else torch.zeros(n, 3, dtype=torch.float64)
+        graph.stress = (
+            torch.from_numpy(record["stress"]).view(1, 3, 3) if has_stress else torch.zeros(1, 3, 3, dtype=torch.float64)
+        )
+        graph.has_energy = torch.tensor([has_energy])
+        graph.has_forces = torch.tensor([has_forces])
+        graph.has_stress = torch.tensor([has_stress])
+        graph.task = torch.tensor([self.task_index], dtype=torch.long)
+        graph.database = torch.tensor([self.database_index], dtype=torch.long)
+        return graph
+
+    def __repr__(self) -> str:
+        return (f"LMDBDataset({[str(p) for p in self.paths]}, n={len(self)}, cutoff={self.cutoff}, "
+                f"task={self.task_index}, database={self.database_index})")
+
+
+def split_indices(n: int, valid_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train, valid) indices of ``range(n)``: exactly round(n·fraction) validation items chosen by
+    a seeded permutation; both sorted. Memory: a boolean mask of n bytes."""
+    if not 0.0 <= valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
+    n_valid = int(round(n * valid_fraction))
+    dtype = _smallest_index_dtype(n)
+    if n_valid == 0:
+        return np.arange(n, dtype=dtype), np.empty(0, dtype=dtype)
+    valid = np.sort(permute(np.arange(n_valid), n, permutation_keys(seed, 0x5111))).astype(dtype)
+    mask = np.ones(n, dtype=bool)
+    mask[valid] = False
+    return np.flatnonzero(mask).astype(dtype), valid
+
+
+def database_datasets(
+    spec: DatabaseSpec, stores: Sequence[PathLike], cutoff: float, task_index: int, database_index: int,
+    valid_stores: Sequence[PathLike] | None = None,
+) -> tuple[LMDBDataset, LMDBDataset | None]:
+    """Train and validation datasets of one database, following ``spec.split``.
+
+    ``stores`` are the store directories of ``spec.path`` (see ``ingest.cached_store`` for raw
+    files); with ``split.valid_path`` give its stores as ``valid_stores``.
+    """
+    split: SplitSpec = spec.split
+    if split.valid_path is not None:
+        if not valid_stores:
+            raise ValueError(f"database {spec.name!r}: split.valid_path is set, pass its stores as valid_stores")
+        train = LMDBDataset(stores, cutoff, task_index, database_index)
+        return train, LMDBDataset(valid_stores, cutoff, task_index, database_index)
+    probe = LMDBDataset(stores, cutoff, task_index, database_index)
+    train_idx, valid_idx = split_indices(len(probe), split.valid_fraction, split.seed)
+    train = LMDBDataset(stores, cutoff, task_index, database_index, indices=train_idx)
+    valid = LMDBDataset(stores, cutoff, task_index, database_index, indices=valid_idx) if len(valid_idx) else None
+    return train, valid

@@ -1,0 +1,230 @@
+"""Ingest source files of any supported format into one store, streaming and atomically.
+
+Memory stays flat in input size: records flow reader → writer one by one (with ``workers > 1``,
+files are read in parallel processes and handed over in small bounded chunks, in file order, so
+the store is identical for any number of workers). Nothing appears at ``out`` unless the whole
+ingest succeeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import queue as queue_module
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from sevenomni.data.readers import (
+    LabelKeys,
+    Rejected,
+    SourceError,
+    count_hint,
+    expand_sources,
+    read_source,
+)
+from sevenomni.data.store import Record, StoreWriter, is_store
+
+_CHUNK = 256
+_QUEUE_CHUNKS = 8
+_MAX_EXAMPLES = 20
+
+
+class IngestError(ValueError):
+    """Ingest failed (bad record without --skip-bad, unreadable source, nothing valid)."""
+
+
+@dataclass
+class IngestReport:
+    out: str
+    count: int
+    skipped: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def num_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def summary(self) -> str:
+        rate = self.count / self.seconds if self.seconds > 0 else float("nan")
+        lines = [f"wrote {self.count} structures from {len(self.sources)} file(s) to {self.out} "
+                 f"in {self.seconds:.1f} s ({rate:.0f} structures/s)"]
+        if self.skipped:
+            reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(self.skipped.items()))
+            lines.append(f"skipped {self.num_skipped} bad record(s): {reasons}")
+        return "\n".join(lines)
+
+
+def _chunks(path: Path, format: str, keys: LabelKeys) -> Iterator[list[Record | Rejected]]:
+    chunk: list[Record | Rejected] = []
+    for item in read_source(path, format, keys):
+        chunk.append(item)
+        if len(chunk) >= _CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _worker(path: Path, format: str, keys: LabelKeys, out: Any) -> None:
+    try:
+        for chunk in _chunks(path, format, keys):
+            out.put(("chunk", chunk))
+        out.put(("done", None))
+    except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises
+        out.put(("error", f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)))
+
+
+def _parallel(files: list[tuple[Path, str]], keys: LabelKeys, workers: int) -> Iterator[list[Record | Rejected]]:
+    """Read up to ``workers`` files at once; yield their chunks strictly in file order."""
+    context = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
+    running: dict[int, tuple[Any, Any]] = {}
+    started = 0
+    try:
+        for current in range(len(files)):
+            while started < len(files) and len(running) < workers:
+                channel = context.Queue(maxsize=_QUEUE_CHUNKS)
+                process = context.Process(target=_worker, args=(*files[started], keys, channel), daemon=True)
+                process.start()
+                running[started] = (process, channel)
+                started += 1
+            process, channel = running[current]
+            while True:
+                try:
+                    kind, payload = channel.get(timeout=1.0)
+                except queue_module.Empty:
+                    if not process.is_alive():
+                        raise IngestError(f"{files[current][0]}: reader process died (exit code {process.exitcode})")
+                    continue
+                if kind == "chunk":
+                    yield payload
+                elif kind == "done":
+                    break
+                else:
+                    raise SourceError(payload)
+            process.join()
+            del running[current]
+    finally:
+        for process, _ in running.values():
+            if process.is_alive():
+                process.terminate()
+            process.join()
+
+
+def _progress(total: int | None, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=" structures", disable=not enabled, dynamic_ncols=True, mininterval=0.5)
+
+
+def ingest(
+    sources: Iterable[str | os.PathLike] | str | os.PathLike,
+    out: str | os.PathLike,
+    energy_key: str | None = None,
+    forces_key: str | None = None,
+    stress_key: str | None = None,
+    skip_bad: bool = False,
+    workers: int = 1,
+    *,
+    format: str = "auto",
+    require_energy: bool = True,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> IngestReport:
+    """Read ``sources`` (files, ``.aselmdb`` directories, stores) into a new store at ``out``.
+
+    Label keys: ``None`` means each format's default (extxyz/ASE: ``REF_energy``,
+    ``REF_forces``, ``REF_stress``, else the attached calculator's results; MPtrj, SPICE and
+    ``.aselmdb``: their native labels, also when the generic ``REF_*`` names are passed).
+    A bad record raises :class:`~sevenomni.data.readers.InvalidRecordError` naming the file and
+    record index, unless ``skip_bad``: then it is skipped and counted by reason (the counts are
+    stored in the metadata under ``"skipped"``).
+    """
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    files = expand_sources(list(sources), format)
+    if not files:
+        raise IngestError("no sources given")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    keys = LabelKeys(energy_key, forces_key, stress_key, require_energy)
+    skipped: Counter[str] = Counter()
+    examples: list[str] = []
+    start = time.perf_counter()
+    totals = [count_hint(path, fmt) for path, fmt in files]
+    total = sum(totals) if all(t is not None for t in totals) else None
+    if workers > 1 and len(files) > 1:
+        chunks = _parallel(files, keys, min(workers, len(files)))
+    else:
+        chunks = (chunk for path, fmt in files for chunk in _chunks(path, fmt, keys))
+    with StoreWriter(out, overwrite=overwrite) as writer, _progress(total, progress) as bar:
+        try:
+            for chunk in chunks:
+                for item in chunk:
+                    if isinstance(item, Rejected):
+                        if not skip_bad:
+                            raise item.error()
+                        skipped[item.reason] += 1
+                        if len(examples) < _MAX_EXAMPLES:
+                            examples.append(str(item.error()))
+                        continue
+                    writer.add(item)
+                bar.update(len(chunk))
+                if skipped:
+                    bar.set_postfix(skipped=sum(skipped.values()), refresh=False)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        if writer.count == 0:
+            raise IngestError(
+                f"no valid structures in {', '.join(str(p) for p, _ in files)}"
+                + (f" (skipped {sum(skipped.values())}: {dict(skipped)})" if skipped else "")
+            )
+        writer.commit({
+            "skipped": dict(skipped),
+            "skipped_examples": examples,
+            "ingest": {
+                "inputs": [{"path": str(p), "format": f} for p, f in files],
+                "energy_key": energy_key, "forces_key": forces_key, "stress_key": stress_key,
+                "require_energy": require_energy, "skip_bad": skip_bad,
+            },
+        })
+    return IngestReport(
+        out=str(out), count=writer.count, skipped=dict(skipped), examples=examples,
+        sources=[str(p) for p, _ in files], seconds=time.perf_counter() - start,
+    )
+
+
+def cached_store(
+    paths: str | list[str], cache_dir: str | os.PathLike, *, energy_key: str | None = None,
+    forces_key: str | None = None, stress_key: str | None = None, skip_bad: bool = False,
+    workers: int = 1, progress: bool = False,
+) -> list[str]:
+    """Store directories for a database's ``path``: stores as they are, raw files ingested once.
+
+    Raw files are ingested together into ``cache_dir/<hash>``, keyed by their absolute paths,
+    sizes, modification times and the label keys, and reused while those are unchanged.
+    """
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    stores = [p for p in paths if is_store(p)]
+    raw = [p for p in paths if not is_store(p)]
+    if not raw:
+        return stores
+    fingerprint = []
+    for p in raw:
+        stat = Path(p).stat()
+        fingerprint.append([str(Path(p).resolve()), stat.st_size, stat.st_mtime_ns])
+    key = json.dumps([fingerprint, energy_key, forces_key, stress_key, skip_bad]).encode()
+    out = Path(cache_dir) / f"store-{hashlib.sha256(key).hexdigest()[:16]}"
+    if not is_store(out):
+        ingest(raw, out, energy_key, forces_key, stress_key, skip_bad=skip_bad, workers=workers,
+               overwrite=out.exists(), progress=progress)
+    return stores + [str(out)]

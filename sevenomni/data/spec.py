@@ -1,0 +1,90 @@
+"""Config records of the data layer: what a database is, how it is split, how batches are drawn.
+
+A database maps to exactly one task; several databases may map to one task, and a
+domain-bridging set is simply a database assigned to another domain's task.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from sevenomni.nn.config import StrictModel
+
+LOSS_LABELS = ("energy", "forces", "stress")
+
+
+class SplitSpec(StrictModel):
+    """Reproducible train/validation split: a seeded fraction, or a separate file/store."""
+
+    valid_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    seed: int = 0
+    valid_path: str | list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "SplitSpec":
+        if self.valid_path is not None and "valid_fraction" in self.model_fields_set and self.valid_fraction > 0:
+            raise ValueError("give either valid_fraction or valid_path, not both")
+        return self
+
+
+class DatabaseSpec(StrictModel):
+    """One source of labelled structures, assigned to one task."""
+
+    name: str = Field(min_length=1)
+    path: str | list[str]
+    task: str = Field(min_length=1)
+    weight: float | None = Field(None, ge=0.0)
+    energy_key: str = "REF_energy"
+    forces_key: str = "REF_forces"
+    stress_key: str = "REF_stress"
+    loss_weights: dict[str, float] = Field(default_factory=lambda: {k: 1.0 for k in LOSS_LABELS})
+    split: SplitSpec = Field(default_factory=SplitSpec)
+
+    @field_validator("path")
+    @classmethod
+    def _non_empty(cls, path: str | list[str]) -> str | list[str]:
+        if (isinstance(path, str) and not path) or (isinstance(path, list) and not path):
+            raise ValueError("path must name at least one store or file")
+        return path
+
+    @field_validator("loss_weights")
+    @classmethod
+    def _known_labels(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(weights) - set(LOSS_LABELS))
+        if unknown:
+            raise ValueError(f"unknown loss_weights keys {unknown}; allowed: {list(LOSS_LABELS)}")
+        negative = {k: v for k, v in weights.items() if v < 0}
+        if negative:
+            raise ValueError(f"loss weights must be >= 0: {negative}")
+        return {k: float(weights.get(k, 1.0)) for k in LOSS_LABELS}
+
+    @property
+    def paths(self) -> list[str]:
+        return [self.path] if isinstance(self.path, str) else list(self.path)
+
+
+class SamplingSpec(StrictModel):
+    """How batches are drawn across databases.
+
+    * ``ratio``: probability ∝ each database's ``weight`` (all must be given);
+    * ``proportional``: ∝ size — an epoch then visits every structure exactly once;
+    * ``temperature``: ∝ size^(1/T) (T = 1 is proportional, T → ∞ uniform over databases).
+
+    Batches hold ``batch_size`` structures or at most ``max_atoms`` atoms (exactly one of them).
+    An epoch draws ``epoch_size`` structures (default: the total size of the databases).
+    """
+
+    mode: Literal["ratio", "proportional", "temperature"] = "proportional"
+    temperature: float = Field(1.0, gt=0.0)
+    batch_size: int | None = Field(None, ge=1)
+    max_atoms: int | None = Field(None, ge=1)
+    seed: int = 0
+    epoch_size: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> "SamplingSpec":
+        if (self.batch_size is None) == (self.max_atoms is None):
+            raise ValueError("give exactly one of batch_size and max_atoms")
+        return self

@@ -1,0 +1,146 @@
+"""`ingest` and the `sevenomni data` commands: formats mixed, skip-bad counts, atomic failure."""
+
+from __future__ import annotations
+
+import os
+
+import ase.io
+import numpy as np
+import pytest
+from ase.build import molecule
+from test_data_helpers import (
+    aselmdb_row,
+    crystal,
+    extxyz_frame,
+    labelled,
+    mptrj_frame,
+    water_conformations,
+    write_aselmdb,
+    write_mptrj,
+    write_spice,
+)
+
+from sevenomni.cli import main
+from sevenomni.data.ingest import IngestError, cached_store, ingest
+from sevenomni.data.readers import InvalidRecordError
+from sevenomni.data.store import StoreReader
+
+
+@pytest.fixture
+def mixed_sources(tmp_path):
+    frames = [labelled(crystal(i), seed=i) for i in range(5)] + [labelled(molecule("CH4"), seed=7)]
+    ase.io.write(tmp_path / "a.extxyz", frames)
+    rows = [aselmdb_row(crystal(10 + i), energy=-float(i), forces=np.zeros((2, 3))) for i in range(3)]
+    write_aselmdb(tmp_path / "omat.aselmdb", rows)
+    write_mptrj(tmp_path / "mptrj.json", {"mp-1": {"mp-1-0-0": mptrj_frame(crystal(20))}})
+    sources = [tmp_path / "a.extxyz", tmp_path / "omat.aselmdb", tmp_path / "mptrj.json"]
+    try:
+        import h5py  # noqa: F401
+
+        sources.append(write_spice(tmp_path / "spice.hdf5", {"w": water_conformations(2)}))
+    except ImportError:
+        pass
+    return sources
+
+
+def test_ingest_mixed_formats(tmp_path, mixed_sources):
+    report = ingest(mixed_sources, tmp_path / "store")
+    expected = 6 + 3 + 1 + (2 if len(mixed_sources) == 4 else 0)
+    assert report.count == expected and report.skipped == {}
+    reader = StoreReader(tmp_path / "store")
+    assert len(reader) == expected
+    assert reader.sources == [str(p) for p in mixed_sources]
+    assert reader.read(6)["energy"] == 0.0 and reader.read(6)["source"].endswith("omat.aselmdb")
+    meta = reader.metadata
+    assert meta["ingest"]["inputs"][2]["format"] == "mptrj" and meta["skipped"] == {}
+    assert meta["label_origin"]["energy"]["info:REF_energy"] == 6
+
+
+def test_parallel_ingest_writes_the_same_store(tmp_path, mixed_sources):
+    ingest(mixed_sources, tmp_path / "one")
+    ingest(mixed_sources, tmp_path / "two", workers=2)
+    one, two = StoreReader(tmp_path / "one"), StoreReader(tmp_path / "two")
+    assert len(one) == len(two)
+    for i in range(len(one)):
+        a, b = one.read(i), two.read(i)
+        np.testing.assert_array_equal(a["positions"], b["positions"])
+        assert a["source"] == b["source"] and a["index"] == b["index"]
+
+
+def bad_file(tmp_path):
+    path = tmp_path / "bad.extxyz"
+    path.write_text(
+        extxyz_frame()
+        + extxyz_frame(energy="nan")
+        + extxyz_frame(species=("H", "Zz"))
+        + extxyz_frame()
+        + extxyz_frame(energy=None)
+        + extxyz_frame(lattice="0 0 0 0 4 0 0 0 4")
+    )
+    return path
+
+
+def test_bad_record_aborts_and_leaves_nothing(tmp_path):
+    path = bad_file(tmp_path)
+    with pytest.raises(InvalidRecordError, match=r"bad.extxyz: record 1: energy is nan"):
+        ingest([path], tmp_path / "store")
+    assert sorted(os.listdir(tmp_path)) == ["bad.extxyz"]
+
+
+def test_skip_bad_counts_by_reason_and_stores_counts(tmp_path):
+    path = bad_file(tmp_path)
+    report = ingest([path], tmp_path / "store", skip_bad=True, workers=2)
+    assert report.count == 2
+    assert report.skipped == {"non_finite": 1, "unknown_element": 1, "missing_energy": 1, "zero_volume": 1}
+    meta = StoreReader(tmp_path / "store").metadata
+    assert meta["skipped"] == report.skipped
+    assert any("record 2" in example for example in meta["skipped_examples"])
+
+
+def test_nothing_valid_is_an_error(tmp_path):
+    path = tmp_path / "bad.extxyz"
+    path.write_text(extxyz_frame(energy="nan"))
+    with pytest.raises(IngestError, match="no valid structures"):
+        ingest([path], tmp_path / "store", skip_bad=True)
+    assert not (tmp_path / "store").exists()
+
+
+def test_allow_missing_energy(tmp_path):
+    path = tmp_path / "e.extxyz"
+    path.write_text(extxyz_frame(energy=None))
+    ingest([path], tmp_path / "store", require_energy=False)
+    reader = StoreReader(tmp_path / "store")
+    assert "energy" not in reader.read(0) and reader.metadata["labels"]["energy"] == 0
+
+
+def test_cli_ingest_and_info(tmp_path, mixed_sources, capsys):
+    path = bad_file(tmp_path)
+    code = main(["data", "ingest", str(path), "--out", str(tmp_path / "s"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.extxyz: record 1" in err and "sevenomni data: error" in err
+    assert main(["data", "ingest", str(path), str(mixed_sources[0]), "--out", str(tmp_path / "s"),
+                 "--skip-bad", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 8 structures" in out and "skipped 4 bad record(s)" in out and "zero_volume 1" in out
+    assert main(["data", "info", str(tmp_path / "s")]) == 0
+    info = capsys.readouterr().out
+    assert "structures: 8" in info and "forces" in info and "skipped:    4" in info and "Si" in info
+    assert main(["data", "info", str(tmp_path / "missing")]) == 2
+
+
+def test_cli_custom_keys(tmp_path, capsys):
+    atoms = labelled(crystal(0))
+    atoms.info["my_e"] = 42.0
+    ase.io.write(tmp_path / "k.extxyz", atoms)
+    assert main(["data", "ingest", str(tmp_path / "k.extxyz"), "--out", str(tmp_path / "s"),
+                 "--energy-key", "my_e", "--quiet"]) == 0
+    assert StoreReader(tmp_path / "s").read(0)["energy"] == 42.0
+
+
+def test_cached_store_ingests_once(tmp_path):
+    ase.io.write(tmp_path / "a.extxyz", [labelled(crystal(i), seed=i) for i in range(3)])
+    (first,) = cached_store(str(tmp_path / "a.extxyz"), tmp_path / "cache")
+    mtime = os.stat(first).st_mtime_ns
+    (second,) = cached_store([str(tmp_path / "a.extxyz")], tmp_path / "cache")
+    assert first == second and os.stat(second).st_mtime_ns == mtime and len(StoreReader(first)) == 3
+    assert cached_store([first], tmp_path / "cache") == [first]
