@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     sevenn_parser.add_argument("--out", required=True, help="sevenomni model file to write")
     sevenn_parser.add_argument("--task-name", help="name of the task of a single-task checkpoint (default: sevenn)")
     sevenn_parser.set_defaults(handler=import_sevenn)
+    from sevenomni.data.cli import register as register_data_commands  # `sevenomni data ...`
+    register_data_commands(commands)
     return parser
 
 
