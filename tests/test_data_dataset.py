@@ -92,7 +92,7 @@ def test_split_is_reproducible_and_exact():
     assert len(valid) == 100 and len(train) == 900
     assert np.intersect1d(train, valid).size == 0 and np.union1d(train, valid).tolist() == list(range(1000))
     again, valid_again = split_indices(1000, 0.1, seed=4)
-    assert np.array_equal(valid, valid_again) and not np.array_equal(valid, split_indices(1000, 0.1, seed=5)[1])
+    assert np.array_equal(valid, valid_again) and np.array_equal(train, again) and not np.array_equal(valid, split_indices(1000, 0.1, seed=5)[1])
     assert len(split_indices(10, 0.0)[1]) == 0
 
 

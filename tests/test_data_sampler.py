@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sevenomni.data.sampler import MultiDatabaseSampler, database_probabilities, permutation_keys, permute
+from sevenomni.data.sampler import (
+    MultiDatabaseSampler,
+    database_probabilities,
+    permutation_keys,
+    permute,
+)
 from sevenomni.data.spec import SamplingSpec
 
 SIZES = [5000, 1200, 300]
@@ -91,7 +96,7 @@ def test_ranks_pad_only_when_batches_cannot_be_halved():
          for r in range(2)]
     shards = [list(x) for x in s]
     assert len(shards[0]) == len(shards[1]) == len(s[0]) == 2
-    assert set(sum(shards[0] + shards[1], [])) == {0, 1, 2}
+    assert {i for batch in shards[0] + shards[1] for i in batch} == {0, 1, 2}
 
 
 def test_deterministic_and_seed_dependent():

@@ -35,7 +35,7 @@ def store(tmp_path_factory):
 
 
 def test_reference_energies_recover_the_truth(store):
-    path, items = store
+    path, _ = store
     matrix = element_count_matrix(path)
     assert matrix.shape == (200, 119)
     energies = StoreReader(path).energies

@@ -26,7 +26,7 @@ _LAZY = {
     "force_rms": "statistics",
 }
 
-__all__ = ["atoms_to_graph", "collate", *_LAZY]
+__all__ = ["atoms_to_graph", "collate"] + list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

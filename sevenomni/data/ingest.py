@@ -16,9 +16,10 @@ import queue as queue_module
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from sevenomni.data.readers import (
     LabelKeys,

@@ -24,8 +24,9 @@ state saved mid-epoch resumes the identical order.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from torch.utils.data import Sampler

@@ -23,7 +23,7 @@ class SplitSpec(StrictModel):
     valid_path: str | list[str] | None = None
 
     @model_validator(mode="after")
-    def _one_way(self) -> "SplitSpec":
+    def _one_way(self) -> SplitSpec:
         if self.valid_path is not None and "valid_fraction" in self.model_fields_set and self.valid_fraction > 0:
             raise ValueError("give either valid_fraction or valid_path, not both")
         return self
@@ -84,7 +84,7 @@ class SamplingSpec(StrictModel):
     epoch_size: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
-    def _one_bound(self) -> "SamplingSpec":
+    def _one_bound(self) -> SamplingSpec:
         if (self.batch_size is None) == (self.max_atoms is None):
             raise ValueError("give exactly one of batch_size and max_atoms")
         return self

@@ -9,7 +9,7 @@ seeded subsample.
 from __future__ import annotations
 
 import os
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from sevenomni.data.graph import neighbor_list
 from sevenomni.data.sampler import permutation_keys, permute
 from sevenomni.data.store import LABEL_FORCES, MAX_Z, StoreReader
 
-Source = Union[StoreReader, LMDBDataset, str, os.PathLike]
+Source = StoreReader | LMDBDataset | str | os.PathLike
 NUM_ELEMENTS = MAX_Z + 1
 _CHUNK = 1 << 16
 

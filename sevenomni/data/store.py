@@ -34,9 +34,10 @@ import threading
 import time
 import zlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import lmdb
 import numpy as np
@@ -270,7 +271,7 @@ class StoreWriter:
         self.spools["elem_ptr"].extend([0])
         self.closed = False
 
-    def __enter__(self) -> "StoreWriter":
+    def __enter__(self) -> StoreWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -490,7 +491,7 @@ class StoreReader:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"])
 
-    def __enter__(self) -> "StoreReader":
+    def __enter__(self) -> StoreReader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import gzip
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
-from sevenomni.data.readers.aselmdb import aselmdb_files, count_rows, read_aselmdb
 from sevenomni.data.readers.ase_files import read_ase_file
+from sevenomni.data.readers.aselmdb import aselmdb_files, count_rows, read_aselmdb
 from sevenomni.data.readers.common import (
     REASONS,
     InvalidRecordError,

@@ -10,8 +10,10 @@ label came from (``sevenomni data info`` shows it).
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator, Mapping
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import ase.io
 import numpy as np
@@ -149,9 +151,9 @@ def read_with_ase(path: str, keys: LabelKeys, format: str | None = None) -> Reco
             atoms = next(frames)
         except StopIteration:
             return
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             raise SourceError(f"{path}: record {index}: ASE cannot read it: {type(error).__name__}: {error}") from error
-        yield guarded(path, index, lambda: record_from_atoms(atoms, path, index, keys))
+        yield guarded(path, index, partial(record_from_atoms, atoms, path, index, keys))
         index += 1
 
 
@@ -160,7 +162,7 @@ def read_ase_file(path: str | Path, keys: LabelKeys) -> RecordStream:
     path = str(path)
     try:
         fmt = filetype(path)
-    except Exception as error:  # noqa: BLE001
+    except Exception as error:
         raise SourceError(f"{path}: ASE cannot tell its format: {error}") from error
     if fmt in ("extxyz", "xyz"):
         return read_extxyz(path, keys)

@@ -7,8 +7,9 @@ record and count it, and the default can stop at it naming the file and record i
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Union
+from typing import Any
 
 import numpy as np
 from ase.data import atomic_numbers as SYMBOL_TO_Z
@@ -66,9 +67,9 @@ class LabelKeys:
     stress: str | None = None
     require_energy: bool = True
 
-    def resolve(self, energy: str, forces: str, stress: str, generic: tuple[str, ...] = ()) -> "LabelKeys":
+    def resolve(self, energy: str, forces: str, stress: str, generic: tuple[str, ...] = ()) -> LabelKeys:
         """Fill unset keys with a format's defaults; keys listed in ``generic`` count as unset."""
-        pick = lambda key, default: default if key is None or key in generic else key  # noqa: E731
+        pick = lambda key, default: default if key is None or key in generic else key
         return LabelKeys(pick(self.energy, energy), pick(self.forces, forces), pick(self.stress, stress),
                          self.require_energy)
 
@@ -233,4 +234,4 @@ def guarded(source: str, index: int, build: Callable[[], Record]) -> Record | Re
         return Rejected(source, index, UNREADABLE, f"cannot parse record: {type(error).__name__}: {error}")
 
 
-RecordStream = Iterator[Union[Record, Rejected]]
+RecordStream = Iterator[Record | Rejected]

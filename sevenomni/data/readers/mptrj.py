@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from ase.units import GPa
@@ -100,5 +102,5 @@ def read_mptrj(path: str | Path, keys: LabelKeys, stream: bool | None = None) ->
         if not isinstance(frames, dict):
             raise SourceError(f"{source}: material {material_id!r} is not an object of frames (not MPtrj layout)")
         for frame_id, frame in frames.items():
-            yield guarded(source, index, lambda: frame_to_record(frame, source, index, frame_id, keys))
+            yield guarded(source, index, partial(frame_to_record, frame, source, index, frame_id, keys))
             index += 1

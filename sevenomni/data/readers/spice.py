@@ -10,11 +10,12 @@ Record index counts conformations across groups (groups in file order); name = "
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ase.units import Bohr, Hartree, kJ, kcal, mol, nm
+from ase.units import Bohr, Hartree, kcal, kJ, mol, nm
 
 from sevenomni.data.readers.common import (
     GENERIC_KEYS,
@@ -113,19 +114,14 @@ def read_spice(path: str | Path, keys: LabelKeys) -> RecordStream:
                 charges = np.asarray(group["mbis_charges"][()], dtype=np.float64).reshape(m, -1).sum(axis=1)
             subset = _text(group, "subset")
             for k in range(m):
-
-                def build(k=k, index=index):
-                    energy = energies[k] if energies is not None and k < len(energies) else None
-                    origin = {"energy": f"spice:{keys.energy}"} if energy is not None else {}
-                    if forces is not None:
-                        origin["forces"] = f"spice:{keys.forces}"
-                    return validate_record(
-                        source=source, index=index, species=numbers, positions=positions[k],
-                        energy=energy, forces=forces[k] if forces is not None else None,
-                        charge=float(np.round(charges[k])) if charges is not None else None,
-                        require_energy=keys.require_energy, config_type=subset,
-                        name=f"{group_name}/{k}", origin=origin,
-                    )
-
+                build = partial(
+                    validate_record, source=source, index=index, species=numbers, positions=positions[k],
+                    energy=energies[k] if energies is not None and k < len(energies) else None,
+                    forces=forces[k] if forces is not None and k < len(forces) else None,
+                    charge=float(np.round(charges[k])) if charges is not None else None,
+                    require_energy=keys.require_energy, config_type=subset, name=f"{group_name}/{k}",
+                    origin={label: f"spice:{key}" for label, key, values in
+                            (("energy", keys.energy, energies), ("forces", keys.forces, forces)) if values is not None},
+                )
                 yield guarded(source, index, build)
                 index += 1
