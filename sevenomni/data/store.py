@@ -25,6 +25,7 @@ Units: eV, Å, eV/Å; stress in eV/Å³ with ASE's sign (positive = tensile; vir
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import shutil
@@ -196,25 +197,30 @@ def decode_record(buffer: bytes, where: str) -> dict[str, Any]:
 class _Spool:
     """Append-only raw array file, turned into a ``.npy`` at commit (keeps writer memory flat)."""
 
+    _TYPECODES = {np.dtype(np.uint8): "B", np.dtype(np.uint32): "I", np.dtype(np.int64): "q",
+                  np.dtype(np.float64): "d"}
+
     def __init__(self, path: Path, dtype: type, buffer_size: int = 1 << 16) -> None:
         self.path, self.dtype, self.buffer_size = path, np.dtype(dtype), buffer_size
-        self.pending: list[np.ndarray] = []
-        self.pending_len = 0
+        self.buffer = array.array(self._TYPECODES[self.dtype])
+        assert self.buffer.itemsize == self.dtype.itemsize
         self.length = 0
-        self.handle = open(path, "wb")
+        self.handle = open(path, "wb")  # noqa: SIM115 - closed in finish()/close()
 
-    def extend(self, values: np.ndarray | list) -> None:
-        array = np.asarray(values, dtype=self.dtype).ravel()
-        self.pending.append(array)
-        self.pending_len += len(array)
-        self.length += len(array)
-        if self.pending_len >= self.buffer_size:
+    def append(self, value: float) -> None:
+        self.buffer.append(value)
+        if len(self.buffer) >= self.buffer_size:
+            self.flush()
+
+    def extend(self, values: list) -> None:
+        self.buffer.extend(values)
+        if len(self.buffer) >= self.buffer_size:
             self.flush()
 
     def flush(self) -> None:
-        if self.pending:
-            self.handle.write(np.concatenate(self.pending).tobytes())
-            self.pending, self.pending_len = [], 0
+        self.length += len(self.buffer)
+        self.handle.write(self.buffer.tobytes())
+        del self.buffer[:]
 
     def finish(self, target: Path, chunk: int = 1 << 22) -> None:
         self.flush()
@@ -268,7 +274,7 @@ class StoreWriter:
         self.natoms_max = 0
         self.nnz = 0
         self.spools = {name: _Spool(self.tmp / f"{name}.raw", dtype) for name, dtype in _SIDECARS.items()}
-        self.spools["elem_ptr"].extend([0])
+        self.spools["elem_ptr"].append(0)
         self.closed = False
 
     def __enter__(self) -> StoreWriter:
@@ -283,8 +289,10 @@ class StoreWriter:
         source_id = self.sources.setdefault(record.source, len(self.sources))
         self.txn.put(record_key(self.count), encode_record(record, source_id), append=True)
         n = len(record.numbers)
-        z, counts = np.unique(np.asarray(record.numbers), return_counts=True)
-        for zi, ci in zip(z.tolist(), counts.tolist()):
+        histogram = np.bincount(np.asarray(record.numbers, dtype=np.int64))
+        z = np.flatnonzero(histogram).tolist()
+        counts = histogram[z].tolist()
+        for zi, ci in zip(z, counts):
             self.elements[zi] += ci
         self.nnz += len(z)
         flags = 0
@@ -305,10 +313,10 @@ class StoreWriter:
         for label, origin in (record.origin or {}).items():
             self.origins.setdefault(label, Counter())[origin] += 1
         spools = self.spools
-        spools["natoms"].extend([n])
-        spools["energy"].extend([record.energy if record.energy is not None else np.nan])
-        spools["labels"].extend([flags])
-        spools["elem_ptr"].extend([self.nnz])
+        spools["natoms"].append(n)
+        spools["energy"].append(record.energy if record.energy is not None else np.nan)
+        spools["labels"].append(flags)
+        spools["elem_ptr"].append(self.nnz)
         spools["elem_z"].extend(z)
         spools["elem_n"].extend(counts)
         self.natoms_total += n
