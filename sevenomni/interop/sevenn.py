@@ -386,6 +386,7 @@ def _tasks(config: dict, task_name: str | None) -> list[str]:
 def sevenn_model_config(config: dict, state_dict: dict[str, torch.Tensor], task_name: str | None = None) -> ModelConfig:
     """The :class:`ModelConfig` of a SevenNet checkpoint (after :func:`_check_options`)."""
     _check_options(config)
+    state_dict = _rename_old_keys(state_dict)
     for key in ("cutoff", "channel", "lmax", "num_convolution_layer"):
         if key not in config:
             raise CheckpointError(f"SevenNet config has no {key!r}")
