@@ -123,3 +123,25 @@ def test_specs_validate():
         SamplingSpec(mode="temperature", temperature=0.0, batch_size=2)
     with pytest.raises(ValidationError, match="either valid_fraction or valid_path"):
         SplitSpec(valid_fraction=0.2, valid_path="v")
+
+
+def test_worker_collate_hands_over_the_same_batch(store):
+    from multiprocessing.reduction import ForkingPickler
+
+    from sevenomni.data.dataset import worker_collate
+
+    path, _ = store
+    dataset = LMDBDataset(path, 3.0, 1, 2)
+    graphs = [dataset[i] for i in range(6)]
+    reference = collate(graphs)
+    moved = ForkingPickler.loads(ForkingPickler.dumps(worker_collate(graphs)))
+    assert moved.num_graphs == 6 and set(moved.keys()) == set(reference.keys())
+    for key in reference.keys():
+        if isinstance(reference[key], torch.Tensor):
+            assert torch.equal(moved[key], reference[key]), key
+        else:
+            assert moved[key] == reference[key], key
+    assert torch.equal(moved.get_example(4).pos, graphs[4].pos)
+    loader = DataLoader(dataset, batch_size=7, collate_fn=worker_collate, num_workers=2)
+    for batch, indices in zip(loader, [range(i, min(i + 7, 40)) for i in range(0, 40, 7)]):
+        assert torch.equal(batch.energy, collate([dataset[i] for i in indices]).energy)

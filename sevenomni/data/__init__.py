@@ -18,6 +18,7 @@ _LAZY = {
     "ingest": "ingest",
     "IngestReport": "ingest",
     "LMDBDataset": "dataset",
+    "worker_collate": "dataset",
     "split_indices": "dataset",
     "MultiDatabaseSampler": "sampler",
     "element_reference_energies": "statistics",
