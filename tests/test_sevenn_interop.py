@@ -21,9 +21,9 @@ from ase.build import add_adsorbate, bulk, fcc111, molecule
 
 sevenn = pytest.importorskip("sevenn")
 
-from sevenomni import CheckpointError, SevenOmniCalculator, load_model  # noqa: E402
-from sevenomni.cli import main  # noqa: E402
-from sevenomni.interop.sevenn import (  # noqa: E402
+from sevenomni import CheckpointError, SevenOmniCalculator, load_model
+from sevenomni.cli import main
+from sevenomni.interop.sevenn import (
     load_sevenn_model,
     read_sevenn_checkpoint,
     resolve_sevenn_checkpoint,
@@ -77,7 +77,7 @@ def evaluate(calculator, atoms: Atoms) -> dict:
     result = {"energy": atoms.get_potential_energy()}
     try:
         forces = atoms.get_forces()
-    except Exception:  # SevenNet has no force for a structure without edges
+    except Exception:  # noqa: BLE001 - SevenNet may have no force for a structure without edges
         forces = None
     if forces is not None and np.all(np.isfinite(forces)):
         result["forces"] = forces
@@ -130,7 +130,9 @@ def test_shipped_checkpoints_match_sevenn(name, modal, ours, reference):
     model = ours(name)
     ours_calc = SevenOmniCalculator(model, task=modal, device="cpu")
     for label, atoms in structures().items():
-        assert_same(evaluate(reference(name, modal), atoms), evaluate(ours_calc, atoms), atoms, f"{name}/{modal}/{label}")
+        assert_same(
+            evaluate(reference(name, modal), atoms), evaluate(ours_calc, atoms), atoms, f"{name}/{modal}/{label}"
+        )
 
 
 @pytest.mark.parametrize("name", list(SHIPPED))
@@ -191,7 +193,7 @@ def test_converted_model_runs_without_sevenn(tmp_path, reference):
         "print(repr(atoms.get_potential_energy()))\n"
         "assert not [m for m, v in sys.modules.items() if m.startswith('sevenn') and v is not None]\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     atoms = bulk("NaCl", "rocksalt", a=5.6)
     expected = evaluate(reference("7net-0"), atoms)["energy"]

@@ -82,7 +82,9 @@ _OLD_MODULE_NAMES = {
     "reducing nn hidden to energy": "reduce_hidden_to_energy",
     "rescale atomic energy": "rescale_atomic_energy",
 }
-_OLD_LAYER_MODULE = re.compile(r"^(\d+) (self connection intro|convolution|self interaction 1|self interaction 2|equivariant gate)$")
+_OLD_LAYER_MODULE = re.compile(
+    r"^(\d+) (self connection intro|convolution|self interaction 1|self interaction 2|equivariant gate)$"
+)
 
 # State-dict entries that are constants of e3nn modules, not weights.
 _CONSTANT_SUFFIXES = (".output_mask", "._compiled_main_left_right")
@@ -148,7 +150,7 @@ def _pickle_strings(path: str | os.PathLike) -> set[str] | None:
         for opcode, argument, _ in pickletools.genops(data):
             if isinstance(argument, str) and "UNICODE" in opcode.name:
                 strings.add(argument)
-    except Exception:  # any malformed pickle: not something we recognise
+    except Exception:  # noqa: BLE001 - any malformed pickle: not something we recognise
         return None
     return strings
 
@@ -260,13 +262,16 @@ def _check_options(config: dict) -> None:
         used = ("e", "o") if parity else ("e",)
         for p in used:
             if acts.get(p, _ACTIVATIONS[p]) != _ACTIVATIONS[p]:
-                raise _unsupported(f"{key}[{p!r}]", acts.get(p), f"sevenomni gates use {_ACTIVATIONS[p]} for parity {p!r}")
+                raise _unsupported(
+                    f"{key}[{p!r}]", acts.get(p), f"sevenomni gates use {_ACTIVATIONS[p]} for parity {p!r}"
+                )
     radial = _option(config, "radial_basis", {"radial_basis_name": "bessel"})
     if radial.get("radial_basis_name", "bessel") != "bessel":
         raise _unsupported("radial_basis.radial_basis_name", radial.get("radial_basis_name"), "only the Bessel basis")
     unknown = set(radial) - {"radial_basis_name", "bessel_basis_num", "trainable_coeff"}
     if unknown:
-        raise _unsupported(f"radial_basis.{sorted(unknown)[0]}", radial[sorted(unknown)[0]], "unknown radial-basis option")
+        key = min(unknown)
+        raise _unsupported(f"radial_basis.{key}", radial[key], "unknown radial-basis option")
     envelope = _option(config, "cutoff_function", {"cutoff_function_name": "poly_cut"})
     name = envelope.get("cutoff_function_name", "poly_cut")
     if name not in ("poly_cut", "XPLOR"):
@@ -280,7 +285,9 @@ def _check_options(config: dict) -> None:
     if _option(config, "use_modality", False):
         if _option(config, "use_modal_node_embedding", False):
             raise _unsupported(
-                "use_modal_node_embedding", True, "task embeddings sit on SI-1, SI-2 and the readout, not the species embedding"
+                "use_modal_node_embedding",
+                True,
+                "task embeddings sit on SI-1, SI-2 and the readout, not the species embedding",
             )
         modal_map = config.get("_modal_map")
         if not isinstance(modal_map, dict) or len(modal_map) < 2:
@@ -288,7 +295,9 @@ def _check_options(config: dict) -> None:
         if sorted(modal_map.values()) != list(range(len(modal_map))):
             raise _unsupported("_modal_map", modal_map, "modal indices must be 0 … M-1")
         if config.get("_number_of_modalities", len(modal_map)) != len(modal_map):
-            raise _unsupported("_number_of_modalities", config.get("_number_of_modalities"), "does not match _modal_map")
+            raise _unsupported(
+                "_number_of_modalities", config.get("_number_of_modalities"), "does not match _modal_map"
+            )
     cueq = _option(config, "cuequivariance_config", {})
     if isinstance(cueq, dict) and cueq.get("use", False):
         raise _unsupported(
@@ -317,7 +326,9 @@ def _normalize_sph(config: dict) -> bool:
 
 def _tp_irreps(irreps_x: o3.Irreps, irreps_filter: o3.Irreps, drop_l: int | None, parity_mode: str, mul: int | None):
     """SevenNet's ``util.infer_irreps_out`` (full tensor product, sorted and simplified, filtered)."""
-    products = [(m1 * m2, ir) for m1, ir1 in irreps_x.simplify() for m2, ir2 in irreps_filter.simplify() for ir in ir1 * ir2]
+    products = [
+        (m1 * m2, ir) for m1, ir1 in irreps_x.simplify() for m2, ir2 in irreps_filter.simplify() for ir in ir1 * ir2
+    ]
     kept = []
     for m, ir in o3.Irreps(products).sort().irreps.simplify():
         if drop_l is not None and ir.l > drop_l:
@@ -411,7 +422,11 @@ def sevenn_model_config(config: dict, state_dict: dict[str, torch.Tensor], task_
     if modal:
         sites = [
             site
-            for site, key in (("si1", "use_modal_self_inter_intro"), ("si2", "use_modal_self_inter_outro"), ("readout", "use_modal_output_block"))
+            for site, key in (
+                ("si1", "use_modal_self_inter_intro"),
+                ("si2", "use_modal_self_inter_outro"),
+                ("readout", "use_modal_output_block"),
+            )
             if _option(config, key, False)
         ]
     scale = state_dict.get("rescale_atomic_energy.scale")
@@ -479,7 +494,9 @@ def _channel_offsets(irreps: o3.Irreps) -> list[int]:
     return offsets
 
 
-def _effective_linear(irreps_in: o3.Irreps, irreps_out: o3.Irreps, weight: torch.Tensor) -> dict[o3.Irrep, torch.Tensor]:
+def _effective_linear(
+    irreps_in: o3.Irreps, irreps_out: o3.Irreps, weight: torch.Tensor
+) -> dict[o3.Irrep, torch.Tensor]:
     """e3nn ``o3.Linear`` weights as normalised matrices, one per irrep: [in channels, out channels].
 
     Instructions connect every input entry to every output entry of the same irrep, input-major;
@@ -492,7 +509,9 @@ def _effective_linear(irreps_in: o3.Irreps, irreps_out: o3.Irreps, weight: torch
         sizes.setdefault(ir, [0, 0])[0] += mul
     for mul, ir in irreps_out:
         sizes.setdefault(ir, [0, 0])[1] += mul
-    matrices = {ir: torch.zeros(n_in, n_out, dtype=torch.float64) for ir, (n_in, n_out) in sizes.items() if n_in and n_out}
+    matrices = {
+        ir: torch.zeros(n_in, n_out, dtype=torch.float64) for ir, (n_in, n_out) in sizes.items() if n_in and n_out
+    }
     fan_in = {i_out: sum(m for m, ir in irreps_in if ir == ir_out) for i_out, (_, ir_out) in enumerate(irreps_out)}
     position = 0
     for i_in, (mul_in, ir_in) in enumerate(irreps_in):
@@ -539,7 +558,7 @@ class _Mapper:
         self.source = state_dict
         self.target = model.state_dict()
         self.used: set[str] = set()
-        elements, type_map = _elements(config)
+        _, type_map = _elements(config)
         self.num_species_sevenn = len(type_map)
         # Row of SevenNet's (alphabetical) one-hot for each of our (atomic-number-ordered) species.
         self.species_rows = torch.tensor([type_map[z] for z in model.config.atomic_numbers])
@@ -555,7 +574,9 @@ class _Mapper:
     def put(self, key: str, value: torch.Tensor) -> None:
         expected = self.target[key]
         if value.numel() != expected.numel():
-            raise CheckpointError(f"{key}: SevenNet provides {value.numel()} values, sevenomni needs {expected.numel()}")
+            raise CheckpointError(
+                f"{key}: SevenNet provides {value.numel()} values, sevenomni needs {expected.numel()}"
+            )
         self.target[key] = value.reshape(expected.shape).to(expected.dtype).clone()
 
     # --- the pieces -------------------------------------------------------------------------
@@ -585,7 +606,9 @@ class _Mapper:
     def species_embedding(self) -> None:
         linear = self.model.species_embedding
         matrices = _effective_linear(
-            o3.Irreps(f"{self.num_species_sevenn}x0e"), linear.irreps_out, self.take("onehot_to_feature_x.linear.weight")
+            o3.Irreps(f"{self.num_species_sevenn}x0e"),
+            linear.irreps_out,
+            self.take("onehot_to_feature_x.linear.weight"),
         )
         scalar = o3.Irrep("0e")
         matrices[scalar] = matrices[scalar][self.species_rows]
@@ -609,7 +632,9 @@ class _Mapper:
             raise CheckpointError(f"{theirs}: {weight.numel()} weights, sevenomni's layout needs {position}")
         self.put(f"{ours}.map.weight", torch.cat(blocks))
 
-    def radial_net(self, ours: str, theirs: str, conv, creation_order: list[tuple[int, int, int]], sort_old: bool) -> None:
+    def radial_net(
+        self, ours: str, theirs: str, conv, creation_order: list[tuple[int, int, int]], sort_old: bool
+    ) -> None:
         net = conv.radial_net
         num = len([name for name, _ in net.named_parameters()])
         for k in range(num):
@@ -669,7 +694,9 @@ class _Mapper:
             return values[self.species_rows].reshape(1, -1).expand(rows, -1)
         if values.dim() == 2 and values.shape == (rows, n):
             return values[:, self.species_rows]
-        raise CheckpointError(f"rescale_atomic_energy.{what} has shape {tuple(values.shape)}; expected ({n},) or ({rows}, {n})")
+        raise CheckpointError(
+            f"rescale_atomic_energy.{what} has shape {tuple(values.shape)}; expected ({n},) or ({rows}, {n})"
+        )
 
     def leftovers(self) -> list[str]:
         left = []
@@ -720,7 +747,9 @@ def _check_layout(model: SevenOmniModel, layers: list[dict]) -> None:
                 )
 
 
-def sevenn_to_model(checkpoint: dict[str, Any], task_name: str | None = None, source: str = "SevenNet checkpoint") -> SevenOmniModel:
+def sevenn_to_model(
+    checkpoint: dict[str, Any], task_name: str | None = None, source: str = "SevenNet checkpoint"
+) -> SevenOmniModel:
     """Build the sevenomni model equal to a SevenNet checkpoint dict (``config`` + ``model_state_dict``)."""
     config = dict(checkpoint["config"])
     try:
@@ -740,23 +769,35 @@ def sevenn_to_model(checkpoint: dict[str, Any], task_name: str | None = None, so
         for t, (layer, irreps) in enumerate(zip(model.layers, layers)):
             ours = f"layers.{t}"
             if model_config.self_connection == "species":
-                mapper.species_self_connection(f"{ours}.self_connection", f"{t}_self_connection_intro", layer.self_connection.map)
+                mapper.species_self_connection(
+                    f"{ours}.self_connection", f"{t}_self_connection_intro", layer.self_connection.map
+                )
             else:
                 sc = layer.self_connection.map
-                matrices = _effective_linear(sc.irreps_in, sc.irreps_out, mapper.take(f"{t}_self_connection_intro.linear.weight"))
-                mapper.put(f"{ours}.self_connection.map.weight", _linear_weight(sc, matrices, f"{t}_self_connection_intro"))
+                matrices = _effective_linear(
+                    sc.irreps_in, sc.irreps_out, mapper.take(f"{t}_self_connection_intro.linear.weight")
+                )
+                mapper.put(
+                    f"{ours}.self_connection.map.weight", _linear_weight(sc, matrices, f"{t}_self_connection_intro")
+                )
             mapper.task_linear(f"{ours}.si1", f"{t}_self_interaction_1", layer.si1, "si1" in sites)
             creation, _, _ = _creation_order(irreps["in"], irreps["filter"], irreps["tp_filter"])
             mapper.radial_net(f"{ours}.conv", f"{t}_convolution", layer.conv, creation, sort_old)
             mapper.put(f"{ours}.conv.denominator", mapper.take(f"{t}_convolution.denominator"))
             # SevenNet's SI-2 reads the TP output as simplified irreps; the effective matrices are the same.
-            si2_in = _tp_irreps(irreps["in"], irreps["filter"], irreps["out"].lmax, "even" if t == len(layers) - 1 else "full", None)
+            si2_in = _tp_irreps(
+                irreps["in"], irreps["filter"], irreps["out"].lmax, "even" if t == len(layers) - 1 else "full", None
+            )
             if si2_in.dim != layer.si2.irreps_in.dim or si2_in != layer.si2.irreps_in.simplify():
-                raise CheckpointError(f"SevenNet layer {t} self-interaction 2 reads {si2_in}, sevenomni {layer.si2.irreps_in}")
+                raise CheckpointError(
+                    f"SevenNet layer {t} self-interaction 2 reads {si2_in}, sevenomni {layer.si2.irreps_in}"
+                )
             mapper.task_linear(f"{ours}.si2", f"{t}_self_interaction_2", layer.si2, "si2" in sites, si2_in)
         mapper.task_linear("readout_hidden", "reduce_input_to_hidden", model.readout_hidden, "readout" in sites)
         energy = model.readout_energy
-        matrices = _effective_linear(energy.irreps_in, energy.irreps_out, mapper.take("reduce_hidden_to_energy.linear.weight"))
+        matrices = _effective_linear(
+            energy.irreps_in, energy.irreps_out, mapper.take("reduce_hidden_to_energy.linear.weight")
+        )
         mapper.put("readout_energy.weight", _linear_weight(energy, matrices, "reduce_hidden_to_energy"))
         mapper.shift_scale()
 
