@@ -277,7 +277,11 @@ def markdown(results: dict) -> str:
         "# Data-layer benchmark",
         "",
         f"Machine: {results['machine']['cpus']} CPU cores, {results['machine']['platform']}, "
-        f"Python {results['machine']['python']}. Command: `{results['command']}`.",
+        f"Python {results['machine']['python']}. Command: `{results['command']}` "
+        f"({results['seconds']:.0f} s). 1-minute load average at start / end: "
+        f"{' / '.join(map(str, results['machine']['load_average_1min_start_end']))}"
+        + (" (other processes shared the cores: timings are noisy and parallel speed-ups understated)."
+           if max(results["machine"]["load_average_1min_start_end"]) > 1.0 else "."),
         "",
         f"## Ingest ({ingest['structures']:,} structures of 2–8 atoms, extxyz in 4 files, {ingest['input_mib']} MiB)",
         "",
@@ -335,6 +339,7 @@ def main() -> None:
         args.ingest, args.read, args.sizes, args.graphs = 2_000, 300, [1_000, 10_000], 1_000
     work = Path(tempfile.mkdtemp(prefix="data_bench-", dir=args.workdir))
     start = time.perf_counter()
+    load_start = os.getloadavg()
     try:
         print("ingest", flush=True)
         ingest = bench_ingest(work, args.ingest)
@@ -346,7 +351,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     results = {
         "command": "python benchmarks/data_bench.py" + (" --quick" if args.quick else ""),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "load_average_1min_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)]},
         "seconds": round(time.perf_counter() - start, 1),
         "graphs_per_store": args.graphs,
         "ingest": ingest,

@@ -22,7 +22,7 @@ from test_data_helpers import (
 
 from sevenomni.cli import main
 from sevenomni.data.ingest import IngestError, cached_store, ingest
-from sevenomni.data.readers import InvalidRecordError
+from sevenomni.data.readers import InvalidRecordError, SourceError
 from sevenomni.data.store import StoreReader
 
 
@@ -58,7 +58,9 @@ def test_ingest_mixed_formats(tmp_path, mixed_sources):
 
 def test_parallel_ingest_writes_the_same_store(tmp_path, mixed_sources):
     ingest(mixed_sources, tmp_path / "one")
+    before = set(os.listdir(tmp_path))
     ingest(mixed_sources, tmp_path / "two", workers=2)
+    assert set(os.listdir(tmp_path)) - before == {"two"}  # no spool or partial directory left
     one, two = StoreReader(tmp_path / "one"), StoreReader(tmp_path / "two")
     assert len(one) == len(two)
     for i in range(len(one)):
@@ -85,6 +87,15 @@ def test_bad_record_aborts_and_leaves_nothing(tmp_path):
     with pytest.raises(InvalidRecordError, match=r"bad.extxyz: record 1: energy is nan"):
         ingest([path], tmp_path / "store")
     assert sorted(os.listdir(tmp_path)) == ["bad.extxyz"]
+
+
+def test_unreadable_file_in_parallel_ingest(tmp_path, mixed_sources):
+    broken = tmp_path / "broken.extxyz"
+    broken.write_text(extxyz_frame() + "oops\n")
+    before = set(os.listdir(tmp_path))
+    with pytest.raises(SourceError, match=r"broken.extxyz: record 1 \(line 5\)"):
+        ingest([mixed_sources[0], broken, mixed_sources[1]], tmp_path / "store", workers=2, skip_bad=True)
+    assert set(os.listdir(tmp_path)) == before
 
 
 def test_skip_bad_counts_by_reason_and_stores_counts(tmp_path):

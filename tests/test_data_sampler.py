@@ -164,3 +164,14 @@ def test_weight_errors():
         database_probabilities(SIZES, [0, 0, 0], "ratio")
     with pytest.raises(ValueError, match="atom counts"):
         MultiDatabaseSampler([3], [np.ones(2)], SamplingSpec(batch_size=1), None)
+
+
+def test_torchrun_environment(monkeypatch):
+    from sevenomni.data.sampler import torchrun_rank_and_world_size
+
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert torchrun_rank_and_world_size() == (3, 4)
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    assert torchrun_rank_and_world_size() == (0, 1)

@@ -1,9 +1,10 @@
 """Ingest source files of any supported format into one store, streaming and atomically.
 
-Memory stays flat in input size: records flow reader → writer one by one (with ``workers > 1``,
-files are read in parallel processes and handed over in small bounded chunks, in file order, so
-the store is identical for any number of workers). Nothing appears at ``out`` unless the whole
-ingest succeeds.
+Memory stays flat in input size: records flow reader → writer one by one. With ``workers > 1``,
+up to that many files are read at once by worker processes, each into a spool file on disk
+beside ``out`` (removed afterwards); the writer copies the spools in file order, so the store is
+identical for any number of workers. Parallelism is across files: split a huge single file to
+use it. Nothing appears at ``out`` unless the whole ingest succeeds.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-import queue as queue_module
+import pickle
+import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -29,10 +32,15 @@ from sevenomni.data.readers import (
     expand_sources,
     read_source,
 )
-from sevenomni.data.store import Record, StoreWriter, is_store
+from sevenomni.data.store import (
+    EncodedRecord,
+    Record,
+    StoreWriter,
+    is_store,
+    prepare_record,
+)
 
 _CHUNK = 256
-_QUEUE_CHUNKS = 8
 _MAX_EXAMPLES = 20
 
 
@@ -74,49 +82,73 @@ def _chunks(path: Path, format: str, keys: LabelKeys) -> Iterator[list[Record | 
         yield chunk
 
 
-def _worker(path: Path, format: str, keys: LabelKeys, out: Any) -> None:
+def _worker(path: Path, format: str, keys: LabelKeys, spool: Path) -> None:
+    """Read one file into a spool of pickled chunks; on failure write the message to ``.err``."""
     try:
-        for chunk in _chunks(path, format, keys):
-            out.put(("chunk", chunk))
-        out.put(("done", None))
-    except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises
-        out.put(("error", f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)))
+        with open(spool, "wb") as handle:
+            for chunk in _chunks(path, format, keys):
+                encoded = [item if isinstance(item, Rejected) else prepare_record(item) for item in chunk]
+                pickle.dump(encoded, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    except BaseException as error:  # noqa: BLE001 - reported by the parent, which raises
+        message = str(error) if isinstance(error, ValueError) else f"{path}: {type(error).__name__}: {error}"
+        spool.with_suffix(".err").write_text(message)
+        raise SystemExit(1) from None
 
 
-def _parallel(files: list[tuple[Path, str]], keys: LabelKeys, workers: int) -> Iterator[list[Record | Rejected]]:
-    """Read up to ``workers`` files at once; yield their chunks strictly in file order."""
+def _read_spool(spool: Path) -> Iterator[list[Record | EncodedRecord | Rejected]]:
+    with open(spool, "rb") as handle:
+        while True:
+            try:
+                yield pickle.load(handle)
+            except EOFError:
+                return
+
+
+def _parallel(
+    files: list[tuple[Path, str]], keys: LabelKeys, workers: int, scratch: Path
+) -> Iterator[list[Record | EncodedRecord | Rejected]]:
+    """Read up to ``workers`` files at once, each into its own spool file on disk (so a worker
+    never waits for the writer, and memory stays flat); yield the spools' chunks in file order."""
     context = mp.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    running: dict[int, tuple[Any, Any]] = {}
+    spool_dir = Path(tempfile.mkdtemp(prefix=scratch.name + ".spool-", dir=scratch.parent))
+    processes: dict[int, Any] = {}
     started = 0
+
+    def start_more() -> None:
+        nonlocal started
+        while started < len(files) and sum(p.is_alive() for p in processes.values()) < workers:
+            process = context.Process(
+                target=_worker, args=(*files[started], keys, spool_dir / f"{started}.pkl"), daemon=True
+            )
+            process.start()
+            processes[started] = process
+            started += 1
+
     try:
         for current in range(len(files)):
-            while started < len(files) and len(running) < workers:
-                channel = context.Queue(maxsize=_QUEUE_CHUNKS)
-                process = context.Process(target=_worker, args=(*files[started], keys, channel), daemon=True)
-                process.start()
-                running[started] = (process, channel)
-                started += 1
-            process, channel = running[current]
-            while True:
-                try:
-                    kind, payload = channel.get(timeout=1.0)
-                except queue_module.Empty:
-                    if not process.is_alive():
-                        raise IngestError(f"{files[current][0]}: reader process died (exit code {process.exitcode})")
-                    continue
-                if kind == "chunk":
-                    yield payload
-                elif kind == "done":
-                    break
-                else:
-                    raise SourceError(payload)
-            process.join()
-            del running[current]
+            start_more()
+            process = processes[current]
+            while process.is_alive():
+                process.join(timeout=0.2)
+                start_more()
+            error = spool_dir / f"{current}.err"
+            if error.exists():
+                raise SourceError(error.read_text())
+            if process.exitcode != 0:
+                raise IngestError(f"{files[current][0]}: reader process died (exit code {process.exitcode})")
+            spool = spool_dir / f"{current}.pkl"
+            for number, chunk in enumerate(_read_spool(spool)):
+                yield chunk
+                if number % 16 == 0:
+                    start_more()
+            spool.unlink()
+            del processes[current]
     finally:
-        for process, _ in running.values():
+        for process in processes.values():
             if process.is_alive():
                 process.terminate()
             process.join()
+        shutil.rmtree(spool_dir, ignore_errors=True)
 
 
 def _progress(total: int | None, enabled: bool):
@@ -162,7 +194,7 @@ def ingest(
     totals = [count_hint(path, fmt) for path, fmt in files]
     total = sum(totals) if all(t is not None for t in totals) else None
     if workers > 1 and len(files) > 1:
-        chunks = _parallel(files, keys, min(workers, len(files)))
+        chunks = _parallel(files, keys, min(workers, len(files)), Path(out))
     else:
         chunks = (chunk for path, fmt in files for chunk in _chunks(path, fmt, keys))
     with StoreWriter(out, overwrite=overwrite) as writer, _progress(total, progress) as bar:

@@ -76,6 +76,18 @@ def permute(positions: np.ndarray, n: int, keys: np.ndarray) -> np.ndarray:
     return x.astype(np.int64)
 
 
+def torchrun_rank_and_world_size() -> tuple[int, int]:
+    """(rank, world size) of this process: from ``torch.distributed`` when it is initialised,
+    else from torchrun's ``RANK`` / ``WORLD_SIZE`` environment variables, else (0, 1)."""
+    import os
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def database_probabilities(
     sizes: Sequence[int], weights: Sequence[float | None] | None, mode: str, temperature: float = 1.0
 ) -> list[Fraction]:

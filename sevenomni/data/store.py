@@ -38,7 +38,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lmdb
 import numpy as np
@@ -58,6 +58,7 @@ UNITS = {
 _MAGIC = b"S7"
 _RECORD_VERSION = 1
 _HEADER = struct.Struct("<2sBBIIQdddHHI4x")
+_SOURCE_ID = struct.Struct("<I")  # at byte offset 8 of the header
 _HAS_ENERGY, _HAS_FORCES, _HAS_STRESS, _HAS_CHARGE, _HAS_SPIN = 1, 2, 4, 8, 16
 _PBC_SHIFT = 5
 LABEL_ENERGY, LABEL_FORCES, LABEL_STRESS = 1, 2, 4
@@ -194,6 +195,43 @@ def decode_record(buffer: bytes, where: str) -> dict[str, Any]:
     return out
 
 
+class EncodedRecord(NamedTuple):
+    """A record encoded for the store plus what the writer's sidecars and metadata need.
+
+    Cheap to pickle: parallel ingest workers send these to the single writer process.
+    """
+
+    data: bytes  # encoded with source id 0; the writer patches in the real id
+    source: str
+    natoms: int
+    energy: float  # NaN if missing
+    labels: int  # LABEL_* bits
+    has_charge: bool
+    has_spin: bool
+    z: list[int]
+    counts: list[int]
+    force_sq_sum: float
+    origin: dict[str, str] | None
+
+
+def prepare_record(record: Record) -> EncodedRecord:
+    histogram = np.bincount(np.asarray(record.numbers, dtype=np.int64))
+    z = np.flatnonzero(histogram).tolist()
+    labels = (
+        (LABEL_ENERGY if record.energy is not None else 0)
+        | (LABEL_FORCES if record.forces is not None else 0)
+        | (LABEL_STRESS if record.stress is not None else 0)
+    )
+    return EncodedRecord(
+        data=encode_record(record, 0), source=record.source, natoms=len(record.numbers),
+        energy=float(record.energy) if record.energy is not None else float("nan"), labels=labels,
+        has_charge=record.charge is not None, has_spin=record.spin is not None, z=z,
+        counts=histogram[z].tolist(),
+        force_sq_sum=float(np.square(record.forces).sum()) if record.forces is not None else 0.0,
+        origin=record.origin,
+    )
+
+
 class _Spool:
     """Append-only raw array file, turned into a ``.npy`` at commit (keeps writer memory flat)."""
 
@@ -284,41 +322,33 @@ class StoreWriter:
         if not self.closed:
             self.abort()
 
-    def add(self, record: Record) -> int:
+    def add(self, record: Record | EncodedRecord) -> int:
         """Append one (already validated) record; returns its index in the store."""
-        source_id = self.sources.setdefault(record.source, len(self.sources))
-        self.txn.put(record_key(self.count), encode_record(record, source_id), append=True)
-        n = len(record.numbers)
-        histogram = np.bincount(np.asarray(record.numbers, dtype=np.int64))
-        z = np.flatnonzero(histogram).tolist()
-        counts = histogram[z].tolist()
-        for zi, ci in zip(z, counts):
+        item = record if isinstance(record, EncodedRecord) else prepare_record(record)
+        source_id = self.sources.setdefault(item.source, len(self.sources))
+        data = item.data if source_id == 0 else item.data[:8] + _SOURCE_ID.pack(source_id) + item.data[12:]
+        self.txn.put(record_key(self.count), data, append=True)
+        for zi, ci in zip(item.z, item.counts):
             self.elements[zi] += ci
-        self.nnz += len(z)
-        flags = 0
-        if record.energy is not None:
-            flags |= LABEL_ENERGY
-            self.label_counts["energy"] += 1
-        if record.forces is not None:
-            flags |= LABEL_FORCES
-            self.label_counts["forces"] += 1
-            self.force_sq_sum += float(np.square(record.forces).sum())
-            self.force_components += 3 * n
-        if record.stress is not None:
-            flags |= LABEL_STRESS
-            self.label_counts["stress"] += 1
-        for label in ("charge", "spin"):
-            if getattr(record, label) is not None:
+        self.nnz += len(item.z)
+        n = item.natoms
+        for label, bit in (("energy", LABEL_ENERGY), ("forces", LABEL_FORCES), ("stress", LABEL_STRESS)):
+            if item.labels & bit:
                 self.label_counts[label] += 1
-        for label, origin in (record.origin or {}).items():
+        if item.labels & LABEL_FORCES:
+            self.force_sq_sum += item.force_sq_sum
+            self.force_components += 3 * n
+        self.label_counts["charge"] += item.has_charge
+        self.label_counts["spin"] += item.has_spin
+        for label, origin in (item.origin or {}).items():
             self.origins.setdefault(label, Counter())[origin] += 1
         spools = self.spools
         spools["natoms"].append(n)
-        spools["energy"].append(record.energy if record.energy is not None else np.nan)
-        spools["labels"].append(flags)
+        spools["energy"].append(item.energy)
+        spools["labels"].append(item.labels)
         spools["elem_ptr"].append(self.nnz)
-        spools["elem_z"].extend(z)
-        spools["elem_n"].extend(counts)
+        spools["elem_z"].extend(item.z)
+        spools["elem_n"].extend(item.counts)
         self.natoms_total += n
         self.natoms_min = n if self.natoms_min is None else min(self.natoms_min, n)
         self.natoms_max = max(self.natoms_max, n)
