@@ -175,3 +175,19 @@ def test_torchrun_environment(monkeypatch):
     monkeypatch.delenv("RANK")
     monkeypatch.delenv("WORLD_SIZE")
     assert torchrun_rank_and_world_size() == (0, 1)
+
+
+def test_state_of_what_the_loop_consumed_despite_prefetch():
+    reference = sampler()
+    reference.set_epoch(2)
+    full = list(reference)
+    ahead = sampler()
+    ahead.set_epoch(2)
+    list(ahead)  # a prefetching DataLoader already exhausted the epoch
+    assert ahead.epoch == 3
+    state = ahead.state_dict(consumed=5)  # ...but the training loop used only 5 batches
+    assert (state["epoch"], state["position"]) == (2, 5)
+    resumed = sampler()
+    resumed.load_state_dict(state)
+    assert list(resumed) == full[5:]
+    assert ahead.state_dict(consumed=len(full))["epoch"] == 3

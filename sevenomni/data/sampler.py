@@ -155,6 +155,7 @@ class MultiDatabaseSampler(Sampler[list[int]]):
         self.epoch = 0
         self.position = 0
         self._length_cache: dict[int, int] = {}
+        self._active_epoch = 0
         self._base_cache: dict[int, list[int]] = {0: [0] * len(self.sizes)}
 
     # -- state -------------------------------------------------------------------------------
@@ -167,12 +168,18 @@ class MultiDatabaseSampler(Sampler[list[int]]):
     def state_dict(self, consumed: int | None = None) -> dict[str, Any]:
         """Epoch and position (batches of this rank already taken in the epoch).
 
-        ``consumed`` overrides the position with the number of batches the trainer actually used
-        (a DataLoader prefetches, so the sampler may have yielded more).
+        A DataLoader prefetches, so the sampler may have yielded (and even finished the epoch)
+        ahead of the training loop: pass ``consumed``, the number of batches of the epoch being
+        iterated that the loop actually used, to save exactly that point.
         """
+        epoch, position = self.epoch, self.position
+        if consumed is not None:
+            epoch, position = self._active_epoch, int(consumed)
+            if position >= self.epoch_length(epoch):
+                epoch, position = epoch + 1, 0
         return {
-            "epoch": self.epoch,
-            "position": self.position if consumed is None else int(consumed),
+            "epoch": epoch,
+            "position": position,
             "world_size": self.world_size,
             "seed": self.spec.seed,
             "probabilities": [str(p) for p in self.probabilities],
@@ -330,6 +337,7 @@ class MultiDatabaseSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         """This rank's batches of the current epoch from the saved position; then epoch += 1."""
         epoch, skip, local = self.epoch, self.position, 0
+        self._active_epoch = epoch
         for number, batch in enumerate(self._global_batches(epoch)):
             if number % self.world_size != self.rank:
                 continue
@@ -343,7 +351,10 @@ class MultiDatabaseSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         """Batches per rank in the current epoch (the same on every rank)."""
-        epoch = self.epoch
+        return self.epoch_length(self.epoch)
+
+    def epoch_length(self, epoch: int) -> int:
+        """Batches per rank in epoch ``epoch``."""
         if epoch not in self._length_cache:
             if self.spec.batch_size is not None:
                 draws = sum(self._cumulative(self.epoch_size, self._phases(epoch)))
