@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     sevenn_parser.set_defaults(handler=import_sevenn)
     from sevenomni.data.cli import register as register_data_commands  # `sevenomni data ...`
     register_data_commands(commands)
+    from sevenomni.train.cli import register as register_train_command  # `sevenomni train ...`
+
+    register_train_command(commands)
     return parser
 
 
@@ -65,6 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError, FileNotFoundError) as error:
         print(f"sevenomni {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:
+        from sevenomni.train.trainer import TrainingDiverged, TrainingInterrupted
+
+        if isinstance(error, TrainingInterrupted):
+            print(f"sevenomni {args.command}: {error}", file=sys.stderr)
+            return 130
+        if isinstance(error, TrainingDiverged):
+            print(f"sevenomni {args.command}: error: {error}", file=sys.stderr)
+            return 3
+        raise
     return 0
 
 

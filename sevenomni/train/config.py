@@ -1,0 +1,225 @@
+"""The run configuration: ``model``, ``data``, ``train`` and ``stages`` sections, all validated."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from sevenomni.data.spec import DatabaseSpec, SamplingSpec
+from sevenomni.nn.config import StrictModel
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot be used; the message names the offending key."""
+
+
+class ModelSection(StrictModel):
+    """Architecture; tasks come from the databases, elements from the data unless given."""
+
+    elements: list[str] | None = None
+    channels: int = 32
+    lmax: int = 2
+    parity: Literal["o3", "so3"] = "o3"
+    num_layers: int = 3
+    cutoff: float = 5.0
+    num_radial: int = 8
+    radial_trainable: bool = True
+    radial_mlp: list[int] = Field(default_factory=lambda: [64, 64])
+    envelope: Literal["polynomial", "xplor"] = "polynomial"
+    polynomial_p: int = 6
+    xplor_on: float | None = None
+    self_connection: Literal["linear", "species"] = "species"
+    task_embedding_sites: list[Literal["si1", "si2", "readout"]] = Field(
+        default_factory=lambda: ["si1", "si2"]
+    )
+    avg_num_neighbors: float | list[float] | Literal["auto"] = "auto"
+    readout_hidden: int | None = None
+    dtype: Literal["float32", "float64"] = "float32"
+    init_from: str | None = None
+
+
+class DataSection(StrictModel):
+    databases: list[DatabaseSpec] = Field(min_length=1)
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+    num_workers: int = Field(0, ge=0)
+    cache_dir: str = "runs/cache"
+    statistics_sample: int = Field(2000, ge=1)
+
+    @field_validator("databases")
+    @classmethod
+    def _unique_names(cls, databases: list[DatabaseSpec]) -> list[DatabaseSpec]:
+        names = [d.name for d in databases]
+        if len(set(names)) != len(names):
+            raise ValueError(f"database names must be unique: {names}")
+        return databases
+
+
+class LossSection(StrictModel):
+    kind: Literal["mse", "huber", "mae"] = "mse"
+    huber_delta: float = Field(0.01, gt=0)
+    energy: float = Field(1.0, ge=0)
+    forces: float = Field(1.0, ge=0)
+    stress: float = Field(0.0, ge=0)
+
+
+class RegularizationSection(StrictModel):
+    mode: Literal["task", "all", "none"] = "task"
+    strength: float = Field(1e-3, ge=0)
+
+
+class ScheduleSection(StrictModel):
+    kind: Literal["constant", "cosine", "linear", "plateau"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    final_lr_ratio: float = Field(0.01, ge=0, le=1)
+    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    plateau_patience: int = Field(5, ge=0)
+
+
+class OptimizerSection(StrictModel):
+    kind: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(5e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float | None = Field(None, gt=0)
+
+
+class TrainSection(StrictModel):
+    seed: int = 0
+    run_dir: str = "runs/run"
+    device: str = "auto"
+    loss: LossSection = Field(default_factory=LossSection)
+    regularization: RegularizationSection = Field(default_factory=RegularizationSection)
+    optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    mixed_precision: bool = False
+    validate_every: int = Field(0, ge=0, description="steps between validations; 0 = every epoch/stage end")
+    checkpoint_every: int = Field(50, ge=1)
+    best_metric: str = "forces_mae"
+    validation_channels: Literal["own", "all"] = "own"
+    max_bad_steps: int = Field(20, ge=1)
+    progress_bar: bool = True
+    wandb: dict[str, Any] | None = None
+
+
+class StageSection(StrictModel):
+    name: str
+    databases: list[str] = Field(min_length=1)
+    ratios: dict[str, float] | None = None
+    steps: int | None = Field(None, ge=1)
+    epochs: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    schedule: ScheduleSection | None = None
+
+    @model_validator(mode="after")
+    def _length(self) -> "StageSection":
+        if (self.steps is None) == (self.epochs is None):
+            raise ValueError(f"stage {self.name!r}: give exactly one of 'steps' or 'epochs'")
+        if self.ratios is not None and set(self.ratios) != set(self.databases):
+            raise ValueError(f"stage {self.name!r}: ratios must name exactly its databases {self.databases}")
+        return self
+
+
+class RunConfig(StrictModel):
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection
+    train: TrainSection = Field(default_factory=TrainSection)
+    stages: list[StageSection] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _stages_name_known_databases(self) -> "RunConfig":
+        known = [d.name for d in self.data.databases]
+        for stage in self.stages:
+            unknown = [name for name in stage.databases if name not in known]
+            if unknown:
+                raise ValueError(f"stage {stage.name!r} names unknown database(s) {unknown}; known: {known}")
+        return self
+
+    @property
+    def tasks(self) -> list[str]:
+        """Tasks in order of first appearance over the stages."""
+        by_name = {d.name: d.task for d in self.data.databases}
+        tasks: list[str] = []
+        for stage in self.stages:
+            for database in stage.databases:
+                if by_name[database] not in tasks:
+                    tasks.append(by_name[database])
+        return tasks
+
+
+def parse_value(text: str) -> Any:
+    """A --set value: parsed as YAML (numbers, booleans, lists), else kept as a string."""
+    return yaml.safe_load(text)
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply ``a.b.c=value`` (list items by index: ``data.databases.0.weight=2``) to a raw config."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key=value, got {assignment!r}")
+    dotted, value = assignment.split("=", 1)
+    keys = dotted.strip().split(".")
+    node: Any = raw
+    for depth, key in enumerate(keys[:-1]):
+        where = ".".join(keys[: depth + 1])
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise ConfigError(f"--set {dotted}: {where} is not a valid list index")
+            node = node[int(key)]
+        else:
+            node = node.setdefault(key, {})
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"--set {dotted}: {where} is not a section")
+    last = keys[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise ConfigError(f"--set {dotted}: {last} is not a valid list index")
+        node[int(last)] = parse_value(value)
+    else:
+        node[last] = parse_value(value)
+
+
+def format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {location}: {item['msg']}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), raw: dict | None = None) -> RunConfig:
+    """Read a YAML run config (or a raw dict), apply ``--set`` overrides and validate."""
+    if raw is None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: no such config file")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        base = path.parent
+    else:
+        base = Path.cwd()
+    if not isinstance(raw, dict):
+        raise ConfigError("the configuration must be a mapping with model/data/train/stages sections")
+    raw = copy.deepcopy(raw)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    try:
+        config = RunConfig(**raw)
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error)) from None
+    for database in config.data.databases:
+        database.path = resolve_paths(database.path, base)
+        if database.split.valid_path is not None:
+            database.split.valid_path = resolve_paths(database.split.valid_path, base)
+    return config
+
+
+def resolve_paths(paths: str | list[str], base: Path) -> str | list[str]:
+    """Relative data paths are taken relative to the config file."""
+    if isinstance(paths, list):
+        return [str((base / p).resolve()) for p in paths]
+    return str((base / paths).resolve())

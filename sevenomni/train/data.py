@@ -1,0 +1,146 @@
+"""From DatabaseSpecs to datasets, splits and per-stage loaders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DataLoader
+
+from sevenomni.data.dataset import LMDBDataset
+from sevenomni.data.graph import collate
+from sevenomni.data.ingest import ingest
+from sevenomni.data.sampler import MultiDatabaseSampler
+from sevenomni.data.spec import DatabaseSpec, SamplingSpec
+from sevenomni.data.store import StoreReader, is_store
+from sevenomni.train.distributed import DistributedContext
+
+
+@dataclass
+class Database:
+    """One database of a run: its spec, index, task index and train / validation datasets."""
+
+    spec: DatabaseSpec
+    index: int
+    task_index: int
+    train: LMDBDataset
+    valid: LMDBDataset | None
+
+
+def as_list(paths: str | list[str]) -> list[str]:
+    return [paths] if isinstance(paths, str) else list(paths)
+
+
+def resolve_store(paths: str | list[str], spec: DatabaseSpec, cache_dir: Path, ctx: DistributedContext) -> Path:
+    """A store path for ``paths``: the store itself, or a cached ingest of raw files."""
+    paths = as_list(paths)
+    if len(paths) == 1 and is_store(paths[0]):
+        return Path(paths[0])
+    stores = [p for p in paths if is_store(p)]
+    if stores:
+        raise ValueError(f"database {spec.name!r}: give one store or raw files, not a mix: {paths}")
+    for path in paths:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"database {spec.name!r}: {path} does not exist")
+    fingerprint = json.dumps(
+        [
+            [str(Path(p).resolve()), Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in paths
+        ]
+        + [spec.energy_key, spec.forces_key, spec.stress_key]
+    )
+    digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+    store = cache_dir / f"{spec.name}-{digest}.lmdb"
+    if ctx.is_main and not is_store(store):
+        ingest(
+            paths,
+            store,
+            energy_key=spec.energy_key,
+            forces_key=spec.forces_key,
+            stress_key=spec.stress_key,
+        )
+    ctx.barrier()
+    return store
+
+
+def build_databases(
+    specs: list[DatabaseSpec],
+    tasks: list[str],
+    cutoff: float,
+    cache_dir: Path,
+    ctx: DistributedContext,
+    trained: set[str],
+) -> list[Database]:
+    """Open every database's store and split it into training and validation indices.
+
+    A database that no stage trains on (a test set) is evaluation-only: all of it validates.
+    """
+    lowered = [t.lower() for t in tasks]
+    databases = []
+    for index, spec in enumerate(specs):
+        if spec.task.lower() not in lowered:
+            raise ValueError(f"database {spec.name!r} has task {spec.task!r}, which no stage trains: {tasks}")
+        task_index = lowered.index(spec.task.lower())
+        store = resolve_store(spec.path, spec, cache_dir, ctx)
+        size = len(StoreReader(store))
+        split = spec.split
+        if spec.name not in trained:
+            train_indices = np.arange(0)
+            valid = LMDBDataset(store, cutoff, task_index, index)
+        elif split.valid_path is not None:
+            valid_store = resolve_store(split.valid_path, spec, cache_dir, ctx)
+            train_indices, valid = np.arange(size), LMDBDataset(valid_store, cutoff, task_index, index)
+        else:
+            order = np.random.default_rng(split.seed).permutation(size)
+            num_valid = int(round(split.valid_fraction * size))
+            if split.valid_fraction > 0 and size > 1:
+                num_valid = min(max(num_valid, 1), size - 1)
+            valid_indices, train_indices = np.sort(order[:num_valid]), np.sort(order[num_valid:])
+            valid = LMDBDataset(store, cutoff, task_index, index, valid_indices) if num_valid else None
+        train = LMDBDataset(store, cutoff, task_index, index, train_indices)
+        databases.append(Database(spec, index, task_index, train, valid))
+    return databases
+
+
+class RankSlice(torch.utils.data.Sampler):
+    """This rank's share of each global batch: items rank, rank + W, rank + 2W, ..."""
+
+    def __init__(self, batches: MultiDatabaseSampler, rank: int, world_size: int):
+        self.batches, self.rank, self.world_size = batches, rank, world_size
+
+    def __iter__(self):
+        for batch in self.batches:
+            yield batch[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def stage_sampler(databases: list[Database], ratios: dict[str, float] | None, sampling: SamplingSpec) -> MultiDatabaseSampler:
+    """Global batches over a stage's databases (identical on every rank)."""
+    return MultiDatabaseSampler(
+        sizes=[len(d.train) for d in databases],
+        atom_counts=[d.train.atom_counts for d in databases],
+        spec=sampling,
+        weights=[(ratios or {}).get(d.spec.name, d.spec.weight) for d in databases],
+    )
+
+
+def stage_loader(
+    databases: list[Database], sampler: MultiDatabaseSampler, ctx: DistributedContext, num_workers: int
+) -> DataLoader:
+    return DataLoader(
+        ConcatDataset([d.train for d in databases]),
+        batch_sampler=RankSlice(sampler, ctx.rank, ctx.world_size),
+        collate_fn=collate,
+        num_workers=num_workers,
+        persistent_workers=False,
+    )
+
+
+def plain_loader(dataset, batch_size: int, num_workers: int = 0) -> DataLoader:
+    """In-order batches of a dataset (validation, statistics)."""
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate, num_workers=num_workers)

@@ -1,0 +1,72 @@
+"""Per-atom energy, force and stress losses with per-database weights and missing-label masks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sevenomni.train.config import LossSection
+
+VOIGT = (0, 4, 8, 5, 2, 1)  # xx yy zz yz xz xy in a flattened 3×3
+
+
+@dataclass
+class LossTerm:
+    """A weighted sum of element losses and the number of labelled elements behind it."""
+
+    total: torch.Tensor
+    count: torch.Tensor
+
+
+def elementwise(difference: torch.Tensor, kind: str, delta: float) -> torch.Tensor:
+    if kind == "mse":
+        return difference.pow(2)
+    if kind == "mae":
+        return difference.abs()
+    return torch.nn.functional.huber_loss(difference, torch.zeros_like(difference), reduction="none", delta=delta)
+
+
+class EnergyForceStressLoss:
+    """ℓ(E/N), ℓ(F) per component and ℓ(σ) per Voigt component, each masked and weighted.
+
+    ``database_weights`` is a [n_databases, 3] tensor of per-database (energy, forces, stress)
+    weights. Terms come back as sums with their counts so a distributed run can normalize by
+    the global count.
+    """
+
+    def __init__(self, config: LossSection, database_weights: torch.Tensor):
+        self.config = config
+        self.database_weights = database_weights
+
+    @property
+    def term_weights(self) -> dict[str, float]:
+        return {"energy": self.config.energy, "forces": self.config.forces, "stress": self.config.stress}
+
+    def __call__(self, prediction: dict[str, torch.Tensor], batch) -> dict[str, LossTerm]:
+        kind, delta = self.config.kind, self.config.huber_delta
+        weights = self.database_weights.to(prediction["energy"].device)[batch.database.view(-1)]
+        dtype = prediction["energy"].dtype
+        num_atoms = batch.num_atoms.to(dtype)
+        terms = {}
+
+        mask = batch.has_energy.view(-1).to(dtype)
+        error = (prediction["energy"] - batch.energy.view(-1).to(dtype)) / num_atoms
+        terms["energy"] = LossTerm((elementwise(error, kind, delta) * weights[:, 0] * mask).sum(), mask.sum())
+
+        if "forces" in prediction:
+            node_mask = (batch.has_forces.view(-1).to(dtype) * weights[:, 1])[batch.batch]
+            labelled = batch.has_forces.view(-1).to(dtype)[batch.batch]
+            error = prediction["forces"] - batch.forces.to(dtype)
+            terms["forces"] = LossTerm(
+                (elementwise(error, kind, delta) * node_mask.unsqueeze(-1)).sum(), 3.0 * labelled.sum()
+            )
+
+        if "stress" in prediction:
+            mask = batch.has_stress.view(-1).to(dtype)
+            voigt = list(VOIGT)
+            error = (prediction["stress"] - batch.stress.to(dtype)).reshape(-1, 9)[:, voigt]
+            terms["stress"] = LossTerm(
+                (elementwise(error, kind, delta) * (weights[:, 2] * mask).unsqueeze(-1)).sum(), 6.0 * mask.sum()
+            )
+        return terms

@@ -1,0 +1,123 @@
+"""Optimizers, learning-rate schedules and an exponential moving average of the weights."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+from sevenomni.train.config import OptimizerSection, ScheduleSection
+
+
+def build_optimizer(model: torch.nn.Module, config: OptimizerSection) -> torch.optim.Optimizer:
+    """Adam or AdamW; weight decay (if any) applies to shared parameters only.
+
+    Task parameters sit in their own group so that the explicit selective penalty stays the
+    only regularization they see.
+    """
+    task_ids = {id(p) for _, p in model.task_parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    shared = [p for p in trainable if id(p) not in task_ids]
+    task = [p for p in trainable if id(p) in task_ids]
+    groups = [
+        {"params": shared, "weight_decay": config.weight_decay, "name": "shared"},
+        {"params": task, "weight_decay": 0.0, "name": "task"},
+    ]
+    optimizer_class = torch.optim.AdamW if config.kind == "adamw" else torch.optim.Adam
+    return optimizer_class(groups, lr=config.lr)
+
+
+class LearningRateSchedule:
+    """Warmup, then constant / cosine / linear decay over a stage, or reduce-on-plateau."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, config: ScheduleSection, base_lr: float, total_steps: int):
+        self.optimizer, self.config = optimizer, config
+        self.base_lr, self.total_steps = base_lr, max(total_steps, 1)
+        self.step_count = 0
+        self.plateau_scale, self.best, self.bad_epochs = 1.0, math.inf, 0
+        self._apply()
+
+    def lr(self) -> float:
+        config, step = self.config, self.step_count
+        if step < config.warmup_steps:
+            return self.base_lr * (step + 1) / (config.warmup_steps + 1)
+        progress = min((step - config.warmup_steps) / max(self.total_steps - config.warmup_steps, 1), 1.0)
+        final = config.final_lr_ratio
+        if config.kind == "cosine":
+            factor = final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+        elif config.kind == "linear":
+            factor = 1 - (1 - final) * progress
+        elif config.kind == "plateau":
+            factor = self.plateau_scale
+        else:
+            factor = 1.0
+        return self.base_lr * factor
+
+    def _apply(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr()
+
+    def step(self) -> None:
+        self.step_count += 1
+        self._apply()
+
+    def observe(self, metric: float) -> None:
+        """Feed a validation metric (used by ``plateau`` only)."""
+        if self.config.kind != "plateau" or not math.isfinite(metric):
+            return
+        if metric < self.best:
+            self.best, self.bad_epochs = metric, 0
+        else:
+            self.bad_epochs += 1
+            if self.bad_epochs > self.config.plateau_patience:
+                self.plateau_scale *= self.config.plateau_factor
+                self.bad_epochs = 0
+        self._apply()
+
+    def state_dict(self) -> dict:
+        return {
+            "step_count": self.step_count,
+            "plateau_scale": self.plateau_scale,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step_count = state["step_count"]
+        self.plateau_scale, self.best, self.bad_epochs = state["plateau_scale"], state["best"], state["bad_epochs"]
+        self._apply()
+
+
+class ExponentialMovingAverage:
+    """Shadow weights w̄ ← d·w̄ + (1-d)·w, swapped in for validation and export."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.model, self.decay = model, decay
+        self.shadow = [p.detach().clone() for p in model.parameters()]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for shadow, parameter in zip(self.shadow, self.model.parameters()):
+            shadow.lerp_(parameter.detach(), 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def applied(self):
+        """Temporarily load the averaged weights into the model."""
+        saved = [p.detach().clone() for p in self.model.parameters()]
+        with torch.no_grad():
+            for parameter, shadow in zip(self.model.parameters(), self.shadow):
+                parameter.copy_(shadow)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for parameter, value in zip(self.model.parameters(), saved):
+                    parameter.copy_(value)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "shadow": [s.clone() for s in self.shadow]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.decay = state["decay"]
+        self.shadow = [s.to(p.device, p.dtype).clone() for s, p in zip(state["shadow"], self.model.parameters())]

@@ -1,0 +1,252 @@
+"""The training engine: config errors, curriculum, NaN handling, exact resume and DDP equivalence."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from sevenomni import load_model
+from sevenomni.train.config import ConfigError, load_config
+from sevenomni.train.trainer import Trainer, TrainingDiverged, TrainingInterrupted
+from training_helpers import make_run, write_config
+
+
+def weights(path):
+    return {k: v.clone() for k, v in torch.load(path, weights_only=True)["state_dict"].items()}
+
+
+def assert_same_weights(a, b, atol=0.0):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=atol, rtol=0.0, msg=key)
+
+
+# ---------------------------------------------------------------------------- configuration
+def test_config_errors_name_the_key(tmp_path):
+    raw = make_run(tmp_path)
+    with pytest.raises(ConfigError, match=r"model.chanels: Extra inputs are not permitted"):
+        load_config(raw={**raw, "model": {**raw["model"], "chanels": 8}})
+    with pytest.raises(ConfigError, match=r"train.regularization.mode"):
+        load_config(raw=raw, overrides=["train.regularization.mode=theta"])
+    with pytest.raises(ConfigError, match=r"unknown database\(s\) \['surface'\]"):
+        load_config(raw=raw, overrides=["stages.0.databases=[crystal, surface]"])
+    with pytest.raises(ConfigError, match="exactly one of 'steps' or 'epochs'"):
+        load_config(raw=raw, overrides=["stages.0.epochs=2"])
+    with pytest.raises(ConfigError, match="not a valid list index"):
+        load_config(raw=raw, overrides=["data.databases.7.weight=2"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(raw=raw, overrides=["train.seed"])
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("model: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad_yaml)
+
+
+def test_overrides_and_relative_paths(tmp_path):
+    raw = make_run(tmp_path)
+    raw["data"]["databases"][0]["path"] = "crystal.extxyz"
+    config = load_config(write_config(raw, tmp_path / "run.yaml"), ["train.optimizer.lr=0.5", "model.lmax=2"])
+    assert config.train.optimizer.lr == 0.5 and config.model.lmax == 2
+    assert config.data.databases[0].path == str(tmp_path / "crystal.extxyz")
+    assert config.tasks == ["gfn1", "gfn2"]
+
+
+# ---------------------------------------------------------------------------- curriculum
+def test_curriculum_introduces_a_task_on_the_common_pes_with_fitted_shifts(tmp_path):
+    raw = make_run(
+        tmp_path,
+        overrides={
+            "stages": [
+                {"name": "crystals", "databases": ["crystal"], "steps": 3},
+                {"name": "both", "databases": ["crystal", "molecule"], "steps": 3},
+            ]
+        },
+    )
+    trainer = Trainer(load_config(raw=raw))
+    gfn2 = trainer.model.task_index("gfn2")
+    introduced = {}
+    original = trainer._introduce_tasks
+
+    def spy(stage):
+        before = set(trainer.introduced)
+        original(stage)
+        for task in set(trainer.introduced) - before:
+            index = trainer.model.task_index(task)
+            introduced[task] = {
+                "embeddings": [p[index].detach().clone() for _, p in trainer.model.task_embedding_parameters()],
+                "shift": trainer.model.energy_shift.weight[index].detach().clone(),
+                "step": trainer.global_step,
+            }
+
+    trainer._introduce_tasks = spy
+    trainer.run()
+    assert introduced["gfn1"]["step"] == 0 and introduced["gfn2"]["step"] == 3
+    assert all(torch.count_nonzero(row) == 0 for row in introduced["gfn2"]["embeddings"])
+    # The fitted shift reproduces the least-squares solution on the molecules' residuals.
+    model = trainer.model
+    species = [model.elements.index(s) for s in ("H", "C", "N", "O")]
+    shift = introduced["gfn2"]["shift"]
+    assert torch.count_nonzero(shift[species]) == 4
+    others = [i for i in range(len(model.elements)) if i not in species]
+    assert torch.count_nonzero(shift[others]) == 0
+    # Typical GFN2 atomic energies are a few eV to tens of eV below zero.
+    assert float(shift[species].max()) < 0
+    # After training the molecule channel moved away from the common PES.
+    assert any(torch.count_nonzero(p[gfn2]) > 0 for _, p in model.task_embedding_parameters())
+    stage_files = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("stage-*.pt"))
+    assert stage_files == ["stage-1-crystals.pt", "stage-2-both.pt"]
+
+
+# ---------------------------------------------------------------------------- NaN handling
+def test_non_finite_loss_skips_steps_then_stops_with_a_clear_message(tmp_path):
+    raw = make_run(tmp_path, overrides={"train.max_bad_steps": 3, "stages.0.steps": 8})
+    trainer = Trainer(load_config(raw=raw))
+    original = trainer.loss.__call__
+    calls = {"n": 0}
+
+    def poisoned(prediction, batch):
+        calls["n"] += 1
+        terms = original(prediction, batch)
+        if calls["n"] in (2,) or calls["n"] >= 5:
+            terms["energy"].total = terms["energy"].total * float("nan")
+        return terms
+
+    trainer.loss = type("Poisoned", (), {"__call__": staticmethod(poisoned), "term_weights": trainer.loss.term_weights})()
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    with pytest.raises(TrainingDiverged, match="3 consecutive steps had a non-finite loss.*last.pt"):
+        trainer.run()
+    assert trainer.skipped_steps == 4  # one isolated bad step, then three in a row
+    assert trainer.global_step == 3
+    saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["progress"]["global_step"] == 2
+    for value in saved["model"].values():
+        assert torch.isfinite(value).all()
+    assert any(not torch.equal(before[k], v) for k, v in saved["model"].items())
+
+
+# ---------------------------------------------------------------------------- resume
+def interrupted_then_resumed(tmp_path, stop_after: int, save: bool):
+    """Run, stop after ``stop_after`` optimizer steps (saving like SIGTERM, or not like SIGKILL), resume."""
+    raw = make_run(tmp_path, overrides={"stages.0.steps": 7, "train.checkpoint_every": 2})
+    trainer = Trainer(load_config(raw=raw))
+    original = trainer._train_step
+
+    def step_then_maybe_stop(batch):
+        result = original(batch)
+        if trainer.global_step + 1 == stop_after:
+            if save:
+                trainer._stop_signal = signal.SIGTERM
+            else:
+                raise KeyboardInterrupt("simulated kill")
+        return result
+
+    trainer._train_step = step_then_maybe_stop
+    with pytest.raises(TrainingInterrupted if save else KeyboardInterrupt):
+        trainer.run()
+    Trainer(load_config(raw=raw), resume=True).run()
+    return weights(tmp_path / "run" / "model.pt")
+
+
+@pytest.mark.parametrize("save", [True, False], ids=["sigterm", "sigkill"])
+def test_resume_reaches_the_weights_of_an_uninterrupted_run(tmp_path, save):
+    reference_dir, interrupted_dir = tmp_path / "reference", tmp_path / "interrupted"
+    reference_dir.mkdir(), interrupted_dir.mkdir()
+    raw = make_run(reference_dir, overrides={"stages.0.steps": 7, "train.checkpoint_every": 2})
+    Trainer(load_config(raw=raw)).run()
+    reference = weights(reference_dir / "run" / "model.pt")
+    resumed = interrupted_then_resumed(interrupted_dir, stop_after=5, save=save)
+    assert_same_weights(reference, resumed)
+
+
+def test_cli_run_is_killed_mid_epoch_and_resumed(tmp_path):
+    raw = make_run(tmp_path, overrides={"stages.0.steps": 40, "train.checkpoint_every": 1})
+    config = write_config(raw, tmp_path / "run.yaml")
+    process = subprocess.Popen([sys.executable, "-m", "sevenomni.cli", "train", str(config)], stderr=subprocess.PIPE)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    for _ in range(600):
+        if last.exists() and torch.load(last, weights_only=True)["progress"]["global_step"] >= 3:
+            break
+        if process.poll() is not None:
+            break
+        import time
+
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr.decode()
+    assert b"resume with --resume" in stderr
+    step = torch.load(last, weights_only=True)["progress"]["global_step"]
+    assert 3 <= step < 40
+    result = subprocess.run(
+        [sys.executable, "-m", "sevenomni.cli", "train", "--resume", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert torch.load(last, weights_only=True)["progress"]["global_step"] == 40
+    assert "final validation" in result.stdout
+
+
+# ---------------------------------------------------------------------------- DDP
+def test_torchrun_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
+    raw = make_run(tmp_path, overrides={"stages.0.steps": 3, "data.sampling.batch_size": 6})
+    single_dir = tmp_path / "single"
+    raw_single = {**raw, "train": {**raw["train"], "run_dir": str(single_dir)}}
+    Trainer(load_config(raw=raw_single)).run()
+    raw_ddp = {**raw, "train": {**raw["train"], "run_dir": str(tmp_path / "ddp")}}
+    config = write_config(raw_ddp, tmp_path / "ddp.yaml")
+    torchrun = shutil.which("torchrun") or f"{sys.executable} -m torch.distributed.run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [*torchrun.split(), "--standalone", "--nproc_per_node=2", "-m", "sevenomni.cli", "train", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_weights(weights(single_dir / "model.pt"), weights(tmp_path / "ddp" / "model.pt"), atol=1e-10)
+
+
+# ---------------------------------------------------------------------------- the real thing
+def test_two_task_cli_run_lowers_validation_force_error_threefold(tmp_path):
+    raw = make_run(
+        tmp_path,
+        count=17,
+        overrides={
+            "model": {"channels": 8, "lmax": 1, "num_layers": 2, "cutoff": 4.0, "radial_mlp": [16],
+                      "self_connection": "linear", "dtype": "float32"},
+            "train.optimizer.lr": 0.02,
+            "train.schedule": {"kind": "cosine", "warmup_steps": 5, "final_lr_ratio": 0.1},
+            "train.checkpoint_every": 50,
+            "stages.0.steps": 120,
+        },
+    )
+    config = write_config(raw, tmp_path / "run.yaml")
+    result = subprocess.run(
+        [sys.executable, "-m", "sevenomni.cli", "train", str(config)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run = tmp_path / "run"
+
+    def forces(name):
+        with open(run / f"{name}.csv") as handle:
+            return {row["database"]: float(row["forces_mae"]) for row in csv.DictReader(handle) if row["own"] == "True"}
+
+    initial, final = forces("initial"), forces("final")
+    assert set(initial) == {"crystal", "molecule"}
+    for database in initial:
+        assert final[database] * 3 <= initial[database], (database, initial[database], final[database])
+    assert load_model(run / "model.pt").tasks == ["gfn1", "gfn2"]
+    assert "final validation" in result.stdout
+    assert np.isfinite(list(final.values())).all()
