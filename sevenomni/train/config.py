@@ -41,6 +41,15 @@ class ModelSection(StrictModel):
     dtype: Literal["float32", "float64"] = "float32"
     init_from: str | None = None
 
+    @model_validator(mode="after")
+    def _nothing_beside_init_from(self) -> "ModelSection":
+        """A model started from a checkpoint has its architecture: other keys would be ignored."""
+        if self.init_from is not None:
+            extra = sorted(self.model_fields_set - {"init_from"})
+            if extra:
+                raise ValueError(f"init_from takes the architecture from the checkpoint; remove {extra}")
+        return self
+
 
 class DataSection(StrictModel):
     databases: list[DatabaseSpec] = Field(min_length=1)
@@ -211,6 +220,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = (), raw: 
         config = RunConfig(**raw)
     except ValidationError as error:
         raise ConfigError(format_validation_error(error)) from None
+    init_from = config.model.init_from
+    if init_from is not None and (base / init_from).exists():
+        config.model.init_from = str((base / init_from).resolve())
     for database in config.data.databases:
         database.path = resolve_paths(database.path, base)
         if database.split.valid_path is not None:
