@@ -155,3 +155,29 @@ def test_cached_store_ingests_once(tmp_path):
     (second,) = cached_store([str(tmp_path / "a.extxyz")], tmp_path / "cache")
     assert first == second and os.stat(second).st_mtime_ns == mtime and len(StoreReader(first)) == 3
     assert cached_store([first], tmp_path / "cache") == [first]
+
+
+def test_killed_ingest_leaves_no_complete_store(tmp_path):
+    import multiprocessing
+    import signal
+    import time
+
+    from sevenomni.data.store import StoreError
+
+    path = tmp_path / "big.extxyz"
+    path.write_text(extxyz_frame() * 50_000)
+    process = multiprocessing.get_context("fork").Process(target=ingest, args=([path], tmp_path / "store"))
+    process.start()
+    deadline = time.time() + 60
+    while time.time() < deadline and process.is_alive():
+        if any(p.name.startswith("store.partial-") for p in tmp_path.iterdir()):
+            time.sleep(0.3)  # mid-ingest
+            break
+        time.sleep(0.01)
+    assert process.is_alive(), "ingest finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.join()
+    assert not (tmp_path / "store").exists()
+    (partial,) = [p for p in tmp_path.iterdir() if p.name.startswith("store.partial-")]
+    with pytest.raises(StoreError, match="incomplete"):
+        StoreReader(partial)
