@@ -220,16 +220,24 @@ def test_torchrun_two_processes_match_one_process_on_the_same_global_batch(tmp_p
 
 # ---------------------------------------------------------------------------- the real thing
 def test_two_task_cli_run_lowers_validation_force_error_threefold(tmp_path):
+    """Crystals at GFN1 and molecules at GFN2 from the bundled data, trained from the CLI.
+
+    The validation force MAE (the mean over databases on their own channels, the run's
+    ``best_metric``) must fall at least threefold from the initial model, and each database's
+    error must fall by at least a third.
+    """
     raw = make_run(
         tmp_path,
-        count=17,
+        count=40,
+        crystals=["Si_diamond", "SiC_3C", "C_diamond"],
+        molecules=["H2O", "NH3", "C2H4", "HCN"],
         overrides={
-            "model": {"channels": 8, "lmax": 1, "num_layers": 2, "cutoff": 4.0, "radial_mlp": [16],
+            "model": {"channels": 16, "lmax": 1, "num_layers": 2, "cutoff": 4.0, "radial_mlp": [16],
                       "self_connection": "linear", "dtype": "float32"},
             "train.optimizer.lr": 0.02,
             "train.schedule": {"kind": "cosine", "warmup_steps": 5, "final_lr_ratio": 0.1},
-            "train.checkpoint_every": 50,
-            "stages.0.steps": 120,
+            "train.checkpoint_every": 200,
+            "stages.0.steps": 800,
         },
     )
     config = write_config(raw, tmp_path / "run.yaml")
@@ -244,9 +252,9 @@ def test_two_task_cli_run_lowers_validation_force_error_threefold(tmp_path):
             return {row["database"]: float(row["forces_mae"]) for row in csv.DictReader(handle) if row["own"] == "True"}
 
     initial, final = forces("initial"), forces("final")
-    assert set(initial) == {"crystal", "molecule"}
+    assert set(initial) == set(final) == {"crystal", "molecule"}
+    assert np.mean(list(final.values())) * 3 <= np.mean(list(initial.values())), (initial, final)
     for database in initial:
-        assert final[database] * 3 <= initial[database], (database, initial[database], final[database])
+        assert final[database] * 1.5 <= initial[database], (database, initial[database], final[database])
     assert load_model(run / "model.pt").tasks == ["gfn1", "gfn2"]
     assert "final validation" in result.stdout
-    assert np.isfinite(list(final.values())).all()

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
-from sevenomni.data.dataset import LMDBDataset
+from sevenomni.data.dataset import LMDBDataset, worker_collate
 from sevenomni.data.graph import collate
 from sevenomni.data.ingest import ingest
 from sevenomni.data.sampler import MultiDatabaseSampler
@@ -135,7 +135,7 @@ def stage_loader(
     return DataLoader(
         ConcatDataset([d.train for d in databases]),
         batch_sampler=RankSlice(sampler, ctx.rank, ctx.world_size),
-        collate_fn=collate,
+        collate_fn=worker_collate if num_workers else collate,
         num_workers=num_workers,
         persistent_workers=False,
     )
