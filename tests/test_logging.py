@@ -1,0 +1,35 @@
+"""Metrics go to CSV and JSON lines always, and to wandb (offline here) when configured."""
+
+import csv
+import json
+
+import pytest
+
+from sevenomni.train.logger import MetricsLogger
+
+
+def test_csv_and_jsonl_without_wandb(tmp_path):
+    logger = MetricsLogger(tmp_path, None, {}, enabled=True)
+    logger.log("validation", {"database": "a", "forces_mae": 0.5, "stress_mae": float("nan")}, step=3)
+    logger.log("validation", {"database": "b", "forces_mae": 0.25, "stress_mae": 0.1}, step=3)
+    rows = list(csv.DictReader(open(tmp_path / "validation.csv")))
+    assert [r["database"] for r in rows] == ["a", "b"] and rows[1]["forces_mae"] == "0.25"
+    lines = [json.loads(line) for line in open(tmp_path / "validation.jsonl")]
+    assert lines[0] == {"step": 3, "database": "a", "forces_mae": 0.5, "stress_mae": None}
+
+
+def test_disabled_logger_writes_nothing(tmp_path):
+    MetricsLogger(tmp_path, {"mode": "offline"}, {}, enabled=False).log("train", {"loss": 1.0}, step=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wandb_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = MetricsLogger(tmp_path, {"project": "sevenomni-test", "mode": "offline"}, {"seed": 0}, enabled=True)
+    logger.log("train", {"loss": 1.5, "lr": 0.01}, step=1)
+    logger.close()
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
+    assert (tmp_path / "train.csv").exists()
