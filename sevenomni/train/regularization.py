@@ -11,12 +11,15 @@ class WeightPenalty:
     """(λ/2)·Σ‖θ‖² over θT (mode ``task``), over every parameter (``all``), or nothing (``none``).
 
     An explicit loss term, so in mode ``task`` its gradient reaches the task embeddings only.
+    ``tasks`` (task indices; default all) limits it to the rows of the tasks a run trains: a
+    checkpoint's task with no data in a fine-tuning run must keep its θT, not decay to zero.
     """
 
-    def __init__(self, model: SevenOmniModel, mode: str, strength: float):
+    def __init__(self, model: SevenOmniModel, mode: str, strength: float, tasks: list[int] | None = None):
         if mode not in ("task", "all", "none"):
             raise ValueError(f"regularization mode must be task, all or none, got {mode!r}")
         self.mode, self.strength, self.model = mode, float(strength), model
+        self.tasks = None if tasks is None else sorted(set(tasks))
 
     def parameters(self) -> list[torch.nn.Parameter]:
         if self.mode == "task":
@@ -29,6 +32,10 @@ class WeightPenalty:
         parameters = self.parameters()
         if not parameters or self.strength == 0.0:
             return torch.zeros((), device=next(self.model.parameters()).device)
+        if self.tasks is not None:
+            rows = torch.as_tensor(self.tasks, device=parameters[0].device)
+            per_task = {id(p) for _, p in self.model.task_parameters()}
+            parameters = [p.index_select(0, rows) if id(p) in per_task else p for p in parameters]
         return 0.5 * self.strength * sum(p.pow(2).sum() for p in parameters)
 
 

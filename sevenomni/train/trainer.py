@@ -48,7 +48,11 @@ class Trainer:
             (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         self.ctx.barrier()
         seed_everything(config.train.seed)
-        self.tasks = config.tasks
+        # A run started from a checkpoint keeps its tasks (already trained: never re-introduced)
+        # and appends the data's new ones; task indices are the model's, not the config's.
+        self._initial = load_model(config.model.init_from) if config.model.init_from else None
+        known = [] if self._initial is None else self._initial.tasks
+        self.tasks = known + [t for t in config.tasks if t.lower() not in [k.lower() for k in known]]
         cutoff = self._cutoff()
         trained = {name for stage in config.stages for name in stage.databases}
         self.databases = build_databases(
@@ -60,8 +64,15 @@ class Trainer:
             self.model = SevenOmniModel(ModelConfig(**saved["model_config"])).to(self.device)
         else:
             self.model = self._build_model(cutoff).to(self.device)
+        self._initial = None
         self.optimizer = build_optimizer(self.model, config.train.optimizer)
-        self.penalty = WeightPenalty(self.model, config.train.regularization.mode, config.train.regularization.strength)
+        trained_tasks = [self.tasks.index(t) for t in self.tasks if t.lower() in [c.lower() for c in config.tasks]]
+        self.penalty = WeightPenalty(
+            self.model,
+            config.train.regularization.mode,
+            config.train.regularization.strength,
+            tasks=None if len(trained_tasks) == len(self.tasks) else trained_tasks,
+        )
         weights = torch.tensor(
             [[d.spec.loss_weights.get(k, 1.0) for k in ("energy", "forces", "stress")] for d in self.databases],
             dtype=self.model.dtype,
@@ -75,7 +86,7 @@ class Trainer:
         # Progress through the curriculum.
         self.stage_index, self.stage_step, self.global_step = 0, 0, 0
         self.epoch, self.batches_in_epoch = 0, 0
-        self.introduced: list[str] = []
+        self.introduced: list[str] = list(known)
         self.bad_steps, self.skipped_steps = 0, 0
         self.best_metric = math.inf
         self.schedule: LearningRateSchedule | None = None
@@ -85,17 +96,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _cutoff(self) -> float:
-        if self.config.model.init_from:
-            return load_model(self.config.model.init_from).cutoff
+        if self._initial is not None:
+            return self._initial.cutoff
         return self.config.model.cutoff
 
     def _build_model(self, cutoff: float) -> SevenOmniModel:
         section = self.config.model
-        if section.init_from:
-            model = load_model(section.init_from)
-            for task in self.tasks:
-                if task.lower() not in [t.lower() for t in model.tasks]:
-                    model.append_task(task)
+        if self._initial is not None:
+            model, self._initial = self._initial, None
+            for task in self.tasks[len(model.tasks) :]:
+                model.append_task(task)
             return model.train()
         elements = section.elements or self._data_elements()
         hyper = section.model_dump(exclude={"elements", "init_from", "avg_num_neighbors"})
