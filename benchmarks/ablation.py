@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -315,6 +316,26 @@ def train_run(run_dir: Path, config: str, overrides: list[str], cache_dir: Path,
     return record
 
 
+def train_all(jobs: list[tuple[int, str]], arms: dict[str, dict], run_dirs: dict, args: argparse.Namespace,
+              cache_dir: Path) -> dict:
+    """Train every (seed, arm) job, ``args.jobs`` at a time; (seed, arm) -> run record.
+
+    A failed run does not stop the others (they keep their results); the first failure is raised
+    once all have ended.
+    """
+    def train(job: tuple[int, str]) -> dict:
+        seed, name = job
+        overrides = run_overrides(arms[name], args.data, seed, args.steps, args.set)
+        return train_run(run_dirs[job], arms[name]["config"], overrides, cache_dir, args.threads)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {job: pool.submit(train, job) for job in jobs}
+    failures = [future.exception() for future in futures.values() if future.exception() is not None]
+    if failures:
+        raise failures[0]
+    return {job: future.result() for job, future in futures.items()}
+
+
 # ---------------------------------------------------------------------------------- summary
 
 
@@ -344,7 +365,7 @@ def aggregate(runs: list[dict]) -> dict[str, dict]:
     return summary
 
 
-def machine_info(threads: int) -> dict:
+def machine_info(threads: int, jobs: int) -> dict:
     import torch
 
     return {
@@ -355,6 +376,7 @@ def machine_info(threads: int) -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads_per_run": threads,
+        "concurrent_runs": jobs,
     }
 
 
@@ -398,7 +420,8 @@ def markdown_table(result: dict) -> str:
     )
     time_line = (
         f"Total wall time {result['total_wall_s'] / 60:.1f} min on {machine['platform']} "
-        f"({machine['cpus_available']} CPUs, {machine['threads_per_run']} torch thread per run)."
+        f"({machine['cpus_available']} CPUs, {machine.get('concurrent_runs', 1)} run(s) at a time, "
+        f"{machine['threads_per_run']} torch thread(s) per run)."
     )
     return "\n".join([*lines, "", floor_line, time_line, ""])
 
@@ -468,12 +491,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="extra `sevenomni train --set` override for every arm")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per training run (1 is fastest for these small models on a busy CPU)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained at once (each with --threads threads); e.g. 2 on a 2-core CPU")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="data generation workers")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.jobs < 1 or args.threads < 1:
+        raise SystemExit(f"--jobs and --threads must be >= 1 (got {args.jobs}, {args.threads})")
     started = time.perf_counter()
     all_arms = load_arms()
     names = args.arms or list(all_arms)
@@ -484,25 +511,25 @@ def main(argv: Sequence[str] | None = None) -> dict:
     data_dir = ensure_data(args.data, args.workers)
     sets = read_test_sets(data_dir)
     work = Path(args.work).resolve()
+    jobs = [(seed, name) for seed in args.seeds for name in arms]
+    run_dirs = {job: work / args.data / job[1] / f"seed{job[0]}" for job in jobs}
+    records = train_all(jobs, arms, run_dirs, args, work / "cache")
     runs = []
-    for seed in args.seeds:
-        for name, arm in arms.items():
-            overrides = run_overrides(arm, args.data, seed, args.steps, args.set)
-            run_dir = work / args.data / name / f"seed{seed}"
-            record = train_run(run_dir, arm["config"], overrides, work / "cache", args.threads)
-            with torch_threads(args.threads):
-                metrics = evaluate_model(run_dir / "model.pt", sets)
-            runs.append({
-                "arm": name,
-                "seed": seed,
-                "run_dir": shown(run_dir),
-                "command": record["command"],
-                "train_wall_s": sum(a["wall_s"] for a in record["attempts"]),
-                "attempts": record["attempts"],
-                "metrics": metrics,
-            })
-            print(f"[ablation] {name} seed {seed}: molecule@gfn1 force MAE "
-                  f"{metrics['molecule_gfn1']['forces_mae']:.4f} eV/Å, ‖θT‖ {metrics['theta_t_norm']:.3f}")
+    for seed, name in jobs:
+        run_dir, record = run_dirs[seed, name], records[seed, name]
+        with torch_threads(args.threads):
+            metrics = evaluate_model(run_dir / "model.pt", sets)
+        runs.append({
+            "arm": name,
+            "seed": seed,
+            "run_dir": shown(run_dir),
+            "command": record["command"],
+            "train_wall_s": sum(a["wall_s"] for a in record["attempts"]),
+            "attempts": record["attempts"],
+            "metrics": metrics,
+        })
+        print(f"[ablation] {name} seed {seed}: molecule@gfn1 force MAE "
+              f"{metrics['molecule_gfn1']['forces_mae']:.4f} eV/Å, ‖θT‖ {metrics['theta_t_norm']:.3f}")
     steps = args.steps
     if steps is None:
         steps = yaml.safe_load(Path(next(iter(arms.values()))["config"]).read_text())["stages"][0]["steps"]
@@ -523,7 +550,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "manifest_transfer_floor": manifest.get("transfer_floor"),
         "runs": runs,
         "summary": aggregate(runs),
-        "machine": machine_info(args.threads),
+        "machine": machine_info(args.threads, args.jobs),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }

@@ -90,8 +90,9 @@ def finite_numbers(value):
 
 
 def test_runner_on_tiny_data_writes_json_table_and_plot(tmp_path):
+    # two runs at once, sharing one data cache (both ingest the same test sets)
     tiny_model = ["model.channels=4", "model.lmax=1", "model.num_layers=2", "model.radial_mlp=[8]"]
-    argv = ["--data", "tiny", "--seeds", "0", "--steps", "3", "--arms", "single", "multi_task",
+    argv = ["--data", "tiny", "--seeds", "0", "--steps", "3", "--arms", "single", "multi_task", "--jobs", "2",
             "--out", str(tmp_path / "results"), "--work", str(tmp_path / "work")]
     argv += [item for assignment in tiny_model for item in ("--set", assignment)]
     runner.main(argv)
@@ -99,6 +100,7 @@ def test_runner_on_tiny_data_writes_json_table_and_plot(tmp_path):
     for key in ("data", "steps", "seeds", "arms", "transfer_floor", "runs", "summary", "machine", "total_wall_s"):
         assert key in result, key
     assert result["steps"] == 3 and result["seeds"] == [0] and list(result["arms"]) == ["single", "multi_task"]
+    assert result["machine"]["concurrent_runs"] == 2
     assert finite_numbers(result)
     assert 0 < result["transfer_floor"]["forces_mae"] < 1
     runs = {run["arm"]: run for run in result["runs"]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -155,6 +156,24 @@ def test_cached_store_ingests_once(tmp_path):
     (second,) = cached_store([str(tmp_path / "a.extxyz")], tmp_path / "cache")
     assert first == second and os.stat(second).st_mtime_ns == mtime and len(StoreReader(first)) == 3
     assert cached_store([first], tmp_path / "cache") == [first]
+
+
+def test_cached_store_uses_a_concurrent_runs_store(tmp_path, monkeypatch):
+    """Two runs sharing a cache ingest the same files at once: the slower one uses the winner's store."""
+    import sevenomni.data.ingest as ingest_module
+
+    source = tmp_path / "a.extxyz"
+    ase.io.write(source, [labelled(crystal(i), seed=i) for i in range(3)])
+    real_ingest = ingest_module.ingest
+
+    def racing_ingest(sources, out, *args, **kwargs):
+        real_ingest(sources, out)  # the other run finishes first ...
+        return real_ingest(sources, out, *args, **kwargs)  # ... so this one finds `out` taken
+
+    monkeypatch.setattr(ingest_module, "ingest", racing_ingest)
+    (store,) = cached_store(str(source), tmp_path / "cache", name="crystals")
+    assert Path(store).name.startswith("crystals-") and len(StoreReader(store)) == 3
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [Path(store).name]  # no partial left
 
 
 def test_killed_ingest_leaves_no_complete_store(tmp_path):

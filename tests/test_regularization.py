@@ -36,10 +36,15 @@ def test_task_penalty_value(model):
     assert float(WeightPenalty(model, "task", strength)()) == pytest.approx(expected, rel=1e-12)
 
 
-def test_all_penalty_reaches_every_trainable_parameter(model):
+def test_all_penalty_reaches_every_trainable_weight_but_not_energy_references(model):
+    with torch.no_grad():  # non-trivial shifts and scales, as after fitting statistics
+        for _, parameter in model.energy_reference_parameters():
+            parameter.add_(torch.randn_like(parameter))
     grads = penalty_gradients(model, "all", 0.1)
+    references = {name for name, _ in model.energy_reference_parameters()}
+    assert any("shift" in name for name in references) and any("scale" in name for name in references)
     for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
+        if parameter.requires_grad and name not in references:
             assert torch.allclose(grads[name], 0.1 * parameter.detach()), name
         else:
             assert grads[name] is None, name

@@ -35,6 +35,7 @@ from sevenomni.data.readers import (
 from sevenomni.data.store import (
     EncodedRecord,
     Record,
+    StoreError,
     StoreWriter,
     is_store,
     prepare_record,
@@ -239,12 +240,15 @@ def ingest(
 def cached_store(
     paths: str | list[str], cache_dir: str | os.PathLike, *, energy_key: str | None = None,
     forces_key: str | None = None, stress_key: str | None = None, skip_bad: bool = False,
-    workers: int = 1, progress: bool = False,
+    workers: int = 1, progress: bool = False, name: str = "store", create: bool = True,
 ) -> list[str]:
     """Store directories for a database's ``path``: stores as they are, raw files ingested once.
 
-    Raw files are ingested together into ``cache_dir/<hash>``, keyed by their absolute paths,
-    sizes, modification times and the label keys, and reused while those are unchanged.
+    Raw files are ingested together into ``cache_dir/<name>-<hash>``, keyed by their absolute
+    paths, sizes, modification times and the label keys, and reused while those are unchanged.
+    Runs sharing ``cache_dir`` may ingest the same files at once: the first to finish wins and
+    the others use its store. ``create=False`` only names the cached store (e.g. on ranks that
+    wait for rank 0 to ingest).
     """
     paths = [paths] if isinstance(paths, str) else list(paths)
     stores = [p for p in paths if is_store(p)]
@@ -256,8 +260,12 @@ def cached_store(
         stat = Path(p).stat()
         fingerprint.append([str(Path(p).resolve()), stat.st_size, stat.st_mtime_ns])
     key = json.dumps([fingerprint, energy_key, forces_key, stress_key, skip_bad]).encode()
-    out = Path(cache_dir) / f"store-{hashlib.sha256(key).hexdigest()[:16]}"
-    if not is_store(out):
-        ingest(raw, out, energy_key, forces_key, stress_key, skip_bad=skip_bad, workers=workers,
-               overwrite=out.exists(), progress=progress)
+    out = Path(cache_dir) / f"{name}-{hashlib.sha256(key).hexdigest()[:16]}"
+    if create and not is_store(out):
+        try:
+            ingest(raw, out, energy_key, forces_key, stress_key, skip_bad=skip_bad, workers=workers,
+                   overwrite=out.exists(), progress=progress)
+        except StoreError:
+            if not is_store(out):  # not a concurrent run's finished store of the same files
+                raise
     return stores + [str(out)]

@@ -132,6 +132,15 @@ class SevenOmniModel(nn.Module):
         """θT proper: the task-embedding tables (what selective regularization penalizes)."""
         yield from self._named_parameters_of(TaskEmbedding)
 
+    def energy_reference_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """The per-element energy shifts and the energy scales: absolute references, never penalized."""
+        seen = set()
+        for kind in (TaskShift, EnergyScale):
+            for name, parameter in self._named_parameters_of(kind):
+                if id(parameter) not in seen:
+                    seen.add(id(parameter))
+                    yield name, parameter
+
     def shared_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         """θC: every parameter not owned by a task-specific module."""
         task_ids = {id(p) for _, p in self.task_parameters()}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +11,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from sevenomni.data.dataset import LMDBDataset, worker_collate
 from sevenomni.data.graph import collate
-from sevenomni.data.ingest import ingest
+from sevenomni.data.ingest import cached_store
 from sevenomni.data.sampler import MultiDatabaseSampler
 from sevenomni.data.spec import DatabaseSpec, SamplingSpec
 from sevenomni.data.store import StoreReader, is_store
@@ -46,24 +44,17 @@ def resolve_store(paths: str | list[str], spec: DatabaseSpec, cache_dir: Path, c
     for path in paths:
         if not Path(path).exists():
             raise FileNotFoundError(f"database {spec.name!r}: {path} does not exist")
-    fingerprint = json.dumps(
-        [
-            [str(Path(p).resolve()), Path(p).stat().st_size, Path(p).stat().st_mtime_ns] for p in paths
-        ]
-        + [spec.energy_key, spec.forces_key, spec.stress_key]
+    (store,) = cached_store(
+        paths,
+        cache_dir,
+        energy_key=spec.energy_key,
+        forces_key=spec.forces_key,
+        stress_key=spec.stress_key,
+        name=spec.name,
+        create=ctx.is_main,
     )
-    digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
-    store = cache_dir / f"{spec.name}-{digest}.lmdb"
-    if ctx.is_main and not is_store(store):
-        ingest(
-            paths,
-            store,
-            energy_key=spec.energy_key,
-            forces_key=spec.forces_key,
-            stress_key=spec.stress_key,
-        )
     ctx.barrier()
-    return store
+    return Path(store)
 
 
 def build_databases(

@@ -1,4 +1,4 @@
-"""Weight penalties: selective L2 on the task embeddings θT (the paper's), or on everything."""
+"""Weight penalties: selective L2 on the task embeddings θT (the paper's), or on every weight."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from sevenomni.nn import SevenOmniModel
 
 
 class WeightPenalty:
-    """(λ/2)·Σ‖θ‖² over θT (mode ``task``), over every parameter (``all``), or nothing (``none``).
+    """(λ/2)·Σ‖θ‖² over θT (mode ``task``), over every weight (``all``), or nothing (``none``).
 
     An explicit loss term, so in mode ``task`` its gradient reaches the task embeddings only.
+    Neither mode penalizes the energy shifts and scales: they are absolute energy references
+    (tens of eV per atom) that differ between methods by design.
     ``tasks`` (task indices; default all) limits it to the rows of the tasks a run trains: a
     checkpoint's task with no data in a fine-tuning run must keep its θT, not decay to zero.
     """
@@ -25,7 +27,8 @@ class WeightPenalty:
         if self.mode == "task":
             return [p for _, p in self.model.task_embedding_parameters()]
         if self.mode == "all":
-            return [p for p in self.model.parameters() if p.requires_grad]
+            references = {id(p) for _, p in self.model.energy_reference_parameters()}
+            return [p for p in self.model.parameters() if p.requires_grad and id(p) not in references]
         return []
 
     def __call__(self) -> torch.Tensor:
