@@ -107,6 +107,18 @@ def test_curriculum_introduces_a_task_on_the_common_pes_with_fitted_shifts(tmp_p
     assert stage_files == ["stage-1-crystals.pt", "stage-2-both.pt"]
 
 
+def test_threads_setting_sets_torch_cpu_threads(tmp_path):
+    before = torch.get_num_threads()
+    target = 1 if before != 1 else 2
+    try:
+        Trainer(load_config(raw=make_run(tmp_path, overrides={"train.threads": target})))
+        assert torch.get_num_threads() == target
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ConfigError, match="threads"):
+        load_config(raw=make_run(tmp_path, overrides={"train.threads": 0}))
+
+
 # ---------------------------------------------------------------------------- NaN handling
 def test_non_finite_loss_skips_steps_then_stops_with_a_clear_message(tmp_path):
     raw = make_run(tmp_path, overrides={"train.max_bad_steps": 3, "stages.0.steps": 8})

@@ -99,6 +99,9 @@ class TrainSection(StrictModel):
     seed: int = 0
     run_dir: str = "runs/run"
     device: str = "auto"
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads per process (None: torch's default); 1 is often fastest for small models"
+    )
     loss: LossSection = Field(default_factory=LossSection)
     regularization: RegularizationSection = Field(default_factory=RegularizationSection)
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection)

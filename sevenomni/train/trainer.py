@@ -42,6 +42,8 @@ class Trainer:
     def __init__(self, config: RunConfig, resume: bool = False):
         self.config = config
         self.run_dir = Path(config.train.run_dir)
+        if config.train.threads is not None:
+            torch.set_num_threads(config.train.threads)
         self.ctx: DistributedContext = setup_distributed(config.train.device)
         self.device = self.ctx.device
         if self.ctx.is_main:
