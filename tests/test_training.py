@@ -119,6 +119,23 @@ def test_threads_setting_sets_torch_cpu_threads(tmp_path):
         load_config(raw=make_run(tmp_path, overrides={"train.threads": 0}))
 
 
+def test_final_metrics_reuse_the_last_validation_at_the_same_step(tmp_path):
+    trainer = Trainer(load_config(raw=make_run(tmp_path, overrides={"stages.0.steps": 2})))
+    computed = []
+    original = trainer.validation_metrics
+
+    def counted():
+        computed.append(trainer.global_step)
+        return original()
+
+    trainer.validation_metrics = counted
+    trainer.run()
+    assert computed == [0, 2]  # initial and end of stage; the final export reuses the latter
+    final = list(csv.DictReader(open(tmp_path / "run" / "final.csv")))
+    last = [r for r in csv.DictReader(open(tmp_path / "run" / "validation.csv")) if r["step"] == "2"]
+    assert final and [r["forces_mae"] for r in final] == [r["forces_mae"] for r in last]
+
+
 # ---------------------------------------------------------------------------- NaN handling
 def test_non_finite_loss_skips_steps_then_stops_with_a_clear_message(tmp_path):
     raw = make_run(tmp_path, overrides={"train.max_bad_steps": 3, "stages.0.steps": 8})

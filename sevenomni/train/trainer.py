@@ -91,6 +91,7 @@ class Trainer:
         self.introduced: list[str] = list(known)
         self.bad_steps, self.skipped_steps = 0, 0
         self.best_metric = math.inf
+        self._last_validation: tuple[int, list[dict[str, Any]]] | None = None  # (step, rows), reused by _finish
         self.schedule: LearningRateSchedule | None = None
         self._stop_signal: int | None = None
         if saved is not None:
@@ -359,6 +360,7 @@ class Trainer:
     def _validate(self, stage: StageSection) -> None:
         if self.ctx.is_main:
             rows = self.validation_metrics()
+            self._last_validation = (self.global_step, rows)
             for row in rows:
                 self.logger.log("validation", {"stage": stage.name, "epoch": self.epoch, **row}, self.global_step)
             own = [row[self.config.train.best_metric] for row in rows if row["own"]]
@@ -380,7 +382,8 @@ class Trainer:
         context = self.ema.applied() if self.ema is not None else contextlib.nullcontext()
         with context:
             save_checkpoint(self.model, self.run_dir / "model.pt", global_step=self.global_step)
-        rows = self.validation_metrics()
+        last = self._last_validation
+        rows = last[1] if last is not None and last[0] == self.global_step else self.validation_metrics()
         for row in rows:
             self.logger.log("final", row, self.global_step)
         self.final_metrics = rows
