@@ -12,8 +12,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from ase.io import read
 
 from sevenomni import load_model
+from sevenomni.calculator import predict
 from sevenomni.train.config import ConfigError, load_config
 from sevenomni.train.trainer import Trainer, TrainingDiverged, TrainingInterrupted
 from training_helpers import make_run, write_config
@@ -134,6 +136,34 @@ def test_final_metrics_reuse_the_last_validation_at_the_same_step(tmp_path):
     final = list(csv.DictReader(open(tmp_path / "run" / "final.csv")))
     last = [r for r in csv.DictReader(open(tmp_path / "run" / "validation.csv")) if r["step"] == "2"]
     assert final and [r["forces_mae"] for r in final] == [r["forces_mae"] for r in last]
+
+
+def test_freeze_shared_trains_a_new_task_and_leaves_the_old_channel_untouched(tmp_path):
+    (tmp_path / "base").mkdir(), (tmp_path / "tune").mkdir()
+    base = make_run(tmp_path / "base", overrides={
+        "stages": [{"name": "crystals", "databases": ["crystal"], "steps": 3}],
+        "model.elements": ["H", "Li", "C", "N", "O", "F", "Mg", "Al", "Si"],  # the molecules' N too
+    })
+    base["data"]["databases"] = base["data"]["databases"][:1]  # a one-task (gfn1) model
+    Trainer(load_config(raw=base)).run()
+    base_path = tmp_path / "base" / "run" / "model.pt"
+    molecules_only = [{"name": "molecules", "databases": ["molecule"], "steps": 3}]
+    tune = make_run(tmp_path / "tune", overrides={
+        "model": {"init_from": str(base_path)}, "train.freeze": "shared", "stages": molecules_only,
+    })
+    Trainer(load_config(raw=tune)).run()
+    base, tuned = load_model(base_path), load_model(tmp_path / "tune" / "run" / "model.pt")
+    assert tuned.tasks == ["gfn1", "gfn2"]
+    tuned_shared = dict(tuned.shared_parameters())
+    for name, parameter in base.shared_parameters():
+        assert torch.equal(parameter, tuned_shared[name]), name
+    gfn2 = tuned.task_index("gfn2")
+    assert any(torch.count_nonzero(p[gfn2]) > 0 for _, p in tuned.task_embedding_parameters())
+    crystal = read(tmp_path / "base" / "crystal.extxyz", "0")
+    before, after = (next(iter(predict(m, [crystal], "gfn1", device="cpu"))) for m in (base, tuned))
+    assert before["energy"] == after["energy"] and np.array_equal(before["forces"], after["forces"])
+    with pytest.raises(ConfigError, match="freeze: shared.*init_from"):
+        load_config(raw=make_run(tmp_path / "tune", overrides={"train.freeze": "shared"}))
 
 
 # ---------------------------------------------------------------------------- NaN handling

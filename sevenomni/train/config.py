@@ -102,6 +102,9 @@ class TrainSection(StrictModel):
     threads: int | None = Field(
         None, ge=1, description="torch CPU threads per process (None: torch's default); 1 is often fastest for small models"
     )
+    freeze: Literal["none", "shared"] = Field(
+        "none", description="shared: train only θT, shifts and scales (the other channels' predictions stay fixed)"
+    )
     loss: LossSection = Field(default_factory=LossSection)
     regularization: RegularizationSection = Field(default_factory=RegularizationSection)
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
@@ -148,6 +151,8 @@ class RunConfig(StrictModel):
             unknown = [name for name in stage.databases if name not in known]
             if unknown:
                 raise ValueError(f"stage {stage.name!r} names unknown database(s) {unknown}; known: {known}")
+        if self.train.freeze == "shared" and self.model.init_from is None:
+            raise ValueError("train.freeze: shared keeps the shared weights as they are: set model.init_from")
         return self
 
     @property

@@ -67,6 +67,9 @@ class Trainer:
         else:
             self.model = self._build_model(cutoff).to(self.device)
         self._initial = None
+        if config.train.freeze == "shared":
+            for _, parameter in self.model.shared_parameters():
+                parameter.requires_grad_(False)
         self.optimizer = build_optimizer(self.model, config.train.optimizer)
         trained_tasks = [self.tasks.index(t) for t in self.tasks if t.lower() in [c.lower() for c in config.tasks]]
         self.penalty = WeightPenalty(
