@@ -272,6 +272,23 @@ def write_record(run_dir: Path, record: dict) -> None:
     os.replace(temporary, run_dir / RUN_RECORD)
 
 
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).strftime(UTC_FORMAT)
+
+
+def training_span_s(runs: list[dict]) -> float | None:
+    """Wall time from the first training attempt's start to the last one's end (runs overlap with --jobs)."""
+    attempts = [a for run in runs for a in run["attempts"] if "started_utc" in a]
+    if not attempts:
+        return None
+    starts = [datetime.strptime(a["started_utc"], UTC_FORMAT) for a in attempts]
+    ends = [datetime.strptime(a["ended_utc"], UTC_FORMAT) for a in attempts]
+    return (max(ends) - min(starts)).total_seconds()
+
+
 def train_run(run_dir: Path, config: str, overrides: list[str], cache_dir: Path, threads: int) -> dict:
     """Train one arm × seed through the CLI unless finished; resume an interrupted run.
 
@@ -303,11 +320,14 @@ def train_run(run_dir: Path, config: str, overrides: list[str], cache_dir: Path,
     write_record(run_dir, record)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     print(f"[ablation] {'resuming' if resume else 'training'} {run_dir}")
-    start = time.perf_counter()
+    started_utc, start = utc_now(), time.perf_counter()
     with open(run_dir / "train.log", "a") as log:
         process = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
     wall = time.perf_counter() - start
-    record["attempts"].append({"wall_s": round(wall, 2), "resumed": resume, "returncode": process.returncode})
+    record["attempts"].append({
+        "wall_s": round(wall, 2), "resumed": resume, "returncode": process.returncode,
+        "started_utc": started_utc, "ended_utc": utc_now(),
+    })
     record["finished"] = process.returncode == 0 and (run_dir / "model.pt").is_file()
     write_record(run_dir, record)
     if not record["finished"]:
@@ -418,8 +438,10 @@ def markdown_table(result: dict) -> str:
         f"force MAE {1000 * floor['forces_mae']:.0f} meV/Å, conformational-energy MAE "
         f"{floor['conformational_energy_mae']:.1f} meV/atom."
     )
+    span = result.get("training_span_s")
+    trained = f"Training took {span / 60:.1f} min of wall time (first start to last end); " if span else ""
     time_line = (
-        f"Total wall time {result['total_wall_s'] / 60:.1f} min on {machine['platform']} "
+        f"{trained}this invocation {result['total_wall_s'] / 60:.1f} min, on {machine['platform']} "
         f"({machine['cpus_available']} CPUs, {machine.get('concurrent_runs', 1)} run(s) at a time, "
         f"{machine['threads_per_run']} torch thread(s) per run)."
     )
@@ -552,7 +574,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "summary": aggregate(runs),
         "machine": machine_info(args.threads, args.jobs),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "finished_utc": utc_now(),
+        "training_span_s": training_span_s(runs),
     }
     result["total_wall_s"] = round(time.perf_counter() - started, 1)
     out = Path(args.out)

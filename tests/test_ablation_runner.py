@@ -101,6 +101,7 @@ def test_runner_on_tiny_data_writes_json_table_and_plot(tmp_path):
         assert key in result, key
     assert result["steps"] == 3 and result["seeds"] == [0] and list(result["arms"]) == ["single", "multi_task"]
     assert result["machine"]["concurrent_runs"] == 2
+    assert result["training_span_s"] >= max(run["train_wall_s"] for run in result["runs"]) - 1  # second resolution
     assert finite_numbers(result)
     assert 0 < result["transfer_floor"]["forces_mae"] < 1
     runs = {run["arm"]: run for run in result["runs"]}
