@@ -139,7 +139,8 @@ def test_final_metrics_reuse_the_last_validation_at_the_same_step(tmp_path):
 
 
 def test_freeze_shared_trains_a_new_task_and_leaves_the_old_channel_untouched(tmp_path):
-    (tmp_path / "base").mkdir(), (tmp_path / "tune").mkdir()
+    for name in ("base", "tune"):
+        (tmp_path / name).mkdir()
     base = make_run(tmp_path / "base", overrides={
         "stages": [{"name": "crystals", "databases": ["crystal"], "steps": 3}],
         "model.elements": ["H", "Li", "C", "N", "O", "F", "Mg", "Al", "Si"],  # the molecules' N too
