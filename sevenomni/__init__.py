@@ -1,7 +1,8 @@
 """sevenomni: one equivariant interatomic potential trained on many ab initio databases."""
 
 from sevenomni.calculator import SevenOmniCalculator, predict
-from sevenomni.checkpoint import CheckpointError, load_model, save_checkpoint
+from sevenomni.checkpoint import CheckpointError, save_checkpoint
+from sevenomni.loading import load_model
 from sevenomni.nn import ModelConfig, SevenOmniModel
 
 __version__ = "0.1.0"

@@ -12,8 +12,8 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from sevenomni.checkpoint import load_model
 from sevenomni.data.graph import MIN_CELL_VOLUME, atoms_to_graph, collate
+from sevenomni.loading import load_model
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.model import DTYPES
 
@@ -30,7 +30,7 @@ def has_stress(atoms: Atoms) -> bool:
 
 
 def predict(
-    model: SevenOmniModel,
+    model: SevenOmniModel | str | os.PathLike,
     structures: Iterable[Atoms],
     task: str | None = None,
     shift_task: str | None = None,
@@ -39,9 +39,13 @@ def predict(
 ) -> Iterator[dict[str, np.ndarray | float]]:
     """Energy, per-atom energies, forces and (where defined) stress for each structure, batched.
 
-    ``task`` names the channel (``"common"`` for the common PES, with ``shift_task``'s shifts).
+    ``model`` is a model or anything :func:`~sevenomni.load_model` takes (a model file, a training
+    checkpoint, a run directory, a SevenNet checkpoint). ``task`` names the channel (``"common"``
+    for the common PES, with ``shift_task``'s shifts).
     """
     device = resolve_device(device)
+    if not isinstance(model, SevenOmniModel):
+        model = load_model(model).to(device)
     task_index, common = model.resolve_channel(task, shift_task)
     pending: list[Atoms] = []
 
@@ -82,7 +86,8 @@ class SevenOmniCalculator(Calculator):
 
     ``task`` matches the model's task names case-insensitively; ``"common"`` selects the common
     PES (θT = 0) with the energy shift/scale of ``shift_task``. A single-task model needs no task.
-    Stress is reported for structures with a periodic cell of non-zero volume.
+    Stress is reported for structures with a periodic cell of non-zero volume. ``model`` is a model
+    or anything :func:`~sevenomni.load_model` takes; ``trust_pickle`` as there.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
@@ -94,11 +99,12 @@ class SevenOmniCalculator(Calculator):
         device: str | torch.device = "auto",
         dtype: str | None = None,
         shift_task: str | None = None,
+        trust_pickle: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if not isinstance(model, SevenOmniModel):
-            model = load_model(model)
+            model = load_model(model, trust_pickle=trust_pickle)
         if dtype is not None:
             if dtype not in DTYPES:
                 raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")

@@ -1,11 +1,25 @@
-"""Versioned model checkpoints: hyperparameters, tasks, elements, cutoff and weights in one file."""
+"""Versioned model checkpoints, and the one safe, verified way every torch file is read.
+
+A sevenomni model file holds hyperparameters, tasks, elements, cutoff and weights as plain data.
+Every file (model, training state, SevenNet checkpoint) is read through :func:`load_archive`:
+
+* **integrity** — every member of the torch zip archive is checked against the CRC-32 stored in
+  the archive before anything is unpickled, so flipped or truncated bytes are refused with a
+  :class:`CheckpointError` naming the file and the damaged member, never loaded silently;
+* **no code execution** — the pickle is read with ``torch.load(weights_only=True)`` plus an explicit
+  allowlist of globals (plain-data types only). A file needing anything else is refused, naming the
+  offending global; only ``trust_pickle=True`` unpickles it fully (which can run arbitrary code).
+"""
 
 from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 import zipfile
+import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +30,31 @@ from sevenomni.nn import ModelConfig, SevenOmniModel
 
 CHECKPOINT_FORMAT = "sevenomni-model"
 CHECKPOINT_VERSION = 1
+TRAINING_STATE_FORMAT = "sevenomni-training-state"
+TRUST_HINT = "pass trust_pickle=True (CLI: --trust-pickle) only if you trust the file's origin: that can run arbitrary code"
 
 
 class CheckpointError(ValueError):
-    """A file that is not a readable sevenomni checkpoint."""
+    """A file that is not a readable sevenomni checkpoint (damaged, foreign or unsafe)."""
+
+
+def file_mode() -> int:
+    """The permission bits a new file gets under the process's umask (0o666 & ~umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file beside ``path``, then rename: never a half-written file."""
+    """torch.save (with CRC-32s) to a temporary file beside ``path``, then rename: never a half-written file.
+
+    The file gets the permissions of any new file under the umask (``mkstemp`` alone would give 0600).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, file_mode())
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
@@ -37,6 +64,60 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def verify_archive(path: str | os.PathLike) -> None:
+    """Check every member of a torch zip archive against its stored CRC-32; CheckpointError if damaged."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                crc = 0
+                with archive.open(member) as stream:  # zipfile raises BadZipFile on a CRC mismatch
+                    while chunk := stream.read(1 << 22):
+                        crc = zlib.crc32(chunk, crc)
+    except zipfile.BadZipFile as error:
+        detail = str(error) if "CRC" in str(error) else "not a complete torch zip archive"
+        raise CheckpointError(f"{path}: damaged or truncated file ({detail}); it was not loaded") from None
+    except (OSError, EOFError, ValueError) as error:
+        raise CheckpointError(f"{path}: damaged or truncated file ({error}); it was not loaded") from None
+
+
+def _blocked_global(error: Exception) -> str:
+    """The global that torch's restricted unpickler refused, from its message."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(error))
+    return found.group(1) if found else str(error).strip().splitlines()[-1][:200]
+
+
+def load_archive(
+    path: str | os.PathLike,
+    what: str,
+    allowed_globals: Sequence[Any] = (),
+    trust_pickle: bool = False,
+) -> Any:
+    """Read a torch file safely: CRC-verified, then unpickled with only allowlisted globals.
+
+    ``what`` names the expected content in error messages. ``allowed_globals`` extends torch's
+    weights-only allowlist (plain-data types only). ``trust_pickle=True`` unpickles fully.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    verify_archive(path)
+    try:
+        if trust_pickle:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(list(allowed_globals)):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "GLOBAL" not in str(error) and "global" not in str(error):
+            raise CheckpointError(f"{path}: unreadable {what} ({error.__class__.__name__})") from None
+        raise CheckpointError(
+            f"{path}: refused to load: the file references the Python object {_blocked_global(error)!r}, which "
+            f"is not on the allowlist of plain-data types for a {what} (loading it could run code); {TRUST_HINT}"
+        ) from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError, AttributeError, TypeError) as error:
+        raise CheckpointError(f"{path}: unreadable {what} ({error.__class__.__name__}: {str(error)[:200]})") from None
 
 
 def model_record(model: SevenOmniModel, **metadata: Any) -> dict[str, Any]:
@@ -58,18 +139,13 @@ def save_checkpoint(model: SevenOmniModel, path: str | os.PathLike, **metadata: 
     atomic_save(model_record(model, **metadata), path)
 
 
-def read_record(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint's raw record safely (no arbitrary unpickling), or raise CheckpointError."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    expected = f"expected a {CHECKPOINT_FORMAT} checkpoint written by sevenomni.save_checkpoint"
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: unreadable or truncated file ({error.__class__.__name__}); {expected}") from None
+def check_model_record(record: Any, path: str | os.PathLike) -> dict[str, Any]:
+    """``record`` if it is a sevenomni model record of this version, else CheckpointError."""
     if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a sevenomni model; {expected}")
+        raise CheckpointError(
+            f"{path}: not a sevenomni model; expected a {CHECKPOINT_FORMAT} checkpoint written by "
+            "sevenomni.save_checkpoint, a training checkpoint, a run directory or a SevenNet checkpoint"
+        )
     if record.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(
             f"{path}: checkpoint version {record.get('version')!r}; this sevenomni reads version {CHECKPOINT_VERSION}"
@@ -77,32 +153,74 @@ def read_record(path: str | os.PathLike) -> dict[str, Any]:
     return record
 
 
+def read_record(path: str | os.PathLike) -> dict[str, Any]:
+    """A sevenomni model file's raw record, verified and safely loaded, or CheckpointError."""
+    return check_model_record(load_archive(path, "sevenomni model"), path)
+
+
 def model_from_record(record: dict[str, Any], source: str = "checkpoint") -> SevenOmniModel:
     """Rebuild the model a record describes and load its weights exactly."""
+    return _build(record.get("config"), record.get("state_dict"), source)
+
+
+def read_training_state(path: str | os.PathLike) -> dict[str, Any]:
+    """A training checkpoint (``checkpoints/*.pt``), verified and safely loaded, or CheckpointError.
+
+    When the file is damaged, the error names the newest intact checkpoint beside it (if any).
+    """
     try:
-        config = ModelConfig(**record["config"])
-        model = SevenOmniModel(config)
-        model.load_state_dict(record["state_dict"], strict=True)
-    except (KeyError, ValidationError, RuntimeError) as error:
-        raise CheckpointError(f"{source}: inconsistent checkpoint contents: {error}") from None
+        state = load_archive(path, "sevenomni training checkpoint")
+        if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
+            raise CheckpointError(f"{path}: not a sevenomni training checkpoint")
+    except CheckpointError as error:
+        fallback = newest_intact_training_state(Path(path).parent, exclude=Path(path))
+        if fallback is None:
+            raise
+        where, step = fallback
+        raise CheckpointError(
+            f"{error}; the newest intact checkpoint beside it is {where} (step {step}): "
+            f"copy it over {Path(path).name} to continue from there"
+        ) from None
+    return state
+
+
+def newest_intact_training_state(directory: Path, exclude: Path | None = None) -> tuple[Path, int] | None:
+    """(path, global step) of the intact training checkpoint in ``directory`` with the most steps.
+
+    On equal steps a stage checkpoint (``stage-*.pt``) wins over ``best.pt``.
+    """
+    newest: tuple[Path, int] | None = None
+    for candidate in sorted(directory.glob("*.pt"), key=lambda p: (not p.name.startswith("stage-"), p.name)):
+        if exclude is not None and candidate.resolve() == exclude.resolve():
+            continue
+        try:
+            state = load_archive(candidate, "sevenomni training checkpoint")
+            step = int(state["progress"]["global_step"])
+        except (CheckpointError, KeyError, TypeError, ValueError):
+            continue
+        if state.get("format") == TRAINING_STATE_FORMAT and (newest is None or step > newest[1]):
+            newest = (candidate, step)
+    return newest
+
+
+def model_from_training_state(state: dict[str, Any], source: str = "training checkpoint") -> SevenOmniModel:
+    """The model a training checkpoint holds, with its EMA (averaged) weights where EMA was enabled."""
+    model = _build(state.get("model_config"), state.get("model"), source)
+    ema = state.get("ema")
+    if ema is not None:
+        parameters = list(model.parameters())
+        if len(ema["shadow"]) != len(parameters):
+            raise CheckpointError(f"{source}: the EMA weights do not match the model's parameters")
+        with torch.no_grad():
+            for parameter, shadow in zip(parameters, ema["shadow"]):
+                parameter.copy_(shadow)
     return model
 
 
-def load_model(path: str | os.PathLike) -> SevenOmniModel:
-    """Load a model saved with :func:`save_checkpoint` (no training config needed).
-
-    A SevenNet checkpoint (a file, or a shortcut such as ``'7net-mf-0'`` for those shipped with
-    the ``sevenn`` package) is converted on the fly by :mod:`sevenomni.interop.sevenn`; it is
-    unpickled beyond tensors only if recognised as SevenNet's and needing it (see there).
-    """
+def _build(config: Any, state_dict: Any, source: str) -> SevenOmniModel:
     try:
-        record = read_record(path)
-    except CheckpointError:
-        from sevenomni.interop import sevenn
-
-        if sevenn.is_sevenn_checkpoint(path) or sevenn.is_sevenn_shortcut(path):
-            return sevenn.load_sevenn_model(path)
-        raise
-    model = model_from_record(record, str(path))
-    model.eval()
+        model = SevenOmniModel(ModelConfig(**config))
+        model.load_state_dict(state_dict, strict=True)
+    except (TypeError, KeyError, ValidationError, RuntimeError) as error:
+        raise CheckpointError(f"{source}: inconsistent checkpoint contents: {error}") from None
     return model

@@ -10,10 +10,10 @@ from sevenomni.checkpoint import CheckpointError
 
 def info(args: argparse.Namespace) -> None:
     """Print what a checkpoint holds: tasks, elements, cutoff, hyperparameters, parameter counts."""
-    from sevenomni.checkpoint import load_model
+    from sevenomni.loading import load_model
 
-    model = load_model(args.checkpoint)
-    count = lambda named: sum(p.numel() for _, p in named)  # noqa: E731
+    model = load_model(args.checkpoint, trust_pickle=args.trust_pickle)
+    count = lambda named: sum(p.numel() for _, p in named)
     config = model.config.model_dump()
     print(f"checkpoint: {args.checkpoint}")
     print(f"tasks:      {', '.join(model.tasks)}")
@@ -34,16 +34,25 @@ def import_sevenn(args: argparse.Namespace) -> None:
     """Convert a SevenNet checkpoint (file or shipped shortcut) to a sevenomni model file."""
     from sevenomni.interop.sevenn import import_sevenn as convert
 
-    model = convert(args.checkpoint, args.out, task_name=args.task_name)
+    model = convert(args.checkpoint, args.out, task_name=args.task_name, trust_pickle=args.trust_pickle)
     total = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.out}: tasks {', '.join(model.tasks)}; {len(model.elements)} elements; {total:,} parameters")
+
+
+def add_trust_pickle_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="unpickle a SevenNet checkpoint beyond plain data (can run arbitrary code: only files you trust)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sevenomni", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     info_parser = commands.add_parser("info", help="describe a model checkpoint")
-    info_parser.add_argument("checkpoint")
+    info_parser.add_argument("checkpoint", help="model file, training checkpoint, run directory or SevenNet checkpoint")
+    add_trust_pickle_flag(info_parser)
     info_parser.set_defaults(handler=info)
     sevenn_parser = commands.add_parser(
         "import-sevenn",
@@ -52,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     sevenn_parser.add_argument("checkpoint", help="SevenNet checkpoint file, or a shortcut for one shipped with sevenn")
     sevenn_parser.add_argument("--out", required=True, help="sevenomni model file to write")
     sevenn_parser.add_argument("--task-name", help="name of the task of a single-task checkpoint (default: sevenn)")
+    add_trust_pickle_flag(sevenn_parser)
     sevenn_parser.set_defaults(handler=import_sevenn)
     from sevenomni.data.cli import register as register_data_commands  # `sevenomni data ...`
     register_data_commands(commands)

@@ -17,7 +17,7 @@ from ase.io import read
 pytest.importorskip("sevenn")
 
 from sevenomni.calculator import predict
-from sevenomni.checkpoint import load_model
+from sevenomni import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "finetune_7net_mf0.yaml"

@@ -340,13 +340,3 @@ def test_unrepresentable_layout_and_stray_weights_fail(tmp_path):
     torch.save(raw, path)
     with pytest.raises(CheckpointError, match="use_bias_in_linear"):
         load_model(path)  # through the generic loader
-
-
-def test_pickled_objects_beyond_arrays_warn_about_trust(tmp_path, mf0_raw):
-    import pathlib
-
-    path = tmp_path / "odd.pth"
-    torch.save(with_config(mf0_raw, odd_path=pathlib.PurePosixPath("/data")), path)
-    with pytest.warns(UserWarning, match="trust"):
-        raw = read_sevenn_checkpoint(path)
-    assert raw["config"]["odd_path"] == pathlib.PurePosixPath("/data")

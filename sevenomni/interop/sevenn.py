@@ -31,14 +31,12 @@ layouts, irreps layouts that differ from sevenomni's …) raises :class:`Checkpo
 the option; weights left over after the mapping are an error too — never a silently different
 model.
 
-**Trust.** SevenNet checkpoints are Python pickles. sevenomni first loads them with
-``torch.load(weights_only=True)`` and an allowlist of numpy array types (which the shipped
-checkpoints need, and which cannot execute code). Only a file recognised as a SevenNet
-checkpoint (a torch zip archive whose pickle names ``model_state_dict``, ``config`` and SevenNet's
-config keys — found by scanning the pickle's opcodes, not executing them) that references other
-Python objects is unpickled fully (``weights_only=False``), with a warning: that can run arbitrary
-code, so **load only SevenNet files you trust**. Convert once with ``sevenomni import-sevenn`` and
-use the resulting sevenomni checkpoint, which is always loaded safely.
+**Trust.** SevenNet checkpoints are Python pickles. sevenomni reads them like its own files
+(:func:`sevenomni.checkpoint.load_archive`): CRC-verified, then ``torch.load(weights_only=True)``
+with an allowlist of numpy's plain array and scalar types, which every checkpoint shipped with
+``sevenn`` needs and which cannot execute code. A file that references any other Python object is
+refused with an error naming it; ``trust_pickle=True`` (CLI: ``--trust-pickle``) is the only way
+to unpickle such a file fully — that can run arbitrary code, so do it only for files you trust.
 """
 
 from __future__ import annotations
@@ -46,10 +44,8 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import pickle
 import pickletools
 import re
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -59,7 +55,7 @@ from ase.data import chemical_symbols
 from e3nn import o3
 from pydantic import ValidationError
 
-from sevenomni.checkpoint import CheckpointError, save_checkpoint
+from sevenomni.checkpoint import CheckpointError, load_archive, save_checkpoint
 from sevenomni.nn import ModelConfig, SevenOmniModel
 
 DEFAULT_TASK_NAME = "sevenn"
@@ -179,31 +175,15 @@ def _numpy_allowlist() -> list:
     return allowed
 
 
-def read_sevenn_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def read_sevenn_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> dict[str, Any]:
     """The raw checkpoint dict (``config``, ``model_state_dict`` …) of a SevenNet file.
 
-    Array-only pickles are read with ``weights_only=True``; see the module docstring for when (and
-    why) a recognised SevenNet file is unpickled fully.
+    Read safely (see the module docstring); ``trust_pickle=True`` unpickles fully.
     """
     path = Path(path)
     if not is_sevenn_checkpoint(path):
         raise CheckpointError(f"{path}: not a SevenNet checkpoint")
-    try:
-        try:
-            with torch.serialization.safe_globals(_numpy_allowlist()):
-                checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, AttributeError, TypeError) as error:
-            warnings.warn(
-                f"{path}: the SevenNet checkpoint references Python objects beyond tensors and arrays "
-                f"({str(error).splitlines()[-1][:200]}); unpickling it fully — load only files you trust",
-                UserWarning,
-                stacklevel=2,
-            )
-            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except CheckpointError:
-        raise
-    except Exception as error:  # noqa: BLE001 - any failure to read is reported the same way
-        raise CheckpointError(f"{path}: unreadable SevenNet checkpoint ({error.__class__.__name__}: {error})") from None
+    checkpoint = load_archive(path, "SevenNet checkpoint", _numpy_allowlist(), trust_pickle=trust_pickle)
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("config"), dict):
         raise CheckpointError(f"{path}: a SevenNet checkpoint needs a 'config' dict")
     if not isinstance(checkpoint.get("model_state_dict"), dict) or not checkpoint["model_state_dict"]:
@@ -816,23 +796,29 @@ def sevenn_to_model(
 # ---------------------------------------------------------------------------------------------
 # Entry points
 # ---------------------------------------------------------------------------------------------
-def load_sevenn_model(name_or_path: str | os.PathLike, task_name: str | None = None) -> SevenOmniModel:
+def load_sevenn_model(
+    name_or_path: str | os.PathLike, task_name: str | None = None, trust_pickle: bool = False
+) -> SevenOmniModel:
     """A SevenNet checkpoint (file or shortcut such as ``'7net-mf-0'``) as an evaluating sevenomni model.
 
     ``task_name`` names the single task of a non-modal checkpoint (default ``'sevenn'``); a
     multi-fidelity checkpoint's tasks are its modalities. ``sevenn`` itself is never imported.
-    See the module docstring about trusting pickled checkpoints.
+    See the module docstring about trusting pickled checkpoints (``trust_pickle``).
     """
     path = resolve_sevenn_checkpoint(name_or_path)
-    return sevenn_to_model(read_sevenn_checkpoint(path), task_name=task_name, source=str(path))
+    checkpoint = read_sevenn_checkpoint(path, trust_pickle=trust_pickle)
+    return sevenn_to_model(checkpoint, task_name=task_name, source=str(path))
 
 
 def import_sevenn(
-    name_or_path: str | os.PathLike, out: str | os.PathLike, task_name: str | None = None
+    name_or_path: str | os.PathLike,
+    out: str | os.PathLike,
+    task_name: str | None = None,
+    trust_pickle: bool = False,
 ) -> SevenOmniModel:
     """Convert a SevenNet checkpoint to a sevenomni checkpoint at ``out``; returns the model."""
     path = resolve_sevenn_checkpoint(name_or_path)
-    checkpoint = read_sevenn_checkpoint(path)
+    checkpoint = read_sevenn_checkpoint(path, trust_pickle=trust_pickle)
     model = sevenn_to_model(checkpoint, task_name=task_name, source=str(path))
     config = checkpoint["config"]
     metadata: dict[str, Any] = {

@@ -12,18 +12,18 @@ def train(args: argparse.Namespace) -> None:
     from sevenomni.train.trainer import Trainer
 
     if args.resume:
-        import torch
+        from sevenomni.checkpoint import read_training_state
 
         state_path = Path(args.resume) / "checkpoints" / "last.pt"
         if not state_path.is_file():
             raise FileNotFoundError(f"cannot resume: {state_path} does not exist")
-        saved = torch.load(state_path, map_location="cpu", weights_only=True)["config"]
+        saved = read_training_state(state_path)["config"]
         config = load_config(raw=saved, overrides=args.set)
     else:
         if args.config is None:
             raise ValueError("give a CONFIG.yaml (or --resume RUN_DIR)")
         config = load_config(args.config, args.set)
-    trainer = Trainer(config, resume=bool(args.resume))
+    trainer = Trainer(config, resume=bool(args.resume), trust_pickle=args.trust_pickle)
     trainer.run()
     if trainer.ctx.is_main:
         print_final_metrics(trainer.final_metrics, Path(config.train.run_dir))
@@ -44,4 +44,9 @@ def register(commands) -> None:
     parser.add_argument("config", nargs="?", help="run config (YAML); optional with --resume")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="let model.init_from unpickle a SevenNet checkpoint beyond plain data (can run code: trusted files only)",
+    )
     parser.set_defaults(handler=train)

@@ -12,20 +12,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sevenomni.checkpoint import atomic_save, load_model, save_checkpoint
+from sevenomni.checkpoint import TRAINING_STATE_FORMAT, atomic_save, read_training_state, save_checkpoint
 from sevenomni.data.statistics import average_num_neighbors, force_rms
+from sevenomni.loading import load_model
 from sevenomni.nn import ModelConfig, SevenOmniModel
 from sevenomni.train.config import RunConfig, StageSection
 from sevenomni.train.curriculum import fit_task_shift, reset_task_embedding
-from sevenomni.train.data import Database, build_databases, plain_loader, stage_loader, stage_sampler
+from sevenomni.train.data import build_databases, plain_loader, stage_loader, stage_sampler
 from sevenomni.train.distributed import DistributedContext, setup_distributed
 from sevenomni.train.logger import MetricsLogger
 from sevenomni.train.loss import EnergyForceStressLoss
 from sevenomni.train.optim import ExponentialMovingAverage, LearningRateSchedule, build_optimizer
 from sevenomni.train.regularization import WeightPenalty, task_embedding_norm
 from sevenomni.train.state import capture_rng, restore_rng, seed_everything
-
-TRAINING_STATE_FORMAT = "sevenomni-training-state"
 
 
 class TrainingDiverged(RuntimeError):
@@ -39,7 +38,7 @@ class TrainingInterrupted(RuntimeError):
 class Trainer:
     """Runs a :class:`RunConfig`: data, model, stages, validation, checkpoints and logs."""
 
-    def __init__(self, config: RunConfig, resume: bool = False):
+    def __init__(self, config: RunConfig, resume: bool = False, trust_pickle: bool = False):
         self.config = config
         self.run_dir = Path(config.train.run_dir)
         if config.train.threads is not None:
@@ -52,7 +51,8 @@ class Trainer:
         seed_everything(config.train.seed)
         # A run started from a checkpoint keeps its tasks (already trained: never re-introduced)
         # and appends the data's new ones; task indices are the model's, not the config's.
-        self._initial = load_model(config.model.init_from) if config.model.init_from else None
+        init_from = config.model.init_from
+        self._initial = load_model(init_from, trust_pickle=trust_pickle) if init_from else None
         known = [] if self._initial is None else self._initial.tasks
         self.tasks = known + [t for t in config.tasks if t.lower() not in [k.lower() for k in known]]
         cutoff = self._cutoff()
@@ -168,10 +168,7 @@ class Trainer:
     def _read_state(path: Path) -> dict[str, Any]:
         if not path.is_file():
             raise FileNotFoundError(f"cannot resume: {path} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
-            raise ValueError(f"{path}: not a sevenomni training state")
-        return state
+        return read_training_state(path)
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
