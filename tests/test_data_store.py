@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -195,3 +196,15 @@ def test_damaged_store_files_are_named(tmp_path, capsys, how, file, message):
     assert line.startswith(f"sevenomni data: error: {tmp_path / 's' / file}: ") and message in line
     with pytest.raises(StoreError, match=re.escape(message)):
         StoreReader(tmp_path / "s")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_store_permissions_follow_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_store(records(3), tmp_path / "s")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "s").stat().st_mode) == 0o777 & ~umask
+    for file in (tmp_path / "s").iterdir():
+        assert stat.S_IMODE(file.stat().st_mode) == 0o666 & ~umask, file.name

@@ -30,9 +30,9 @@ from __future__ import annotations
 import array
 import json
 import os
+import secrets
 import shutil
 import struct
-import tempfile
 import threading
 import time
 import zlib
@@ -294,12 +294,12 @@ class StoreWriter:
         if self.out.exists() and not overwrite:
             raise StoreError(f"{self.out} already exists (pass overwrite=True / --overwrite to replace it)")
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=self.out.name + ".partial-", dir=self.out.parent))
+        self.tmp = _partial_directory(self.out)
         self.overwrite = overwrite
         self.commit_every = commit_every
         self.env = lmdb.open(
             str(self.tmp), map_size=map_size, subdir=True, sync=False, metasync=False,
-            meminit=False, map_async=True,
+            meminit=False, map_async=True, mode=0o666,  # files 0666 & ~umask, as open() makes them
         )
         self.txn = self.env.begin(write=True)
         self.count = 0
@@ -432,6 +432,18 @@ class StoreWriter:
         except lmdb.Error:
             pass
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _partial_directory(out: Path) -> Path:
+    """A new ``<out>.partial-<random>`` directory beside ``out``, whose permissions follow the
+    umask like any other directory's (``tempfile.mkdtemp`` would make it private, 0700)."""
+    while True:
+        path = out.with_name(f"{out.name}.partial-{secrets.token_hex(6)}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
 
 
 def _fsync_dir(path: Path) -> None:
