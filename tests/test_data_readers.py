@@ -78,7 +78,7 @@ def test_extxyz_calculator_fallback_and_custom_keys(tmp_path):
     path = tmp_path / "calc.xyz"
     ase.io.write(path, atoms, format="extxyz")
     (record,) = read_all(path)
-    assert record.energy == -3.0 and record.origin["energy"] == "calculator"
+    assert record.energy == -3.0 and record.origin["energy"] == "calculator:energy"
     np.testing.assert_allclose(record.stress, voigt_to_3x3(np.arange(6.0)))
     (record,) = read_all(path, keys=LabelKeys(energy="dft_E"))
     assert record.energy == -7.0
@@ -103,7 +103,31 @@ def test_ase_database_and_trajectory(tmp_path):
             a.calc = SinglePointCalculator(a, energy=float(i), forces=np.zeros((len(a), 3)))
             writer.write(a)
     out = read_all(traj)
-    assert [r.energy for r in out] == [0.0, 1.0] and out[0].origin["energy"] == "calculator"
+    assert [r.energy for r in out] == [0.0, 1.0] and out[0].origin["energy"] == "calculator:energy"
+
+
+@pytest.mark.parametrize("label", ["energy", "forces", "stress"])
+def test_extxyz_explicit_key_never_falls_back(tmp_path, label):
+    """`energy=` in extxyz is ASE's calculator: a named key that is absent is an error, not a fallback."""
+    atoms = crystal(1)
+    atoms.calc = SinglePointCalculator(atoms, energy=-3.0, forces=np.ones((len(atoms), 3)), stress=np.arange(6.0))
+    path = tmp_path / "calc.xyz"
+    ase.io.write(path, [atoms, atoms], format="extxyz")
+    out = read_all(path, keys=LabelKeys(**{label: f"DFT_{label}"}))
+    assert [r.reason for r in out] == ["missing_label", "missing_label"]
+    assert str(out[1].error()).startswith(f"{path}: record 1: no {label} under the key 'DFT_{label}'")
+    (record,) = read_all(path, keys=LabelKeys(**{label: label}))[:1]  # the calculator's own name is a key too
+    assert record.origin[label] == f"calculator:{label}"
+
+
+def test_ase_database_explicit_key(tmp_path):
+    atoms = labelled(crystal(0))
+    with ase.db.connect(tmp_path / "x.db") as db:
+        db.write(atoms, REF_energy=atoms.info["REF_energy"], dft_E=-2.0)
+    (record,) = read_all(tmp_path / "x.db", keys=LabelKeys(energy="dft_E"))
+    assert record.energy == -2.0 and record.origin["energy"] == "info:dft_E"
+    (bad,) = read_all(tmp_path / "x.db", keys=LabelKeys(forces="dft_F"))
+    assert bad.reason == "missing_label" and "record 1: no forces under the key 'dft_F'" in str(bad.error())
 
 
 # -- every rejection reason (through extxyz, the most common source) -------------------------
@@ -175,7 +199,7 @@ def test_aselmdb_exact_layout(tmp_path):
     out = read_all(path)
     assert [r.index for r in out] == [1, 2, 4, 5]
     np.testing.assert_allclose(out[1].positions, atoms[1].positions)
-    assert out[1].energy == -1.0 and out[1].origin["energy"] == "calculator"
+    assert out[1].energy == -1.0 and out[1].origin["energy"] == "calculator:energy"
     np.testing.assert_allclose(out[2].stress, voigt_to_3x3(np.arange(6) * 0.1))
     assert out[3].charge == -1.0 and out[3].spin == 2.0 and not out[3].pbc.any()
     assert out[0].name is not None  # ASE unique_id
@@ -183,6 +207,17 @@ def test_aselmdb_exact_layout(tmp_path):
     # a directory of .aselmdb files expands to its files, in order
     write_aselmdb(tmp_path / "b.aselmdb", rows[:1])
     assert [p.name for p, f in expand_sources([tmp_path])] == ["b.aselmdb", "omat.aselmdb"]
+
+
+def test_aselmdb_explicit_key_never_falls_back(tmp_path):
+    row = aselmdb_row(crystal(0), energy=-1.0, forces=np.zeros((2, 3)), data={"dft_E": -4.0})
+    path = write_aselmdb(tmp_path / "k.aselmdb", [row])
+    (record,) = read_all(path, keys=LabelKeys(energy="dft_E"))
+    assert record.energy == -4.0 and record.origin == {"energy": "data:dft_E", "forces": "calculator:forces"}
+    (record,) = read_all(path, keys=LabelKeys(energy="REF_energy"))  # the generic name: the native label
+    assert record.energy == -1.0 and record.origin["energy"] == "calculator:energy"
+    (bad,) = read_all(path, keys=LabelKeys(energy="omat_energy"))
+    assert bad.reason == "missing_label" and "k.aselmdb: record 1: no energy under the key 'omat_energy'" in str(bad.error())
 
 
 def test_aselmdb_rejections(tmp_path):
@@ -227,6 +262,15 @@ def test_mptrj_layout_and_units(tmp_path, monkeypatch, stream):
         assert record.pbc.all()
     (first, *_) = read_all(path, keys=LabelKeys(energy="corrected_total_energy"))
     assert first.energy == frames[0]["corrected_total_energy"]
+
+
+def test_mptrj_explicit_key_never_falls_back(tmp_path):
+    path, _ = mptrj_file(tmp_path)
+    out = read_all(path, keys=LabelKeys(energy="total_energy"))
+    assert [r.reason for r in out] == ["missing_label"] * 3
+    assert "record 2: no energy under the key 'total_energy'" in str(out[2].error())
+    assert read_all(path)[0].origin == {
+        "energy": "mptrj:uncorrected_total_energy", "forces": "mptrj:force", "stress": "mptrj:stress"}
 
 
 def test_mptrj_rejections(tmp_path):
@@ -279,6 +323,16 @@ def test_spice_rejections(tmp_path):
     assert isinstance(out[0], Record)
     assert [(r.index, r.reason) for r in out[1:]] == [(1, "non_finite"), (2, "non_finite")]
     assert "s.h5: record 2" in str(out[2].error())
+
+
+def test_spice_explicit_key_never_falls_back(tmp_path):
+    pytest.importorskip("h5py")
+    path = write_spice(tmp_path / "s.h5", {"w": water_conformations(2), "v": water_conformations(1)})
+    out = read_all(path, keys=LabelKeys(energy="formation_energy"))
+    assert all(isinstance(r, Record) for r in out) and out[0].origin["energy"] == "spice:formation_energy"
+    out = read_all(path, keys=LabelKeys(forces="dft_total_force"))
+    assert [(r.index, r.reason) for r in out] == [(0, "missing_label"), (1, "missing_label"), (2, "missing_label")]
+    assert "s.h5: record 1: no forces under the key 'dft_total_force'" in str(out[1].error())
 
 
 def test_unknown_sources(tmp_path):

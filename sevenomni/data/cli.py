@@ -28,7 +28,7 @@ def describe(path: str) -> str:
     from sevenomni.data.store import StoreReader
 
     with StoreReader(path) as reader:
-        meta = reader.metadata
+        meta, label_sources = reader.metadata, reader.label_sources
     n = meta["count"]
     atoms = meta["num_atoms"]
     lines = [
@@ -40,8 +40,7 @@ def describe(path: str) -> str:
         "labels:",
     ]
     for label, count in meta["labels"].items():
-        origin = meta.get("label_origin", {}).get(label)
-        where = f"  ({', '.join(f'{k} {v:,}' for k, v in origin.items())})" if origin else ""
+        where = f"  from {label_sources[label]}" if label in label_sources else ""
         lines.append(f"  {label:<7} {count:>12,} / {n:,} ({100.0 * count / n:.1f} %){where}")
     if meta.get("force_rms") is not None:
         lines.append(f"force RMS:  {meta['force_rms']:.4f} {meta['units']['forces']}")
@@ -80,9 +79,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ingest.add_argument("sources", nargs="+", metavar="SRC", help="files or .aselmdb directories")
     ingest.add_argument("--out", required=True, metavar="STORE", help="store directory to create")
     ingest.add_argument("--energy-key", default=None, metavar="K",
-                        help="energy label key (default: REF_energy, else the calculator; native for MPtrj/SPICE/aselmdb)")
-    ingest.add_argument("--forces-key", default=None, metavar="K", help="forces label key (default: REF_forces)")
-    ingest.add_argument("--stress-key", default=None, metavar="K", help="stress label key (default: REF_stress)")
+                        help="energy label key; a record without it is an error (default: REF_energy, else the "
+                        "calculator's energy; native for MPtrj/SPICE/aselmdb)")
+    ingest.add_argument("--forces-key", default=None, metavar="K",
+                        help="forces label key, as strict (default: REF_forces, else the calculator's)")
+    ingest.add_argument("--stress-key", default=None, metavar="K",
+                        help="stress label key, as strict (default: REF_stress, else the calculator's)")
     ingest.add_argument("--workers", type=int, default=1, metavar="N", help="files read in parallel (default 1)")
     ingest.add_argument("--skip-bad", action="store_true", help="skip invalid records, counting them by reason")
     ingest.add_argument("--format", choices=FORMATS, default="auto", help="source format (default: by file name)")

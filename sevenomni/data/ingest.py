@@ -176,7 +176,9 @@ def ingest(
 
     Label keys: ``None`` means each format's default (extxyz/ASE: ``REF_energy``,
     ``REF_forces``, ``REF_stress``, else the attached calculator's results; MPtrj, SPICE and
-    ``.aselmdb``: their native labels, also when the generic ``REF_*`` names are passed).
+    ``.aselmdb``: their native labels, also when the generic ``REF_*`` names are passed). A key
+    that is set never falls back: a record without it is rejected (reason ``missing_label``).
+    Where each label came from is counted in the metadata (``StoreReader.label_sources``).
     A bad record raises :class:`~sevenomni.data.readers.InvalidRecordError` naming the file and
     record index, unless ``skip_bad``: then it is skipped and counted by reason (the counts are
     stored in the metadata under ``"skipped"``).
@@ -188,6 +190,9 @@ def ingest(
         raise IngestError("no sources given")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    for name, key in (("energy_key", energy_key), ("forces_key", forces_key), ("stress_key", stress_key)):
+        if key is not None and not key:
+            raise ValueError(f"{name} is empty: give a key, or leave it unset for the format's default")
     keys = LabelKeys(energy_key, forces_key, stress_key, require_energy)
     skipped: Counter[str] = Counter()
     examples: list[str] = []

@@ -103,7 +103,8 @@ class Record:
     index: int = 0
     config_type: str | None = None
     name: str | None = None
-    # Where each label was found (e.g. {"energy": "info:REF_energy"}); counted in the metadata.
+    # Where each label was found (e.g. {"energy": "info:REF_energy"}); counted in the metadata
+    # ("label_origin") and summarised by StoreReader.label_sources.
     origin: dict[str, str] | None = field(default=None, repr=False)
 
 
@@ -506,6 +507,16 @@ def check_lmdb_file(file: Path) -> None:
                          "(copy the store again or re-ingest it)")
 
 
+def describe_label_origins(origins: dict[str, dict[str, int]]) -> dict[str, str]:
+    """Label -> where it came from, from per-origin counts: ``"info:REF_energy"`` when every
+    structure's label came from one place, else ``"info:REF_energy (6), calculator:energy (2)"``."""
+    out = {}
+    for label, counts in origins.items():
+        ranked = sorted(counts.items(), key=lambda item: -item[1])  # ties: in order of first use
+        out[label] = ranked[0][0] if len(ranked) == 1 else ", ".join(f"{where} ({n:,})" for where, n in ranked)
+    return out
+
+
 def is_store(path: str | os.PathLike) -> bool:
     path = Path(path)
     return path.is_dir() and (path / "data.mdb").is_file() and (path / "natoms.npy").is_file()
@@ -627,6 +638,18 @@ class StoreReader:
     @property
     def sources(self) -> list[str]:
         return self.metadata["sources"]
+
+    @property
+    def label_origins(self) -> dict[str, dict[str, int]]:
+        """Per label, how many structures took it from each place (``{"energy": {"info:REF_energy": 6}}``)."""
+        return self.metadata.get("label_origin", {})
+
+    @property
+    def label_sources(self) -> dict[str, str]:
+        """Where each stored label came from, e.g. ``{"energy": "info:REF_energy", "forces":
+        "arrays:REF_forces", "stress": "calculator:stress"}`` (several places: each with its count;
+        see :func:`describe_label_origins`). Labels the store does not hold are absent."""
+        return describe_label_origins(self.label_origins)
 
     def element_counts(self, indices: np.ndarray | None = None, num_elements: int = MAX_Z + 1) -> np.ndarray:
         """Dense per-structure element counts [len(indices), num_elements] (column = Z)."""
