@@ -126,6 +126,9 @@ def test_specs_validate():
     assert spec.energy_key is spec.forces_key is spec.stress_key is None  # unset: the formats' defaults
     with pytest.raises(ValidationError, match="energy_key"):
         DatabaseSpec(name="x", path="a", task="t", energy_key="")
+    assert spec.min_distance == 0.1 and DatabaseSpec(name="x", path="a", task="t", min_distance=0).min_distance == 0
+    with pytest.raises(ValidationError, match="min_distance"):
+        DatabaseSpec(name="x", path="a", task="t", min_distance=-0.1)
     assert spec.split.valid_fraction == 0.1 and spec.weight is None
     with pytest.raises(ValidationError, match="unknown loss_weights"):
         DatabaseSpec(name="x", path="a", task="t", loss_weights={"virial": 1.0})

@@ -189,6 +189,32 @@ def test_cached_store_explicit_key(tmp_path):
         ingest([tmp_path / "a.extxyz"], tmp_path / "s", energy_key="")
 
 
+def test_minimum_distance_option(tmp_path, capsys):
+    path = tmp_path / "c.extxyz"
+    path.write_text(extxyz_frame() + extxyz_frame(positions=((0, 0, 0), (0.05, 0, 0))) + extxyz_frame())
+    ingest_cli = ["data", "ingest", str(path), "--quiet", "--out"]
+    assert main([*ingest_cli, str(tmp_path / "s")]) == 2
+    assert "c.extxyz: record 1: atoms 0 and 1 are 0.0500 Å apart (minimum 0.1 Å) [close_atoms]" in capsys.readouterr().err
+    assert main([*ingest_cli, str(tmp_path / "s"), "--skip-bad"]) == 0
+    assert "skipped 1 bad record(s): close_atoms 1" in capsys.readouterr().out
+    assert StoreReader(tmp_path / "s").metadata["ingest"]["min_distance"] == 0.1
+    assert main([*ingest_cli, str(tmp_path / "t"), "--min-distance", "0.01"]) == 0
+    assert len(StoreReader(tmp_path / "t")) == 3
+    assert main([*ingest_cli, str(tmp_path / "u"), "--min-distance", "0.8"]) == 2
+    assert "record 0: atoms 0 and 1 are 0.7000 Å apart (minimum 0.8 Å)" in capsys.readouterr().err
+    assert main([*ingest_cli, str(tmp_path / "v"), "--min-distance", "-1"]) == 2
+    assert "min_distance must be a number >= 0" in capsys.readouterr().err
+
+
+def test_cached_store_minimum_distance(tmp_path):
+    path = tmp_path / "c.extxyz"
+    path.write_text(extxyz_frame() + extxyz_frame(positions=((0, 0, 0), (0.05, 0, 0))))
+    with pytest.raises(InvalidRecordError, match="close_atoms"):
+        cached_store(str(path), tmp_path / "cache")
+    (store,) = cached_store(str(path), tmp_path / "cache", min_distance=0.0)
+    assert len(StoreReader(store)) == 2
+
+
 def test_cached_store_ingests_once(tmp_path):
     ase.io.write(tmp_path / "a.extxyz", [labelled(crystal(i), seed=i) for i in range(3)])
     (first,) = cached_store(str(tmp_path / "a.extxyz"), tmp_path / "cache")

@@ -141,6 +141,8 @@ BAD_FRAMES = {
     "zero_volume": (dict(lattice="4 0 0 8 0 0 0 0 4"), "zero_volume"),
     "missing_energy": (dict(energy=None), "missing_energy"),
     "unknown_element": (dict(species=("H", "Xq")), "unknown_element"),
+    "coincident_atoms": (dict(positions=((1, 1, 1), (1, 1, 1))), "close_atoms"),
+    "atom_on_an_image": (dict(positions=((0, 0, 0), (3.95, 0, 0))), "close_atoms"),  # 0.05 Å through the cell
 }
 
 
@@ -154,6 +156,46 @@ def test_extxyz_rejections_name_file_and_index(tmp_path, case):
     bad = out[1]
     assert isinstance(bad, Rejected) and bad.reason == reason and bad.index == 1
     assert str(path) in str(bad.error()) and "record 1" in str(bad.error())
+
+
+def test_minimum_distance_names_the_pair():
+    base = dict(source="f.xyz", index=3, species=["H", "H", "O"], energy=0.0)
+    with pytest.raises(InvalidRecordError, match=r"f.xyz: record 3: atoms 0 and 2 are 0.0000 Å apart "
+                                                 r"\(minimum 0.1 Å\) \[close_atoms\]"):
+        validate_record(**base, positions=[[0, 0, 0], [0.7, 0, 0], [0, 0, 0]])
+    with pytest.raises(InvalidRecordError, match=r"atoms 0 and 1 are 0.0500 Å apart through the periodic "
+                                                 r"image \[-1, 0, 0\]"):
+        validate_record(**base, positions=[[0, 0, 0], [3.95, 0, 0], [2, 2, 2]], cell=np.eye(3) * 4, pbc=True)
+    with pytest.raises(InvalidRecordError, match=r"atom 0 is 0.0500 Å from its own periodic image"):
+        validate_record(**{**base, "species": ["H"]}, positions=[[0, 0, 0]], cell=np.diag([0.05, 4, 4]), pbc=True)
+    with pytest.raises(InvalidRecordError, match="minimum 1.0 Å"):
+        validate_record(**base, positions=[[0, 0, 0], [0.7, 0, 0], [3, 0, 0]], min_distance=1.0)
+    assert validate_record(**base, positions=np.zeros((3, 3)), min_distance=0.0).numbers.tolist() == [1, 1, 8]
+
+
+def test_minimum_distance_agrees_with_a_brute_force_search():
+    """Random periodic, slab and molecular structures, small (all pairs compared) and larger (a cell
+    list), with the limit just above or just below the closest pair (periodic images included)."""
+    rng = np.random.default_rng(0)
+    for trial in range(72):
+        n = int(rng.integers(1, 12) if trial % 2 else rng.integers(33, 45))
+        cell = np.diag(rng.uniform(1.5, 6.0, 3)) + rng.uniform(-0.5, 0.5, (3, 3))
+        pbc = [np.ones(3, bool), np.array([True, True, False]), np.zeros(3, bool)][trial % 3]
+        positions = rng.random((n, 3)) @ cell
+        shifts = np.array([[a, b, c] for a in range(-3, 4) for b in range(-3, 4) for c in range(-3, 4)])
+        shifts = shifts[(shifts[:, ~pbc] == 0).all(axis=1)]
+        vectors = positions[None, :, None] - positions[:, None, None] + (shifts @ cell)[None, None]
+        distances = np.linalg.norm(vectors, axis=-1)
+        distances[np.arange(n), np.arange(n), (shifts == 0).all(axis=1).argmax()] = np.inf  # an atom itself
+        closest = distances.min()
+        base = dict(source="r", index=trial, species=[1] * n, positions=positions, cell=cell, pbc=pbc, energy=0.0)
+        if not np.isfinite(closest):  # one atom, no periodicity
+            validate_record(**base, min_distance=1.0)
+        elif (trial // 6) % 2:
+            with pytest.raises(InvalidRecordError, match=f"{closest:.4f} Å"):
+                validate_record(**base, min_distance=1.01 * closest)
+        else:
+            validate_record(**base, min_distance=0.99 * closest)
 
 
 def test_forces_shape_rejected():
@@ -218,6 +260,18 @@ def test_aselmdb_explicit_key_never_falls_back(tmp_path):
     assert record.energy == -1.0 and record.origin["energy"] == "calculator:energy"
     (bad,) = read_all(path, keys=LabelKeys(energy="omat_energy"))
     assert bad.reason == "missing_label" and "k.aselmdb: record 1: no energy under the key 'omat_energy'" in str(bad.error())
+
+
+def test_native_formats_check_the_minimum_distance(tmp_path):
+    stacked = crystal(0)
+    stacked.positions[1] = stacked.positions[0] + stacked.cell[2]  # on a periodic image of atom 0
+    lmdb_path = write_aselmdb(tmp_path / "c.aselmdb", [aselmdb_row(stacked, energy=-1.0)])
+    mptrj_path = write_mptrj(tmp_path / "c.json", {"mp-1": {"a": mptrj_frame(stacked)}})
+    for path in (lmdb_path, mptrj_path):
+        (bad,) = read_all(path)
+        assert bad.reason == "close_atoms" and "atoms 0 and 1 are 0.0000 Å apart through the periodic image" in bad.message
+        (record,) = read_all(path, keys=LabelKeys(min_distance=0.0))
+        assert isinstance(record, Record)
 
 
 def test_aselmdb_rejections(tmp_path):

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from sevenomni.data.graph import DEFAULT_MIN_DISTANCE
 from sevenomni.data.readers import FORMATS
 
 
@@ -15,7 +16,7 @@ def _ingest(args: argparse.Namespace) -> None:
     report = ingest(
         args.sources, args.out, energy_key=args.energy_key, forces_key=args.forces_key,
         stress_key=args.stress_key, skip_bad=args.skip_bad, workers=args.workers, format=args.format,
-        require_energy=not args.allow_missing_energy, overwrite=args.overwrite,
+        require_energy=not args.allow_missing_energy, min_distance=args.min_distance, overwrite=args.overwrite,
         progress=not args.quiet and sys.stderr.isatty(),
     )
     print(report.summary())
@@ -89,6 +90,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ingest.add_argument("--skip-bad", action="store_true", help="skip invalid records, counting them by reason")
     ingest.add_argument("--format", choices=FORMATS, default="auto", help="source format (default: by file name)")
     ingest.add_argument("--allow-missing-energy", action="store_true", help="keep structures without an energy")
+    ingest.add_argument("--min-distance", type=float, default=DEFAULT_MIN_DISTANCE, metavar="Å",
+                        help="reject structures with two atoms nearer than this, periodic images included "
+                        f"(default {DEFAULT_MIN_DISTANCE}; 0: no check)")
     ingest.add_argument("--overwrite", action="store_true", help="replace STORE if it exists")
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
     ingest.set_defaults(handler=_ingest)

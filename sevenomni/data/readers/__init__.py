@@ -100,6 +100,7 @@ def read_store(path: str | Path, keys: LabelKeys) -> RecordStream:
                     positions=item["positions"], cell=item["cell"], pbc=item["pbc"],
                     energy=item.get("energy"), forces=item.get("forces"), stress=item.get("stress"),
                     charge=item.get("charge"), spin=item.get("spin"), require_energy=keys.require_energy,
+                    min_distance=keys.min_distance,
                     config_type=item["config_type"], name=item["name"],
                     origin={label: origin for label, origin in origins.items() if label in item},
                 )

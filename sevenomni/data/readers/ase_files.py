@@ -68,7 +68,7 @@ def record_from_atoms(
         source=source, index=index, species=atoms.numbers, positions=atoms.positions,
         cell=atoms.cell.array, pbc=atoms.pbc, energy=energy, forces=forces, stress=stress,
         charge=_first(info, _CHARGE_KEYS), spin=_first(info, _SPIN_KEYS),
-        require_energy=keys.require_energy,
+        require_energy=keys.require_energy, min_distance=keys.min_distance,
         config_type=str(config_type) if config_type is not None else None, origin=labels.origin,
     )
 

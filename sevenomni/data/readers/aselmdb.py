@@ -76,6 +76,7 @@ def _row_to_record(row: dict[str, Any], source: str, index: int, keys: LabelKeys
         positions=row["positions"], cell=row.get("cell"), pbc=row.get("pbc", False),
         energy=energy, forces=forces, stress=stress,
         charge=extra("charge"), spin=extra("spin"), require_energy=keys.require_energy,
+        min_distance=keys.min_distance,
         config_type=str(config_type) if config_type is not None else None,
         name=str(row["unique_id"]) if row.get("unique_id") is not None else None, origin=labels.origin,
     )

@@ -9,13 +9,13 @@ record and count it, and the default can stop at it naming the file and record i
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from ase.data import atomic_numbers as SYMBOL_TO_Z
 
-from sevenomni.data.graph import check_structure
+from sevenomni.data.graph import DEFAULT_MIN_DISTANCE, check_structure, closest_pair, describe_pair
 from sevenomni.data.store import MAX_Z, Record
 
 # Reason codes of rejected records (stored, counted, printed).
@@ -27,10 +27,11 @@ FORCES_SHAPE = "forces_shape"
 STRESS_SHAPE = "stress_shape"
 MISSING_ENERGY = "missing_energy"
 MISSING_LABEL = "missing_label"
+CLOSE_ATOMS = "close_atoms"
 UNKNOWN_ELEMENT = "unknown_element"
 UNREADABLE = "unreadable"
 REASONS = (
-    NON_FINITE, BAD_POSITIONS, NO_ATOMS, ZERO_VOLUME, FORCES_SHAPE, STRESS_SHAPE,
+    NON_FINITE, BAD_POSITIONS, NO_ATOMS, ZERO_VOLUME, CLOSE_ATOMS, FORCES_SHAPE, STRESS_SHAPE,
     MISSING_ENERGY, MISSING_LABEL, UNKNOWN_ELEMENT, UNREADABLE,
 )
 
@@ -66,18 +67,20 @@ class LabelKeys:
 
     A key that is set is a contract: a record that does not hold it is rejected
     (``missing_label``). Only an unset key (``None``) falls back: to the format's default key,
-    then to the calculator's result for that label (see :class:`LabelLookup`).
+    then to the calculator's result for that label (see :class:`LabelLookup`). Atoms nearer
+    than ``min_distance`` Å (periodic images included; 0 turns the check off) reject a record.
     """
 
     energy: str | None = None
     forces: str | None = None
     stress: str | None = None
     require_energy: bool = True
+    min_distance: float = DEFAULT_MIN_DISTANCE
 
     def unset_generic(self) -> LabelKeys:
         """For native formats: the generic ``REF_*`` names count as unset (the format's own labels)."""
         unset = lambda key: None if key in GENERIC_KEYS else key  # noqa: E731
-        return LabelKeys(unset(self.energy), unset(self.forces), unset(self.stress), self.require_energy)
+        return replace(self, energy=unset(self.energy), forces=unset(self.forces), stress=unset(self.stress))
 
 
 # The ecosystem's extxyz defaults: for native formats they mean "this format's own labels".
@@ -172,6 +175,7 @@ def validate_record(
     charge: Any = None,
     spin: Any = None,
     require_energy: bool = True,
+    min_distance: float = DEFAULT_MIN_DISTANCE,
     config_type: str | None = None,
     name: str | None = None,
     origin: dict[str, str] | None = None,
@@ -179,8 +183,9 @@ def validate_record(
     """The single validation every reader uses; raises :class:`InvalidRecordError`.
 
     Checks: known elements; positions (N, 3) and finite, periodic cell of non-zero volume
-    (``graph.check_structure``); energy present if required and finite; forces (N, 3) and finite;
-    stress 3×3 or Voigt-6 and finite.
+    (``graph.check_structure``); no two atoms nearer than ``min_distance`` Å, periodic images
+    included (``graph.closest_pair``; 0 turns it off); energy present if required and finite;
+    forces (N, 3) and finite; stress 3×3 or Voigt-6 and finite.
     """
 
     def fail(reason: str, detail: str) -> InvalidRecordError:
@@ -213,6 +218,9 @@ def validate_record(
             else BAD_POSITIONS
         )
         raise fail(reason, text) from None
+    pair = closest_pair(positions, cell, pbc, min_distance)
+    if pair is not None:
+        raise fail(CLOSE_ATOMS, f"{describe_pair(*pair)} (minimum {min_distance} Å)")
     n = len(numbers)
 
     energy_value: float | None = None

@@ -91,6 +91,7 @@ def frame_to_record(frame: dict[str, Any], source: str, index: int, name: str, k
         positions=[site["xyz"] for site in sites], cell=lattice["matrix"],
         pbc=lattice.get("pbc", True), energy=energy, forces=forces,
         stress=stress, charge=structure.get("charge"), require_energy=keys.require_energy,
+        min_distance=keys.min_distance,
         config_type=frame.get("mp_id"), name=name, origin=labels.origin,
     )
 

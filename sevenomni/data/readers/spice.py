@@ -128,7 +128,7 @@ def read_spice(path: str | Path, keys: LabelKeys) -> RecordStream:
                     energy=energies[k] if energies is not None and k < len(energies) else None,
                     forces=forces[k] if forces is not None and k < len(forces) else None,
                     charge=float(np.round(charges[k])) if charges is not None else None,
-                    require_energy=keys.require_energy, config_type=subset, name=f"{group_name}/{k}",
+                    require_energy=keys.require_energy, min_distance=keys.min_distance, config_type=subset, name=f"{group_name}/{k}",
                     origin=labels.origin,
                 )
                 yield guarded(source, index, build)
