@@ -1,6 +1,6 @@
 """sevenomni: one equivariant interatomic potential trained on many ab initio databases."""
 
-from sevenomni.calculator import SevenOmniCalculator, predict
+from sevenomni.calculator import PredictionError, SevenOmniCalculator, predict
 from sevenomni.checkpoint import CheckpointError, load_model, save_checkpoint
 from sevenomni.nn import ModelConfig, SevenOmniModel
 
@@ -15,6 +15,7 @@ def build_model(tasks: list[str], elements: list, **hyperparameters) -> SevenOmn
 __all__ = [
     "CheckpointError",
     "ModelConfig",
+    "PredictionError",
     "SevenOmniCalculator",
     "SevenOmniModel",
     "__version__",
