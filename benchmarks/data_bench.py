@@ -82,7 +82,9 @@ def write_extxyz_files(directory: Path, n: int, files: int, seed: int = 0) -> li
                 f'{k}\nLattice="5 0 0 0 5 0 0 0 5" Properties=species:S:1:pos:R:3:REF_forces:R:3 '
                 f'REF_energy={rng.normal():.8f} REF_stress="0.1 0.2 0.3 0.01 0.02 0.03" pbc="T T T"\n'
             )
-            positions, forces = rng.random((k, 3)) * 5, rng.normal(size=(k, 3))
+            # distinct sites of a 3x3x3 grid, jittered: atoms stay > 0.6 Å apart (ingest rejects < 0.1 Å)
+            sites = np.stack(np.unravel_index(rng.choice(27, size=k, replace=False), (3, 3, 3)), axis=1)
+            positions, forces = (sites + rng.uniform(0.2, 0.8, (k, 3))) * 5 / 3, rng.normal(size=(k, 3))
             for j in range(k):
                 p, f = positions[j], forces[j]
                 lines.append(f"{SYMBOLS[j % 5]} {p[0]:.8f} {p[1]:.8f} {p[2]:.8f} {f[0]:.8f} {f[1]:.8f} {f[2]:.8f}\n")

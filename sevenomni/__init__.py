@@ -1,6 +1,6 @@
 """sevenomni: one equivariant interatomic potential trained on many ab initio databases."""
 
-from sevenomni.calculator import SevenOmniCalculator, predict
+from sevenomni.calculator import PredictionError, SevenOmniCalculator, predict
 from sevenomni.checkpoint import CheckpointError, save_checkpoint
 from sevenomni.loading import load_model
 from sevenomni.nn import ModelConfig, SevenOmniModel
@@ -16,6 +16,7 @@ def build_model(tasks: list[str], elements: list, **hyperparameters) -> SevenOmn
 __all__ = [
     "CheckpointError",
     "ModelConfig",
+    "PredictionError",
     "SevenOmniCalculator",
     "SevenOmniModel",
     "__version__",

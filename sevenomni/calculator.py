@@ -12,10 +12,22 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from sevenomni.data.graph import MIN_CELL_VOLUME, atoms_to_graph, collate
+from sevenomni.data.graph import (
+    DEFAULT_MIN_DISTANCE,
+    MIN_CELL_VOLUME,
+    atoms_to_graph,
+    closest_pair,
+    collate,
+    describe_pair,
+)
 from sevenomni.loading import load_model
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.model import DTYPES
+
+
+class PredictionError(ValueError):
+    """The model's output for a structure is not finite (names the structure and, when that is the
+    cause, its atoms that (nearly) coincide)."""
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -27,6 +39,20 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def has_stress(atoms: Atoms) -> bool:
     """Stress is defined for a structure with some periodicity and a cell with volume."""
     return bool(atoms.pbc.any()) and abs(atoms.cell.volume) > MIN_CELL_VOLUME
+
+
+def check_finite(result: dict[str, np.ndarray | float], atoms: Atoms, index: int) -> None:
+    """Raise :class:`PredictionError` if any predicted quantity of structure ``index`` is not finite."""
+    bad = [name for name, value in result.items() if not np.isfinite(value).all()]
+    if not bad:
+        return
+    positions = np.asarray(atoms.get_positions(), dtype=np.float64)
+    pair = closest_pair(positions, atoms.cell.array, atoms.pbc, DEFAULT_MIN_DISTANCE)
+    cause = f"{describe_pair(*pair)}; " if pair is not None else ""
+    raise PredictionError(
+        f"structure {index} ({atoms.get_chemical_formula()}): {cause}the model's {', '.join(bad)} "
+        f"{'is' if len(bad) == 1 else 'are'} not finite"
+    )
 
 
 def predict(
@@ -41,15 +67,18 @@ def predict(
 
     ``model`` is a model or anything :func:`~sevenomni.load_model` takes (a model file, a training
     checkpoint, a run directory, a SevenNet checkpoint). ``task`` names the channel (``"common"``
-    for the common PES, with ``shift_task``'s shifts).
+    for the common PES, with ``shift_task``'s shifts). A structure whose prediction is not finite
+    (e.g. two atoms at one position) raises :class:`PredictionError` naming its index in
+    ``structures`` and the atoms that coincide.
     """
     device = resolve_device(device)
     if not isinstance(model, SevenOmniModel):
         model = load_model(model).to(device)
     task_index, common = model.resolve_channel(task, shift_task)
     pending: list[Atoms] = []
+    done = 0
 
-    def run(chunk: list[Atoms]) -> list[dict]:
+    def run(chunk: list[Atoms], first: int) -> list[dict]:
         graphs = []
         for atoms in chunk:
             graph = atoms_to_graph(atoms, model.cutoff)
@@ -68,6 +97,7 @@ def predict(
             if has_stress(atoms):
                 stress = out["stress"][index].detach().cpu().double().numpy()
                 result["stress"] = full_3x3_to_voigt_6_stress(stress)
+            check_finite(result, atoms, first + index)
             results.append(result)
             start = stop
         return results
@@ -75,10 +105,11 @@ def predict(
     for atoms in structures:
         pending.append(atoms)
         if len(pending) == batch_size:
-            yield from run(pending)
+            yield from run(pending, done)
+            done += len(pending)
             pending = []
     if pending:
-        yield from run(pending)
+        yield from run(pending, done)
 
 
 class SevenOmniCalculator(Calculator):

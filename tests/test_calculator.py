@@ -1,7 +1,10 @@
 """The ASE calculator: dynamics, optimization, properties and bad input."""
 
+import copy
+
 import numpy as np
 import pytest
+import torch
 from ase import Atoms, units
 from ase.build import bulk, molecule
 from ase.calculators.calculator import PropertyNotImplementedError
@@ -10,7 +13,7 @@ from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
 
 from conftest import make_model
-from sevenomni import SevenOmniCalculator, save_checkpoint
+from sevenomni import PredictionError, SevenOmniCalculator, predict, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +92,26 @@ def test_bad_input(model):
         calc.get_potential_energy(flat)
     with pytest.raises(ValueError, match="dtype"):
         SevenOmniCalculator(model, task="crystal", dtype="float16")
+
+
+def test_coincident_atoms_are_an_error_not_nan(model):
+    water = molecule("H2O")
+    stacked = water.copy()
+    stacked.positions[2] = stacked.positions[0]
+    with pytest.raises(PredictionError, match=r"structure 3 \(H2O\): atoms 0 and 2 are 0.0000 Å apart; "
+                                              r"the model's energy, energies, forces are not finite"):
+        list(predict(model, [water, water, water, stacked], task="molecule", batch_size=2, device="cpu"))
+    crystal = bulk("Si", "diamond", a=5.43)
+    crystal.positions[1] = crystal.positions[0] + crystal.cell[0]  # on a periodic image of atom 0
+    with pytest.raises(PredictionError, match=r"structure 0 \(Si2\): atoms 0 and 1 are 0.0000 Å apart through "
+                                              r"the periodic image \[-1, 0, 0\]"):
+        SevenOmniCalculator(model, task="crystal").get_potential_energy(crystal)
+
+
+def test_non_finite_output_is_an_error(model):
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.energy_shift.weight.fill_(float("nan"))
+    water = molecule("H2O")
+    with pytest.raises(PredictionError, match=r"structure 0 \(H2O\): the model's energy, energies are not finite"):
+        SevenOmniCalculator(broken, task="molecule").get_forces(water)

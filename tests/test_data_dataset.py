@@ -107,9 +107,28 @@ def test_database_datasets_follow_the_split(store, tmp_path):
     assert len(train) == 40 and len(valid) == 4
 
 
+def test_label_sources_of_a_dataset_add_up_its_stores(tmp_path):
+    first, second = records(3, seed=1), records(2, seed=2)
+    for record in first:
+        record.origin = {"energy": "info:REF_energy", "forces": "arrays:REF_forces"}
+    for record in second:
+        record.origin = {"energy": "calculator:energy", "forces": "arrays:REF_forces"}
+    write_store(first, tmp_path / "a")
+    write_store(second, tmp_path / "b")
+    dataset = LMDBDataset([tmp_path / "a", tmp_path / "b"], 3.0, 0, 0)
+    assert dataset.label_sources == {"energy": "info:REF_energy (3), calculator:energy (2)",
+                                     "forces": "arrays:REF_forces"}
+
+
 def test_specs_validate():
     spec = DatabaseSpec(name="omat", path=["a", "b"], task="PBE", loss_weights={"stress": 0.1})
     assert spec.loss_weights == {"energy": 1.0, "forces": 1.0, "stress": 0.1} and spec.paths == ["a", "b"]
+    assert spec.energy_key is spec.forces_key is spec.stress_key is None  # unset: the formats' defaults
+    with pytest.raises(ValidationError, match="energy_key"):
+        DatabaseSpec(name="x", path="a", task="t", energy_key="")
+    assert spec.min_distance == 0.1 and DatabaseSpec(name="x", path="a", task="t", min_distance=0).min_distance == 0
+    with pytest.raises(ValidationError, match="min_distance"):
+        DatabaseSpec(name="x", path="a", task="t", min_distance=-0.1)
     assert spec.split.valid_fraction == 0.1 and spec.weight is None
     with pytest.raises(ValidationError, match="unknown loss_weights"):
         DatabaseSpec(name="x", path="a", task="t", loss_weights={"virial": 1.0})

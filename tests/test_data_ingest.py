@@ -9,6 +9,7 @@ import ase.io
 import numpy as np
 import pytest
 from ase.build import molecule
+from ase.calculators.singlepoint import SinglePointCalculator
 from test_data_helpers import (
     aselmdb_row,
     crystal,
@@ -147,6 +148,71 @@ def test_cli_custom_keys(tmp_path, capsys):
     assert main(["data", "ingest", str(tmp_path / "k.extxyz"), "--out", str(tmp_path / "s"),
                  "--energy-key", "my_e", "--quiet"]) == 0
     assert StoreReader(tmp_path / "s").read(0)["energy"] == 42.0
+
+
+def test_cli_explicit_key_missing_is_an_error_and_sources_are_shown(tmp_path, capsys):
+    atoms = crystal(0)
+    atoms.calc = SinglePointCalculator(atoms, energy=-3.0, forces=np.ones((len(atoms), 3)))
+    ase.io.write(tmp_path / "f.extxyz", [labelled(crystal(1)), atoms])
+    store = tmp_path / "s"
+    for option in ("--energy-key", "--forces-key", "--stress-key"):
+        key = option.split("-")[2]
+        code = main(["data", "ingest", str(tmp_path / "f.extxyz"), "--out", str(store), option, f"DFT_{key}", "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and f"f.extxyz: record 0: no {key} under the key 'DFT_{key}'" in err and not store.exists()
+    # unset keys fall back to the calculator, and the store says where every label came from
+    assert main(["data", "ingest", str(tmp_path / "f.extxyz"), "--out", str(store), "--quiet"]) == 0
+    reader = StoreReader(store)
+    assert reader.label_sources == {"energy": "info:REF_energy (1), calculator:energy (1)",
+                                    "forces": "arrays:REF_forces (1), calculator:forces (1)",
+                                    "stress": "info:REF_stress"}
+    capsys.readouterr()
+    assert main(["data", "info", str(store)]) == 0
+    assert "from info:REF_energy (1), calculator:energy (1)" in capsys.readouterr().out
+
+
+def test_reingested_store_keeps_label_sources(tmp_path):
+    ase.io.write(tmp_path / "a.extxyz", [labelled(crystal(i), seed=i) for i in range(2)])
+    ingest([tmp_path / "a.extxyz"], tmp_path / "one")
+    ingest([tmp_path / "one"], tmp_path / "two")
+    assert StoreReader(tmp_path / "two").label_sources == StoreReader(tmp_path / "one").label_sources == {
+        "energy": "info:REF_energy", "forces": "arrays:REF_forces", "stress": "info:REF_stress"}
+
+
+def test_cached_store_explicit_key(tmp_path):
+    ase.io.write(tmp_path / "a.extxyz", [labelled(crystal(i), seed=i) for i in range(2)])
+    with pytest.raises(InvalidRecordError, match="record 0: no energy under the key 'energy'"):
+        cached_store(str(tmp_path / "a.extxyz"), tmp_path / "cache", energy_key="energy")
+    (store,) = cached_store(str(tmp_path / "a.extxyz"), tmp_path / "cache", energy_key="REF_energy")
+    assert StoreReader(store).label_sources["energy"] == "info:REF_energy"
+    with pytest.raises(ValueError, match="energy_key is empty"):
+        ingest([tmp_path / "a.extxyz"], tmp_path / "s", energy_key="")
+
+
+def test_minimum_distance_option(tmp_path, capsys):
+    path = tmp_path / "c.extxyz"
+    path.write_text(extxyz_frame() + extxyz_frame(positions=((0, 0, 0), (0.05, 0, 0))) + extxyz_frame())
+    ingest_cli = ["data", "ingest", str(path), "--quiet", "--out"]
+    assert main([*ingest_cli, str(tmp_path / "s")]) == 2
+    assert "c.extxyz: record 1: atoms 0 and 1 are 0.0500 Å apart (minimum 0.1 Å) [close_atoms]" in capsys.readouterr().err
+    assert main([*ingest_cli, str(tmp_path / "s"), "--skip-bad"]) == 0
+    assert "skipped 1 bad record(s): close_atoms 1" in capsys.readouterr().out
+    assert StoreReader(tmp_path / "s").metadata["ingest"]["min_distance"] == 0.1
+    assert main([*ingest_cli, str(tmp_path / "t"), "--min-distance", "0.01"]) == 0
+    assert len(StoreReader(tmp_path / "t")) == 3
+    assert main([*ingest_cli, str(tmp_path / "u"), "--min-distance", "0.8"]) == 2
+    assert "record 0: atoms 0 and 1 are 0.7000 Å apart (minimum 0.8 Å)" in capsys.readouterr().err
+    assert main([*ingest_cli, str(tmp_path / "v"), "--min-distance", "-1"]) == 2
+    assert "min_distance must be a number >= 0" in capsys.readouterr().err
+
+
+def test_cached_store_minimum_distance(tmp_path):
+    path = tmp_path / "c.extxyz"
+    path.write_text(extxyz_frame() + extxyz_frame(positions=((0, 0, 0), (0.05, 0, 0))))
+    with pytest.raises(InvalidRecordError, match="close_atoms"):
+        cached_store(str(path), tmp_path / "cache")
+    (store,) = cached_store(str(path), tmp_path / "cache", min_distance=0.0)
+    assert len(StoreReader(store)) == 2
 
 
 def test_cached_store_ingests_once(tmp_path):

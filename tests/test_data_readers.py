@@ -78,7 +78,7 @@ def test_extxyz_calculator_fallback_and_custom_keys(tmp_path):
     path = tmp_path / "calc.xyz"
     ase.io.write(path, atoms, format="extxyz")
     (record,) = read_all(path)
-    assert record.energy == -3.0 and record.origin["energy"] == "calculator"
+    assert record.energy == -3.0 and record.origin["energy"] == "calculator:energy"
     np.testing.assert_allclose(record.stress, voigt_to_3x3(np.arange(6.0)))
     (record,) = read_all(path, keys=LabelKeys(energy="dft_E"))
     assert record.energy == -7.0
@@ -103,7 +103,31 @@ def test_ase_database_and_trajectory(tmp_path):
             a.calc = SinglePointCalculator(a, energy=float(i), forces=np.zeros((len(a), 3)))
             writer.write(a)
     out = read_all(traj)
-    assert [r.energy for r in out] == [0.0, 1.0] and out[0].origin["energy"] == "calculator"
+    assert [r.energy for r in out] == [0.0, 1.0] and out[0].origin["energy"] == "calculator:energy"
+
+
+@pytest.mark.parametrize("label", ["energy", "forces", "stress"])
+def test_extxyz_explicit_key_never_falls_back(tmp_path, label):
+    """`energy=` in extxyz is ASE's calculator: a named key that is absent is an error, not a fallback."""
+    atoms = crystal(1)
+    atoms.calc = SinglePointCalculator(atoms, energy=-3.0, forces=np.ones((len(atoms), 3)), stress=np.arange(6.0))
+    path = tmp_path / "calc.xyz"
+    ase.io.write(path, [atoms, atoms], format="extxyz")
+    out = read_all(path, keys=LabelKeys(**{label: f"DFT_{label}"}))
+    assert [r.reason for r in out] == ["missing_label", "missing_label"]
+    assert str(out[1].error()).startswith(f"{path}: record 1: no {label} under the key 'DFT_{label}'")
+    (record,) = read_all(path, keys=LabelKeys(**{label: label}))[:1]  # the calculator's own name is a key too
+    assert record.origin[label] == f"calculator:{label}"
+
+
+def test_ase_database_explicit_key(tmp_path):
+    atoms = labelled(crystal(0))
+    with ase.db.connect(tmp_path / "x.db") as db:
+        db.write(atoms, REF_energy=atoms.info["REF_energy"], dft_E=-2.0)
+    (record,) = read_all(tmp_path / "x.db", keys=LabelKeys(energy="dft_E"))
+    assert record.energy == -2.0 and record.origin["energy"] == "info:dft_E"
+    (bad,) = read_all(tmp_path / "x.db", keys=LabelKeys(forces="dft_F"))
+    assert bad.reason == "missing_label" and "record 1: no forces under the key 'dft_F'" in str(bad.error())
 
 
 # -- every rejection reason (through extxyz, the most common source) -------------------------
@@ -117,6 +141,8 @@ BAD_FRAMES = {
     "zero_volume": (dict(lattice="4 0 0 8 0 0 0 0 4"), "zero_volume"),
     "missing_energy": (dict(energy=None), "missing_energy"),
     "unknown_element": (dict(species=("H", "Xq")), "unknown_element"),
+    "coincident_atoms": (dict(positions=((1, 1, 1), (1, 1, 1))), "close_atoms"),
+    "atom_on_an_image": (dict(positions=((0, 0, 0), (3.95, 0, 0))), "close_atoms"),  # 0.05 Å through the cell
 }
 
 
@@ -130,6 +156,46 @@ def test_extxyz_rejections_name_file_and_index(tmp_path, case):
     bad = out[1]
     assert isinstance(bad, Rejected) and bad.reason == reason and bad.index == 1
     assert str(path) in str(bad.error()) and "record 1" in str(bad.error())
+
+
+def test_minimum_distance_names_the_pair():
+    base = dict(source="f.xyz", index=3, species=["H", "H", "O"], energy=0.0)
+    with pytest.raises(InvalidRecordError, match=r"f.xyz: record 3: atoms 0 and 2 are 0.0000 Å apart "
+                                                 r"\(minimum 0.1 Å\) \[close_atoms\]"):
+        validate_record(**base, positions=[[0, 0, 0], [0.7, 0, 0], [0, 0, 0]])
+    with pytest.raises(InvalidRecordError, match=r"atoms 0 and 1 are 0.0500 Å apart through the periodic "
+                                                 r"image \[-1, 0, 0\]"):
+        validate_record(**base, positions=[[0, 0, 0], [3.95, 0, 0], [2, 2, 2]], cell=np.eye(3) * 4, pbc=True)
+    with pytest.raises(InvalidRecordError, match=r"atom 0 is 0.0500 Å from its own periodic image"):
+        validate_record(**{**base, "species": ["H"]}, positions=[[0, 0, 0]], cell=np.diag([0.05, 4, 4]), pbc=True)
+    with pytest.raises(InvalidRecordError, match="minimum 1.0 Å"):
+        validate_record(**base, positions=[[0, 0, 0], [0.7, 0, 0], [3, 0, 0]], min_distance=1.0)
+    assert validate_record(**base, positions=np.zeros((3, 3)), min_distance=0.0).numbers.tolist() == [1, 1, 8]
+
+
+def test_minimum_distance_agrees_with_a_brute_force_search():
+    """Random periodic, slab and molecular structures, small (all pairs compared) and larger (a cell
+    list), with the limit just above or just below the closest pair (periodic images included)."""
+    rng = np.random.default_rng(0)
+    for trial in range(72):
+        n = int(rng.integers(1, 12) if trial % 2 else rng.integers(33, 45))
+        cell = np.diag(rng.uniform(1.5, 6.0, 3)) + rng.uniform(-0.5, 0.5, (3, 3))
+        pbc = [np.ones(3, bool), np.array([True, True, False]), np.zeros(3, bool)][trial % 3]
+        positions = rng.random((n, 3)) @ cell
+        shifts = np.array([[a, b, c] for a in range(-3, 4) for b in range(-3, 4) for c in range(-3, 4)])
+        shifts = shifts[(shifts[:, ~pbc] == 0).all(axis=1)]
+        vectors = positions[None, :, None] - positions[:, None, None] + (shifts @ cell)[None, None]
+        distances = np.linalg.norm(vectors, axis=-1)
+        distances[np.arange(n), np.arange(n), (shifts == 0).all(axis=1).argmax()] = np.inf  # an atom itself
+        closest = distances.min()
+        base = dict(source="r", index=trial, species=[1] * n, positions=positions, cell=cell, pbc=pbc, energy=0.0)
+        if not np.isfinite(closest):  # one atom, no periodicity
+            validate_record(**base, min_distance=1.0)
+        elif (trial // 6) % 2:
+            with pytest.raises(InvalidRecordError, match=f"{closest:.4f} Å"):
+                validate_record(**base, min_distance=1.01 * closest)
+        else:
+            validate_record(**base, min_distance=0.99 * closest)
 
 
 def test_forces_shape_rejected():
@@ -175,7 +241,7 @@ def test_aselmdb_exact_layout(tmp_path):
     out = read_all(path)
     assert [r.index for r in out] == [1, 2, 4, 5]
     np.testing.assert_allclose(out[1].positions, atoms[1].positions)
-    assert out[1].energy == -1.0 and out[1].origin["energy"] == "calculator"
+    assert out[1].energy == -1.0 and out[1].origin["energy"] == "calculator:energy"
     np.testing.assert_allclose(out[2].stress, voigt_to_3x3(np.arange(6) * 0.1))
     assert out[3].charge == -1.0 and out[3].spin == 2.0 and not out[3].pbc.any()
     assert out[0].name is not None  # ASE unique_id
@@ -183,6 +249,29 @@ def test_aselmdb_exact_layout(tmp_path):
     # a directory of .aselmdb files expands to its files, in order
     write_aselmdb(tmp_path / "b.aselmdb", rows[:1])
     assert [p.name for p, f in expand_sources([tmp_path])] == ["b.aselmdb", "omat.aselmdb"]
+
+
+def test_aselmdb_explicit_key_never_falls_back(tmp_path):
+    row = aselmdb_row(crystal(0), energy=-1.0, forces=np.zeros((2, 3)), data={"dft_E": -4.0})
+    path = write_aselmdb(tmp_path / "k.aselmdb", [row])
+    (record,) = read_all(path, keys=LabelKeys(energy="dft_E"))
+    assert record.energy == -4.0 and record.origin == {"energy": "data:dft_E", "forces": "calculator:forces"}
+    (record,) = read_all(path, keys=LabelKeys(energy="REF_energy"))  # the generic name: the native label
+    assert record.energy == -1.0 and record.origin["energy"] == "calculator:energy"
+    (bad,) = read_all(path, keys=LabelKeys(energy="omat_energy"))
+    assert bad.reason == "missing_label" and "k.aselmdb: record 1: no energy under the key 'omat_energy'" in str(bad.error())
+
+
+def test_native_formats_check_the_minimum_distance(tmp_path):
+    stacked = crystal(0)
+    stacked.positions[1] = stacked.positions[0] + stacked.cell[2]  # on a periodic image of atom 0
+    lmdb_path = write_aselmdb(tmp_path / "c.aselmdb", [aselmdb_row(stacked, energy=-1.0)])
+    mptrj_path = write_mptrj(tmp_path / "c.json", {"mp-1": {"a": mptrj_frame(stacked)}})
+    for path in (lmdb_path, mptrj_path):
+        (bad,) = read_all(path)
+        assert bad.reason == "close_atoms" and "atoms 0 and 1 are 0.0000 Å apart through the periodic image" in bad.message
+        (record,) = read_all(path, keys=LabelKeys(min_distance=0.0))
+        assert isinstance(record, Record)
 
 
 def test_aselmdb_rejections(tmp_path):
@@ -227,6 +316,15 @@ def test_mptrj_layout_and_units(tmp_path, monkeypatch, stream):
         assert record.pbc.all()
     (first, *_) = read_all(path, keys=LabelKeys(energy="corrected_total_energy"))
     assert first.energy == frames[0]["corrected_total_energy"]
+
+
+def test_mptrj_explicit_key_never_falls_back(tmp_path):
+    path, _ = mptrj_file(tmp_path)
+    out = read_all(path, keys=LabelKeys(energy="total_energy"))
+    assert [r.reason for r in out] == ["missing_label"] * 3
+    assert "record 2: no energy under the key 'total_energy'" in str(out[2].error())
+    assert read_all(path)[0].origin == {
+        "energy": "mptrj:uncorrected_total_energy", "forces": "mptrj:force", "stress": "mptrj:stress"}
 
 
 def test_mptrj_rejections(tmp_path):
@@ -279,6 +377,16 @@ def test_spice_rejections(tmp_path):
     assert isinstance(out[0], Record)
     assert [(r.index, r.reason) for r in out[1:]] == [(1, "non_finite"), (2, "non_finite")]
     assert "s.h5: record 2" in str(out[2].error())
+
+
+def test_spice_explicit_key_never_falls_back(tmp_path):
+    pytest.importorskip("h5py")
+    path = write_spice(tmp_path / "s.h5", {"w": water_conformations(2), "v": water_conformations(1)})
+    out = read_all(path, keys=LabelKeys(energy="formation_energy"))
+    assert all(isinstance(r, Record) for r in out) and out[0].origin["energy"] == "spice:formation_energy"
+    out = read_all(path, keys=LabelKeys(forces="dft_total_force"))
+    assert [(r.index, r.reason) for r in out] == [(0, "missing_label"), (1, "missing_label"), (2, "missing_label")]
+    assert "s.h5: record 1: no forces under the key 'dft_total_force'" in str(out[1].error())
 
 
 def test_unknown_sources(tmp_path):

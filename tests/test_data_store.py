@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import lmdb
 import numpy as np
 import pytest
 from test_data_helpers import records
 
+from sevenomni.cli import main
 from sevenomni.data.store import (
     CorruptRecordError,
     StoreError,
@@ -128,3 +134,77 @@ def test_two_readers_share_one_environment(tmp_path):
     first.close()
     assert second.read(2)["name"] == "s2"
     assert first.read(1)["name"] == "s1"  # reopens lazily
+
+
+# -- damaged store files: a one-line error naming the file, never a crash ----------------------
+
+
+def damage(path: Path, how: str) -> None:
+    data = path / "data.mdb"
+    if how == "truncated":
+        os.truncate(data, data.stat().st_size // 2)
+    elif how == "empty":
+        os.truncate(data, 0)
+    elif how == "meta_pages":
+        with open(data, "r+b") as handle:
+            for page in (0, 4096):
+                handle.seek(page + 16)
+                handle.write(b"\xff" * 64)
+    elif how == "sidecar":
+        os.truncate(path / "natoms.npy", 200)
+    elif how == "short_sidecar":
+        np.save(path / "energy.npy", np.load(path / "energy.npy")[:-1])
+
+
+READ_EVERY_RECORD = """
+import sys
+from sevenomni.data.store import StoreError, StoreReader
+try:
+    reader = StoreReader(sys.argv[1])
+    for i in range(len(reader)):
+        reader.read(i)
+except StoreError as error:
+    sys.exit(f"StoreError: {error}")
+"""
+
+
+def test_truncated_store_is_an_error_not_a_crash(tmp_path):
+    """Mapping a truncated data.mdb used to kill the process with SIGBUS (exit 135): run it in children."""
+    write_store(records(400), tmp_path / "s")
+    damage(tmp_path / "s", "truncated")
+    info = subprocess.run([sys.executable, "-m", "sevenomni.cli", "data", "info", str(tmp_path / "s")],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert info.returncode == 2, info.stderr
+    (line,) = info.stderr.strip().splitlines()
+    assert line.startswith(f"sevenomni data: error: {tmp_path / 's' / 'data.mdb'}: truncated")
+    read = subprocess.run([sys.executable, "-c", READ_EVERY_RECORD, str(tmp_path / "s")], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert read.returncode == 1 and read.stderr.startswith("StoreError: ") and "truncated" in read.stderr
+
+
+@pytest.mark.parametrize("how, file, message", [
+    ("empty", "data.mdb", "not an LMDB file"),
+    ("meta_pages", "data.mdb", "not an LMDB file (meta page 0 is damaged)"),
+    ("sidecar", "natoms.npy", "damaged sidecar array"),
+    ("short_sidecar", "energy.npy", "expected float64 (400,)"),
+])
+def test_damaged_store_files_are_named(tmp_path, capsys, how, file, message):
+    write_store(records(400), tmp_path / "s")
+    damage(tmp_path / "s", how)
+    assert main(["data", "info", str(tmp_path / "s")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"sevenomni data: error: {tmp_path / 's' / file}: ") and message in line
+    with pytest.raises(StoreError, match=re.escape(message)):
+        StoreReader(tmp_path / "s")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_store_permissions_follow_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        write_store(records(3), tmp_path / "s")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "s").stat().st_mode) == 0o777 & ~umask
+    for file in (tmp_path / "s").iterdir():
+        assert stat.S_IMODE(file.stat().st_mode) == 0o666 & ~umask, file.name

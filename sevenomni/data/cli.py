@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from sevenomni.data.graph import DEFAULT_MIN_DISTANCE
 from sevenomni.data.readers import FORMATS
 
 
@@ -15,7 +16,7 @@ def _ingest(args: argparse.Namespace) -> None:
     report = ingest(
         args.sources, args.out, energy_key=args.energy_key, forces_key=args.forces_key,
         stress_key=args.stress_key, skip_bad=args.skip_bad, workers=args.workers, format=args.format,
-        require_energy=not args.allow_missing_energy, overwrite=args.overwrite,
+        require_energy=not args.allow_missing_energy, min_distance=args.min_distance, overwrite=args.overwrite,
         progress=not args.quiet and sys.stderr.isatty(),
     )
     print(report.summary())
@@ -28,7 +29,7 @@ def describe(path: str) -> str:
     from sevenomni.data.store import StoreReader
 
     with StoreReader(path) as reader:
-        meta = reader.metadata
+        meta, label_sources = reader.metadata, reader.label_sources
     n = meta["count"]
     atoms = meta["num_atoms"]
     lines = [
@@ -40,8 +41,7 @@ def describe(path: str) -> str:
         "labels:",
     ]
     for label, count in meta["labels"].items():
-        origin = meta.get("label_origin", {}).get(label)
-        where = f"  ({', '.join(f'{k} {v:,}' for k, v in origin.items())})" if origin else ""
+        where = f"  from {label_sources[label]}" if label in label_sources else ""
         lines.append(f"  {label:<7} {count:>12,} / {n:,} ({100.0 * count / n:.1f} %){where}")
     if meta.get("force_rms") is not None:
         lines.append(f"force RMS:  {meta['force_rms']:.4f} {meta['units']['forces']}")
@@ -80,13 +80,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ingest.add_argument("sources", nargs="+", metavar="SRC", help="files or .aselmdb directories")
     ingest.add_argument("--out", required=True, metavar="STORE", help="store directory to create")
     ingest.add_argument("--energy-key", default=None, metavar="K",
-                        help="energy label key (default: REF_energy, else the calculator; native for MPtrj/SPICE/aselmdb)")
-    ingest.add_argument("--forces-key", default=None, metavar="K", help="forces label key (default: REF_forces)")
-    ingest.add_argument("--stress-key", default=None, metavar="K", help="stress label key (default: REF_stress)")
+                        help="energy label key; a record without it is an error (default: REF_energy, else the "
+                        "calculator's energy; native for MPtrj/SPICE/aselmdb)")
+    ingest.add_argument("--forces-key", default=None, metavar="K",
+                        help="forces label key, as strict (default: REF_forces, else the calculator's)")
+    ingest.add_argument("--stress-key", default=None, metavar="K",
+                        help="stress label key, as strict (default: REF_stress, else the calculator's)")
     ingest.add_argument("--workers", type=int, default=1, metavar="N", help="files read in parallel (default 1)")
     ingest.add_argument("--skip-bad", action="store_true", help="skip invalid records, counting them by reason")
     ingest.add_argument("--format", choices=FORMATS, default="auto", help="source format (default: by file name)")
     ingest.add_argument("--allow-missing-energy", action="store_true", help="keep structures without an energy")
+    ingest.add_argument("--min-distance", type=float, default=DEFAULT_MIN_DISTANCE, metavar="Å",
+                        help="reject structures with two atoms nearer than this, periodic images included "
+                        f"(default {DEFAULT_MIN_DISTANCE}; 0: no check)")
     ingest.add_argument("--overwrite", action="store_true", help="replace STORE if it exists")
     ingest.add_argument("--quiet", action="store_true", help="no progress bar")
     ingest.set_defaults(handler=_ingest)

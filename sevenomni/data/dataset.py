@@ -8,6 +8,7 @@ one record and builds its radius graph there.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
@@ -21,7 +22,7 @@ from torch_geometric.data import Batch, Data
 from sevenomni.data.graph import arrays_to_graph
 from sevenomni.data.sampler import permutation_keys, permute
 from sevenomni.data.spec import DatabaseSpec, SplitSpec
-from sevenomni.data.store import StoreReader
+from sevenomni.data.store import StoreReader, describe_label_origins
 
 PathLike = str | os.PathLike
 
@@ -100,6 +101,16 @@ class LMDBDataset(Dataset):
 
         symbols = {symbol for reader in self.readers for symbol in reader.metadata["elements"]}
         return sorted(symbols, key=lambda s: atomic_numbers[s])
+
+    @property
+    def label_sources(self) -> dict[str, str]:
+        """Where each label of the stores came from, counts added up over the stores (see
+        :attr:`StoreReader.label_sources`), e.g. ``{"energy": "info:REF_energy"}``."""
+        origins: dict[str, Counter[str]] = {}
+        for reader in self.readers:
+            for label, counts in reader.label_origins.items():
+                origins.setdefault(label, Counter()).update(counts)
+        return describe_label_origins(origins)
 
     def global_index(self, i: int) -> tuple[Path, int]:
         """(store path, index in that store) of item i."""

@@ -20,6 +20,8 @@ from torch_geometric.data import Batch, Data
 
 # Below this volume (Å³) a cell cannot carry a stress.
 MIN_CELL_VOLUME = 1e-6
+# Atoms closer than this (Å) make a record invalid (coincident atoms poison training with NaN).
+DEFAULT_MIN_DISTANCE = 0.1
 
 
 def check_structure(
@@ -60,6 +62,86 @@ def neighbor_list(
         quantities="ijS",
     )
     return i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64)
+
+
+# Up to this many atoms, comparing all pairs with numpy is faster than building a cell list.
+_ALL_PAIRS_ATOMS = 32
+
+
+def closest_pair(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, within: float
+) -> tuple[int, int, np.ndarray, float] | None:
+    """The closest two atoms nearer than ``within`` Å, periodic images included, as (i, j, S,
+    distance) with i ≤ j and distance = |pos[j] - pos[i] + S·cell|; None if no pair is that close.
+
+    Small structures compare all pairs at once (for a periodic cell whose planes are more than
+    2·``within`` apart, the rounded fractional difference is the only image that can be that
+    close); others use a half neighbour list (vesin) whose cutoff is raised to the mean
+    interatomic spacing, so that its cell list holds about one atom per bin.
+    """
+    positions = np.asarray(positions, dtype=np.float64)
+    n = len(positions)
+    if within <= 0 or (n < 2 and not pbc.any()):
+        return None
+    inverse = np.linalg.inv(cell) if n <= _ALL_PAIRS_ATOMS and pbc.all() else None
+    if n <= _ALL_PAIRS_ATOMS and not pbc.any():
+        found = _closest_of_all_pairs(positions, None, None)
+    elif inverse is not None and within < 0.5 * _plane_spacing(inverse):
+        found = _closest_of_all_pairs(positions, cell, inverse)
+    else:
+        found = _closest_in_neighbour_list(positions, cell, pbc, within)
+    if found is None or found[3] >= within:
+        return None
+    i, j, shift, distance = found
+    return (i, j, shift, distance) if i <= j else (j, i, -shift, distance)
+
+
+def _plane_spacing(inverse_cell: np.ndarray) -> float:
+    """The smallest distance between lattice planes (1 / the longest reciprocal vector)."""
+    return float(1.0 / np.sqrt((inverse_cell * inverse_cell).sum(axis=0)).max())
+
+
+def _closest_of_all_pairs(
+    positions: np.ndarray, cell: np.ndarray | None, inverse_cell: np.ndarray | None
+) -> tuple[int, int, np.ndarray, float]:
+    """Closest pair over all pairs; with a cell, each pair's minimum image by rounding."""
+    if cell is None:
+        vectors = positions[None, :] - positions[:, None]
+        shifts = np.zeros(vectors.shape, dtype=np.int64)
+    else:
+        fractional = positions @ inverse_cell
+        differences = fractional[None, :] - fractional[:, None]
+        shifts = -np.rint(differences)
+        vectors = (differences + shifts) @ cell
+    squared = np.einsum("ijk,ijk->ij", vectors, vectors)
+    np.fill_diagonal(squared, np.inf)
+    i, j = np.unravel_index(int(np.argmin(squared)), squared.shape)
+    return int(i), int(j), shifts[i, j].astype(np.int64), float(np.sqrt(squared[i, j]))
+
+
+def _closest_in_neighbour_list(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, within: float
+) -> tuple[int, int, np.ndarray, float] | None:
+    """Closest pair among the neighbour pairs of a cell list (cutoff ≥ ``within``); None if none."""
+    n = len(positions)
+    volume = abs(np.linalg.det(cell)) if pbc.all() else float(np.prod(np.ptp(positions, axis=0) + 1.0))
+    search = vesin.NeighborList(cutoff=max(float(within), (volume / n) ** (1 / 3)), full_list=False)
+    i, j, shifts, distances = search.compute(
+        points=np.ascontiguousarray(positions), box=np.ascontiguousarray(cell, dtype=np.float64),
+        periodic=[bool(p) for p in pbc], quantities="ijSd",
+    )
+    if not len(distances):
+        return None
+    k = int(np.argmin(distances))
+    return int(i[k]), int(j[k]), shifts[k].astype(np.int64), float(distances[k])
+
+
+def describe_pair(i: int, j: int, shift: np.ndarray, distance: float) -> str:
+    """``closest_pair``'s result in words."""
+    if i == j:
+        return f"atom {i} is {distance:.4f} Å from its own periodic image {shift.tolist()}"
+    image = f" through the periodic image {shift.tolist()}" if shift.any() else ""
+    return f"atoms {i} and {j} are {distance:.4f} Å apart{image}"
 
 
 def atoms_to_graph(atoms: Atoms, cutoff: float, label: str | None = None) -> Data:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import multiprocessing as mp
 import os
 import pickle
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sevenomni.data.graph import DEFAULT_MIN_DISTANCE
 from sevenomni.data.readers import (
     LabelKeys,
     Rejected,
@@ -169,6 +171,7 @@ def ingest(
     *,
     format: str = "auto",
     require_energy: bool = True,
+    min_distance: float = DEFAULT_MIN_DISTANCE,
     overwrite: bool = False,
     progress: bool = False,
 ) -> IngestReport:
@@ -176,8 +179,11 @@ def ingest(
 
     Label keys: ``None`` means each format's default (extxyz/ASE: ``REF_energy``,
     ``REF_forces``, ``REF_stress``, else the attached calculator's results; MPtrj, SPICE and
-    ``.aselmdb``: their native labels, also when the generic ``REF_*`` names are passed).
-    A bad record raises :class:`~sevenomni.data.readers.InvalidRecordError` naming the file and
+    ``.aselmdb``: their native labels, also when the generic ``REF_*`` names are passed). A key
+    that is set never falls back: a record without it is rejected (reason ``missing_label``).
+    Where each label came from is counted in the metadata (``StoreReader.label_sources``).
+    Records with two atoms nearer than ``min_distance`` Å (periodic images included; 0: no
+    check) are bad (``close_atoms``). A bad record raises :class:`~sevenomni.data.readers.InvalidRecordError` naming the file and
     record index, unless ``skip_bad``: then it is skipped and counted by reason (the counts are
     stored in the metadata under ``"skipped"``).
     """
@@ -188,7 +194,12 @@ def ingest(
         raise IngestError("no sources given")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    keys = LabelKeys(energy_key, forces_key, stress_key, require_energy)
+    for name, key in (("energy_key", energy_key), ("forces_key", forces_key), ("stress_key", stress_key)):
+        if key is not None and not key:
+            raise ValueError(f"{name} is empty: give a key, or leave it unset for the format's default")
+    if not (math.isfinite(min_distance) and min_distance >= 0):
+        raise ValueError(f"min_distance must be a number >= 0 (Å; 0 turns the check off), got {min_distance}")
+    keys = LabelKeys(energy_key, forces_key, stress_key, require_energy, min_distance)
     skipped: Counter[str] = Counter()
     examples: list[str] = []
     start = time.perf_counter()
@@ -228,7 +239,7 @@ def ingest(
             "ingest": {
                 "inputs": [{"path": str(p), "format": f} for p, f in files],
                 "energy_key": energy_key, "forces_key": forces_key, "stress_key": stress_key,
-                "require_energy": require_energy, "skip_bad": skip_bad,
+                "require_energy": require_energy, "min_distance": min_distance, "skip_bad": skip_bad,
             },
         })
     return IngestReport(
@@ -240,12 +251,14 @@ def ingest(
 def cached_store(
     paths: str | list[str], cache_dir: str | os.PathLike, *, energy_key: str | None = None,
     forces_key: str | None = None, stress_key: str | None = None, skip_bad: bool = False,
-    workers: int = 1, progress: bool = False, name: str = "store", create: bool = True,
+    min_distance: float = DEFAULT_MIN_DISTANCE, workers: int = 1, progress: bool = False,
+    name: str = "store", create: bool = True,
 ) -> list[str]:
     """Store directories for a database's ``path``: stores as they are, raw files ingested once.
 
     Raw files are ingested together into ``cache_dir/<name>-<hash>``, keyed by their absolute
-    paths, sizes, modification times and the label keys, and reused while those are unchanged.
+    paths, sizes, modification times, the label keys and the validation settings, and reused
+    while those are unchanged.
     Runs sharing ``cache_dir`` may ingest the same files at once: the first to finish wins and
     the others use its store. ``create=False`` only names the cached store (e.g. on ranks that
     wait for rank 0 to ingest).
@@ -259,12 +272,12 @@ def cached_store(
     for p in raw:
         stat = Path(p).stat()
         fingerprint.append([str(Path(p).resolve()), stat.st_size, stat.st_mtime_ns])
-    key = json.dumps([fingerprint, energy_key, forces_key, stress_key, skip_bad]).encode()
+    key = json.dumps([fingerprint, energy_key, forces_key, stress_key, skip_bad, min_distance]).encode()
     out = Path(cache_dir) / f"{name}-{hashlib.sha256(key).hexdigest()[:16]}"
     if create and not is_store(out):
         try:
             ingest(raw, out, energy_key, forces_key, stress_key, skip_bad=skip_bad, workers=workers,
-                   overwrite=out.exists(), progress=progress)
+                   min_distance=min_distance, overwrite=out.exists(), progress=progress)
         except StoreError:
             if not is_store(out):  # not a concurrent run's finished store of the same files
                 raise

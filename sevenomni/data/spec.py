@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from sevenomni.data.graph import DEFAULT_MIN_DISTANCE
 from sevenomni.nn.config import StrictModel
 
 LOSS_LABELS = ("energy", "forces", "stress")
@@ -30,15 +31,23 @@ class SplitSpec(StrictModel):
 
 
 class DatabaseSpec(StrictModel):
-    """One source of labelled structures, assigned to one task."""
+    """One source of labelled structures, assigned to one task.
+
+    The label keys and ``min_distance`` apply to raw files (ingested into a cached store). A key
+    that is set must be present in every record; unset (``None``), each format's default is used:
+    ``REF_*``, else the calculator's result (extxyz/ASE), or the native labels (MPtrj, SPICE,
+    ``.aselmdb``). A record with two atoms nearer than ``min_distance`` Å (periodic images
+    included) is invalid; 0 turns the check off.
+    """
 
     name: str = Field(min_length=1)
     path: str | list[str]
     task: str = Field(min_length=1)
     weight: float | None = Field(None, ge=0.0)
-    energy_key: str = "REF_energy"
-    forces_key: str = "REF_forces"
-    stress_key: str = "REF_stress"
+    energy_key: str | None = Field(None, min_length=1)
+    forces_key: str | None = Field(None, min_length=1)
+    stress_key: str | None = Field(None, min_length=1)
+    min_distance: float = Field(DEFAULT_MIN_DISTANCE, ge=0.0, allow_inf_nan=False)
     loss_weights: dict[str, float] = Field(default_factory=lambda: {k: 1.0 for k in LOSS_LABELS})
     split: SplitSpec = Field(default_factory=SplitSpec)
 

@@ -11,7 +11,9 @@ Layout of a store directory::
 
 The sidecar arrays are memory-mapped on read, so opening a store of 10^8 structures costs no
 anonymous memory. A store is written under ``<out>.partial-*`` and renamed into place only when
-complete; a reader refuses a directory without the metadata record (``"complete": true``).
+complete; a reader refuses a directory without the metadata record (``"complete": true``), and
+damaged files (a truncated or foreign ``data.mdb``, a sidecar of the wrong length) with a
+:class:`StoreError` naming the file, before anything is mapped.
 
 One record is a fixed little-endian header followed by raw arrays (no pickle)::
 
@@ -28,9 +30,9 @@ from __future__ import annotations
 import array
 import json
 import os
+import secrets
 import shutil
 import struct
-import tempfile
 import threading
 import time
 import zlib
@@ -73,7 +75,7 @@ _SIDECARS = {
 
 
 class StoreError(ValueError):
-    """A store is missing, incomplete, of another format, or cannot be written."""
+    """A store is missing, incomplete, damaged, of another format, or cannot be written."""
 
 
 class CorruptRecordError(StoreError):
@@ -101,7 +103,8 @@ class Record:
     index: int = 0
     config_type: str | None = None
     name: str | None = None
-    # Where each label was found (e.g. {"energy": "info:REF_energy"}); counted in the metadata.
+    # Where each label was found (e.g. {"energy": "info:REF_energy"}); counted in the metadata
+    # ("label_origin") and summarised by StoreReader.label_sources.
     origin: dict[str, str] | None = field(default=None, repr=False)
 
 
@@ -292,12 +295,12 @@ class StoreWriter:
         if self.out.exists() and not overwrite:
             raise StoreError(f"{self.out} already exists (pass overwrite=True / --overwrite to replace it)")
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=self.out.name + ".partial-", dir=self.out.parent))
+        self.tmp = _partial_directory(self.out)
         self.overwrite = overwrite
         self.commit_every = commit_every
         self.env = lmdb.open(
             str(self.tmp), map_size=map_size, subdir=True, sync=False, metasync=False,
-            meminit=False, map_async=True,
+            meminit=False, map_async=True, mode=0o666,  # files 0666 & ~umask, as open() makes them
         )
         self.txn = self.env.begin(write=True)
         self.count = 0
@@ -432,6 +435,18 @@ class StoreWriter:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def _partial_directory(out: Path) -> Path:
+    """A new ``<out>.partial-<random>`` directory beside ``out``, whose permissions follow the
+    umask like any other directory's (``tempfile.mkdtemp`` would make it private, 0700)."""
+    while True:
+        path = out.with_name(f"{out.name}.partial-{secrets.token_hex(6)}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -456,6 +471,52 @@ def write_store(
         return writer.commit(extra_metadata)
 
 
+# LMDB's two meta pages (pages 0 and 1): page header flags at byte 10; from byte 16 the magic,
+# format version, ..., page size (the free-list record's md_pad) at 40, last used page and
+# transaction id at 136 (64-bit builds).
+_LMDB_MAGIC, _LMDB_VERSION, _LMDB_P_META = 0xBEEFC0DE, 1, 0x08
+_LMDB_FLAGS = struct.Struct("<H")
+_LMDB_META = struct.Struct("<II16xI92xQQ")
+_LMDB_META_SIZE = 16 + _LMDB_META.size
+
+
+def check_lmdb_file(file: Path) -> None:
+    """Refuse an LMDB data file that is not LMDB or is shorter than its newest meta page says.
+
+    LMDB maps the file and trusts it: touching a page past the end of a truncated file kills the
+    process with SIGBUS. So the size is checked against the meta pages before LMDB opens it.
+    """
+    size = file.stat().st_size
+    metas = []
+    with open(file, "rb") as handle:
+        for page in range(2):
+            handle.seek(page * metas[0][2] if metas else 0)
+            raw = handle.read(_LMDB_META_SIZE)
+            if len(raw) < _LMDB_META_SIZE:
+                raise StoreError(f"{file}: not an LMDB file ({size} bytes, too short for its header)")
+            (flags,) = _LMDB_FLAGS.unpack_from(raw, 10)
+            magic, version, page_size, last_page, txn_id = _LMDB_META.unpack_from(raw, 16)
+            if (magic != _LMDB_MAGIC or version != _LMDB_VERSION or not flags & _LMDB_P_META
+                    or page_size < 512 or page_size & (page_size - 1)):
+                raise StoreError(f"{file}: not an LMDB file (meta page {page} is damaged)")
+            metas.append((txn_id, last_page, page_size))
+    _, last_page, page_size = max(metas)
+    needed = (last_page + 1) * page_size
+    if size < needed:
+        raise StoreError(f"{file}: truncated: {size:,} bytes, its LMDB header says {needed:,} "
+                         "(copy the store again or re-ingest it)")
+
+
+def describe_label_origins(origins: dict[str, dict[str, int]]) -> dict[str, str]:
+    """Label -> where it came from, from per-origin counts: ``"info:REF_energy"`` when every
+    structure's label came from one place, else ``"info:REF_energy (6), calculator:energy (2)"``."""
+    out = {}
+    for label, counts in origins.items():
+        ranked = sorted(counts.items(), key=lambda item: -item[1])  # ties: in order of first use
+        out[label] = ranked[0][0] if len(ranked) == 1 else ", ".join(f"{where} ({n:,})" for where, n in ranked)
+    return out
+
+
 def is_store(path: str | os.PathLike) -> bool:
     path = Path(path)
     return path.is_dir() and (path / "data.mdb").is_file() and (path / "natoms.npy").is_file()
@@ -477,10 +538,16 @@ class StoreReader:
         self._txn: lmdb.Transaction | None = None
         self._env_key: tuple[int, int] | None = None
         self._pid = os.getpid()
-        raw = self._transaction().get(METADATA_KEY)
+        try:
+            raw = self._transaction().get(METADATA_KEY)
+        except lmdb.Error as error:
+            raise StoreError(f"{self.path / 'data.mdb'}: cannot read the metadata record: {error}") from None
         if raw is None:
             raise StoreError(f"{self.path}: store is incomplete (no metadata record; was the ingest interrupted?)")
-        self.metadata: dict[str, Any] = json.loads(raw)
+        try:
+            self.metadata: dict[str, Any] = json.loads(raw)
+        except ValueError:
+            raise StoreError(f"{self.path / 'data.mdb'}: the metadata record is damaged (not JSON)") from None
         if self.metadata.get("format") != FORMAT_NAME or not self.metadata.get("complete"):
             raise StoreError(f"{self.path}: not a complete {FORMAT_NAME}")
         if self.metadata.get("version") != FORMAT_VERSION:
@@ -489,14 +556,27 @@ class StoreReader:
                 f"this sevenomni reads version {FORMAT_VERSION}"
             )
         self._count = int(self.metadata["count"])
-        self._arrays: dict[str, np.ndarray] = {}
-        for name in _SIDECARS:
+        self._arrays = self._open_sidecars()
+
+    def _open_sidecars(self) -> dict[str, np.ndarray]:
+        """Memory-map the sidecar arrays, checking each one's type and length first."""
+        arrays: dict[str, np.ndarray] = {}
+        lengths = {"natoms": self._count, "energy": self._count, "labels": self._count, "elem_ptr": self._count + 1}
+        for name, dtype in _SIDECARS.items():
             file = self.path / f"{name}.npy"
             if not file.is_file():
                 raise StoreError(f"{self.path}: store is incomplete (missing {file.name})")
-            self._arrays[name] = np.load(file, mmap_mode="r")
-        if len(self._arrays["natoms"]) != self._count:
-            raise StoreError(f"{self.path}: natoms.npy has {len(self._arrays['natoms'])} entries, metadata says {self._count}")
+            try:
+                array = np.load(file, mmap_mode="r")
+            except (ValueError, OSError) as error:
+                raise StoreError(f"{file}: damaged sidecar array ({error}); re-ingest the store") from None
+            if array.dtype != dtype or array.ndim != 1 or len(array) != lengths[name]:
+                raise StoreError(f"{file}: damaged sidecar array ({array.dtype} {array.shape}, "
+                                 f"expected {np.dtype(dtype)} ({lengths[name]},)); re-ingest the store")
+            if name == "elem_ptr":
+                lengths["elem_z"] = lengths["elem_n"] = int(array[-1])
+            arrays[name] = array
+        return arrays
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -559,6 +639,18 @@ class StoreReader:
     def sources(self) -> list[str]:
         return self.metadata["sources"]
 
+    @property
+    def label_origins(self) -> dict[str, dict[str, int]]:
+        """Per label, how many structures took it from each place (``{"energy": {"info:REF_energy": 6}}``)."""
+        return self.metadata.get("label_origin", {})
+
+    @property
+    def label_sources(self) -> dict[str, str]:
+        """Where each stored label came from, e.g. ``{"energy": "info:REF_energy", "forces":
+        "arrays:REF_forces", "stress": "calculator:stress"}`` (several places: each with its count;
+        see :func:`describe_label_origins`). Labels the store does not hold are absent."""
+        return describe_label_origins(self.label_origins)
+
     def element_counts(self, indices: np.ndarray | None = None, num_elements: int = MAX_Z + 1) -> np.ndarray:
         """Dense per-structure element counts [len(indices), num_elements] (column = Z)."""
         ptr, z, n = self._arrays["elem_ptr"], self._arrays["elem_z"], self._arrays["elem_n"]
@@ -578,7 +670,10 @@ class StoreReader:
         if not 0 <= index < self._count:
             raise IndexError(f"{self.path}: index {index} out of range for a store of {self._count}")
         where = f"{self.path}: record {index}"
-        buffer = self._transaction().get(record_key(index))
+        try:
+            buffer = self._transaction().get(record_key(index))
+        except lmdb.Error as error:
+            raise CorruptRecordError(f"{where}: {error}") from None
         if buffer is None:
             raise CorruptRecordError(f"{where}: missing from the store")
         record = decode_record(buffer, where)
@@ -619,10 +714,14 @@ class _EnvironmentRegistry:
             key = self._key(path)
             entry = self.entries.get(key)
             if entry is None:
-                env = lmdb.open(
-                    str(path), subdir=True, readonly=True, lock=False, readahead=False, meminit=False,
-                    max_readers=4096, max_spare_txns=4,
-                )
+                check_lmdb_file(path / "data.mdb")
+                try:
+                    env = lmdb.open(
+                        str(path), subdir=True, readonly=True, lock=False, readahead=False, meminit=False,
+                        max_readers=4096, max_spare_txns=4,
+                    )
+                except lmdb.Error as error:
+                    raise StoreError(f"{path / 'data.mdb'}: LMDB cannot open it: {error}") from None
                 entry = self.entries[key] = [env, 0]
             entry[1] += 1
             return entry[0], key

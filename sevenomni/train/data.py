@@ -50,6 +50,7 @@ def resolve_store(paths: str | list[str], spec: DatabaseSpec, cache_dir: Path, c
         energy_key=spec.energy_key,
         forces_key=spec.forces_key,
         stress_key=spec.stress_key,
+        min_distance=spec.min_distance,
         name=spec.name,
         create=ctx.is_main,
     )

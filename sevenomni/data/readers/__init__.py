@@ -87,8 +87,11 @@ def expand_sources(sources: list[str | Path], format: str = "auto") -> list[tupl
 
 
 def read_store(path: str | Path, keys: LabelKeys) -> RecordStream:
-    """Records of an existing store, re-validated (labels as stored)."""
+    """Records of an existing store, re-validated (labels as stored; a label's origin is the
+    source store's when that store took it from one place, else ``store:<path>``)."""
     with StoreReader(path) as reader:
+        origins = {label: next(iter(counts)) if len(counts) == 1 else f"store:{path}"
+                   for label, counts in reader.label_origins.items()}
         for i in range(len(reader)):
             item = reader.read(i)
             try:
@@ -97,7 +100,9 @@ def read_store(path: str | Path, keys: LabelKeys) -> RecordStream:
                     positions=item["positions"], cell=item["cell"], pbc=item["pbc"],
                     energy=item.get("energy"), forces=item.get("forces"), stress=item.get("stress"),
                     charge=item.get("charge"), spin=item.get("spin"), require_energy=keys.require_energy,
-                    config_type=item["config_type"], name=item["name"], origin={},
+                    min_distance=keys.min_distance,
+                    config_type=item["config_type"], name=item["name"],
+                    origin={label: origin for label, origin in origins.items() if label in item},
                 )
             except InvalidRecordError as error:
                 yield Rejected(error.source, error.index, error.reason, error.detail)

@@ -1,10 +1,11 @@
 """Any ASE-readable file: extxyz (streamed frame by frame), ASE databases, VASP OUTCAR/vasprun, …
 
 Labels are looked up under the configured keys (``atoms.info`` for energy and stress,
-``atoms.arrays`` for forces; ASE db key-value pairs and data count as info/arrays). When a key is
-absent and the structure carries a calculator with that property (VASP files, extxyz with an
-``energy=`` field), the calculator's value is used; the store's metadata counts which origin every
-label came from (``sevenomni data info`` shows it).
+``atoms.arrays`` for forces; ASE db key-value pairs and data count as info/arrays), then among the
+results of the structure's calculator (VASP files; extxyz ``energy=``/``forces`` fields, which ASE
+reads into a calculator). A key given explicitly must be found there, or the record is rejected;
+only an unset key falls back from ``REF_*`` to the calculator's value of that label. The store's
+metadata counts where every label came from (``sevenomni data info`` shows it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ase.io.formats import filetype, open_with_compression
 from sevenomni.data.readers.common import (
     UNKNOWN_ELEMENT,
     LabelKeys,
+    LabelLookup,
     RecordStream,
     Rejected,
     SourceError,
@@ -54,31 +56,20 @@ def record_from_atoms(
     info: Mapping[str, Any] | None = None, arrays: Mapping[str, Any] | None = None,
 ) -> Record:
     """Validate one ``Atoms`` (labels by key, then from its calculator) into a record."""
-    keys = keys.resolve(*DEFAULT_KEYS)
     info = dict(atoms.info) if info is None else {**atoms.info, **info}
     arrays = dict(atoms.arrays) if arrays is None else {**atoms.arrays, **arrays}
-    results = _calculator_results(atoms)
-    origin: dict[str, str] = {}
-
-    def label(name: str, key: str, where: Mapping[str, Any], where_name: str) -> Any:
-        if key in where:
-            origin[name] = f"{where_name}:{key}"
-            return where[key]
-        if name in results:
-            origin[name] = "calculator"
-            return results[name]
-        return None
-
-    energy = label("energy", keys.energy, info, "info")
-    forces = label("forces", keys.forces, arrays, "arrays")
-    stress = label("stress", keys.stress, info, "info")
+    labels = LabelLookup(source, index, _calculator_results(atoms))
+    energy_default, forces_default, stress_default = DEFAULT_KEYS
+    energy = labels.find("energy", keys.energy, energy_default, [("info", info)])
+    forces = labels.find("forces", keys.forces, forces_default, [("arrays", arrays)])
+    stress = labels.find("stress", keys.stress, stress_default, [("info", info)])
     config_type = info.get("config_type")
     return validate_record(
         source=source, index=index, species=atoms.numbers, positions=atoms.positions,
         cell=atoms.cell.array, pbc=atoms.pbc, energy=energy, forces=forces, stress=stress,
         charge=_first(info, _CHARGE_KEYS), spin=_first(info, _SPIN_KEYS),
-        require_energy=keys.require_energy,
-        config_type=str(config_type) if config_type is not None else None, origin=origin,
+        require_energy=keys.require_energy, min_distance=keys.min_distance,
+        config_type=str(config_type) if config_type is not None else None, origin=labels.origin,
     )
 
 

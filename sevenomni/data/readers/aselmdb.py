@@ -19,8 +19,8 @@ import lmdb
 import numpy as np
 
 from sevenomni.data.readers.common import (
-    GENERIC_KEYS,
     LabelKeys,
+    LabelLookup,
     RecordStream,
     SourceError,
     guarded,
@@ -56,45 +56,36 @@ def _open(path: str | Path) -> lmdb.Environment:
 
 
 def _row_to_record(row: dict[str, Any], source: str, index: int, keys: LabelKeys) -> Record:
-    """Labels: the configured key in key_value_pairs/data if present, else the calculator result."""
+    """Labels: a set key in key_value_pairs, data or the calculator results (the row's own
+    ``energy``/``forces``/``stress``); an unset one is the calculator result."""
     kvp = row.get("key_value_pairs") or {}
     data = row.get("data") or {}
-    origin: dict[str, str] = {}
-
-    def label(name: str, key: str | None) -> Any:
-        for where, mapping in (("key_value_pairs", kvp), ("data", data)):
-            if key is not None and key in mapping:
-                origin[name] = f"{where}:{key}"
-                return mapping[key]
-        if name in row:
-            origin[name] = "calculator"
-            return row[name]
-        return None
+    calculator = {name: row[name] for name in ("energy", "free_energy", "forces", "stress") if name in row}
+    labels = LabelLookup(source, index, calculator)
+    places = [("key_value_pairs", kvp), ("data", data)]
 
     def extra(name: str) -> Any:
         return data.get(name, kvp.get(name, row.get(name)))
 
-    energy = label("energy", keys.energy)
+    energy = labels.find("energy", keys.energy, None, places)
+    forces = labels.find("forces", keys.forces, None, places)
+    stress = labels.find("stress", keys.stress, None, places)
     config_type = extra("config_type")
     return validate_record(
         source=source, index=index, species=np.asarray(row["numbers"], dtype=np.int64),
         positions=row["positions"], cell=row.get("cell"), pbc=row.get("pbc", False),
-        energy=energy, forces=label("forces", keys.forces), stress=label("stress", keys.stress),
+        energy=energy, forces=forces, stress=stress,
         charge=extra("charge"), spin=extra("spin"), require_energy=keys.require_energy,
+        min_distance=keys.min_distance,
         config_type=str(config_type) if config_type is not None else None,
-        name=str(row["unique_id"]) if row.get("unique_id") is not None else None, origin=origin,
+        name=str(row["unique_id"]) if row.get("unique_id") is not None else None, origin=labels.origin,
     )
 
 
 def read_aselmdb(path: str | Path, keys: LabelKeys) -> RecordStream:
     """Rows in id order, skipping deleted ids; labels default to the calculator results."""
     source = str(path)
-    keys = LabelKeys(
-        None if keys.energy in GENERIC_KEYS else keys.energy,
-        None if keys.forces in GENERIC_KEYS else keys.forces,
-        None if keys.stress in GENERIC_KEYS else keys.stress,
-        keys.require_energy,
-    )
+    keys = keys.unset_generic()
     env = _open(path)
     try:
         with env.begin(buffers=False) as txn:

@@ -1,4 +1,5 @@
-"""What every reader shares: label keys, the one validation function, and rejection records.
+"""What every reader shares: label keys and their lookup, the one validation function, and
+rejection records.
 
 A reader turns one source file into a stream of :class:`~sevenomni.data.store.Record` (valid) or
 :class:`Rejected` (a bad record, with a reason code), so that ``--skip-bad`` can go on past a bad
@@ -7,14 +8,14 @@ record and count it, and the default can stop at it naming the file and record i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 from ase.data import atomic_numbers as SYMBOL_TO_Z
 
-from sevenomni.data.graph import check_structure
+from sevenomni.data.graph import DEFAULT_MIN_DISTANCE, check_structure, closest_pair, describe_pair
 from sevenomni.data.store import MAX_Z, Record
 
 # Reason codes of rejected records (stored, counted, printed).
@@ -25,11 +26,13 @@ ZERO_VOLUME = "zero_volume"
 FORCES_SHAPE = "forces_shape"
 STRESS_SHAPE = "stress_shape"
 MISSING_ENERGY = "missing_energy"
+MISSING_LABEL = "missing_label"
+CLOSE_ATOMS = "close_atoms"
 UNKNOWN_ELEMENT = "unknown_element"
 UNREADABLE = "unreadable"
 REASONS = (
-    NON_FINITE, BAD_POSITIONS, NO_ATOMS, ZERO_VOLUME, FORCES_SHAPE, STRESS_SHAPE,
-    MISSING_ENERGY, UNKNOWN_ELEMENT, UNREADABLE,
+    NON_FINITE, BAD_POSITIONS, NO_ATOMS, ZERO_VOLUME, CLOSE_ATOMS, FORCES_SHAPE, STRESS_SHAPE,
+    MISSING_ENERGY, MISSING_LABEL, UNKNOWN_ELEMENT, UNREADABLE,
 )
 
 
@@ -60,22 +63,64 @@ class Rejected:
 
 @dataclass(frozen=True)
 class LabelKeys:
-    """Where a reader finds labels. ``None`` means the format's own default."""
+    """Where a reader finds labels, and what it requires of a record.
+
+    A key that is set is a contract: a record that does not hold it is rejected
+    (``missing_label``). Only an unset key (``None``) falls back: to the format's default key,
+    then to the calculator's result for that label (see :class:`LabelLookup`). Atoms nearer
+    than ``min_distance`` Å (periodic images included; 0 turns the check off) reject a record.
+    """
 
     energy: str | None = None
     forces: str | None = None
     stress: str | None = None
     require_energy: bool = True
+    min_distance: float = DEFAULT_MIN_DISTANCE
 
-    def resolve(self, energy: str, forces: str, stress: str, generic: tuple[str, ...] = ()) -> LabelKeys:
-        """Fill unset keys with a format's defaults; keys listed in ``generic`` count as unset."""
-        pick = lambda key, default: default if key is None or key in generic else key
-        return LabelKeys(pick(self.energy, energy), pick(self.forces, forces), pick(self.stress, stress),
-                         self.require_energy)
+    def unset_generic(self) -> LabelKeys:
+        """For native formats: the generic ``REF_*`` names count as unset (the format's own labels)."""
+        unset = lambda key: None if key in GENERIC_KEYS else key  # noqa: E731
+        return replace(self, energy=unset(self.energy), forces=unset(self.forces), stress=unset(self.stress))
 
 
 # The ecosystem's extxyz defaults: for native formats they mean "this format's own labels".
 GENERIC_KEYS = ("REF_energy", "REF_forces", "REF_stress")
+
+
+class LabelLookup:
+    """Finds one record's labels by key and remembers where each came from, in ``origin``.
+
+    ``origin`` maps a label to ``"<place>:<key>"`` (``"info:REF_energy"``,
+    ``"calculator:energy"``); the store's metadata counts them (``StoreReader.label_sources``).
+    """
+
+    def __init__(self, source: str, index: int, calculator: Mapping[str, Any] | None = None) -> None:
+        self.source, self.index = source, index
+        self.calculator = calculator or {}
+        self.origin: dict[str, str] = {}
+
+    def find(self, label: str, key: str | None, default: str | None,
+             places: Sequence[tuple[str, Mapping[str, Any]]]) -> Any:
+        """The value of ``label``, or None if absent.
+
+        A set ``key`` is looked up in ``places`` in order, then in the calculator's results; if none
+        holds it the record is rejected. An unset one looks up ``default`` in ``places``, then the
+        calculator's result named ``label``.
+        """
+        lookups = [(where, mapping, default if key is None else key) for where, mapping in places]
+        if self.calculator:
+            lookups.append(("calculator", self.calculator, label if key is None else key))
+        for where, mapping, name in lookups:
+            if name is not None and name in mapping:
+                value = mapping[name]
+                if value is not None:
+                    self.origin[label] = f"{where}:{name}"
+                return value
+        if key is not None:
+            looked = ", ".join(where for where, _, _ in lookups)
+            raise InvalidRecordError(self.source, self.index, MISSING_LABEL,
+                                     f"no {label} under the key {key!r} (looked in {looked})")
+        return None
 
 
 def to_atomic_numbers(species: Any) -> np.ndarray:
@@ -130,6 +175,7 @@ def validate_record(
     charge: Any = None,
     spin: Any = None,
     require_energy: bool = True,
+    min_distance: float = DEFAULT_MIN_DISTANCE,
     config_type: str | None = None,
     name: str | None = None,
     origin: dict[str, str] | None = None,
@@ -137,8 +183,9 @@ def validate_record(
     """The single validation every reader uses; raises :class:`InvalidRecordError`.
 
     Checks: known elements; positions (N, 3) and finite, periodic cell of non-zero volume
-    (``graph.check_structure``); energy present if required and finite; forces (N, 3) and finite;
-    stress 3×3 or Voigt-6 and finite.
+    (``graph.check_structure``); no two atoms nearer than ``min_distance`` Å, periodic images
+    included (``graph.closest_pair``; 0 turns it off); energy present if required and finite;
+    forces (N, 3) and finite; stress 3×3 or Voigt-6 and finite.
     """
 
     def fail(reason: str, detail: str) -> InvalidRecordError:
@@ -171,6 +218,9 @@ def validate_record(
             else BAD_POSITIONS
         )
         raise fail(reason, text) from None
+    pair = closest_pair(positions, cell, pbc, min_distance)
+    if pair is not None:
+        raise fail(CLOSE_ATOMS, f"{describe_pair(*pair)} (minimum {min_distance} Å)")
     n = len(numbers)
 
     energy_value: float | None = None

@@ -25,8 +25,8 @@ import numpy as np
 from ase.units import GPa
 
 from sevenomni.data.readers.common import (
-    GENERIC_KEYS,
     LabelKeys,
+    LabelLookup,
     RecordStream,
     SourceError,
     guarded,
@@ -79,24 +79,27 @@ def frame_to_record(frame: dict[str, Any], source: str, index: int, name: str, k
     structure = frame["structure"]
     lattice = structure["lattice"]
     sites = structure["sites"]
-    stress = frame.get(keys.stress)
+    labels = LabelLookup(source, index)
+    energy_default, forces_default, stress_default = DEFAULT_KEYS
+    energy = labels.find("energy", keys.energy, energy_default, [("mptrj", frame)])
+    forces = labels.find("forces", keys.forces, forces_default, [("mptrj", frame)])
+    stress = labels.find("stress", keys.stress, stress_default, [("mptrj", frame)])
     if stress is not None:
         stress = np.asarray(stress, dtype=np.float64) * KBAR_TO_EV_PER_A3_ASE_SIGN
-    origin = {k: f"mptrj:{key}" for k, key in (("energy", keys.energy), ("forces", keys.forces),
-                                                 ("stress", keys.stress)) if frame.get(key) is not None}
     return validate_record(
         source=source, index=index, species=[_species(site) for site in sites],
         positions=[site["xyz"] for site in sites], cell=lattice["matrix"],
-        pbc=lattice.get("pbc", True), energy=frame.get(keys.energy), forces=frame.get(keys.forces),
+        pbc=lattice.get("pbc", True), energy=energy, forces=forces,
         stress=stress, charge=structure.get("charge"), require_energy=keys.require_energy,
-        config_type=frame.get("mp_id"), name=name, origin=origin,
+        min_distance=keys.min_distance,
+        config_type=frame.get("mp_id"), name=name, origin=labels.origin,
     )
 
 
 def read_mptrj(path: str | Path, keys: LabelKeys, stream: bool | None = None) -> RecordStream:
     """Frames in file order; record index counts frames across materials."""
     source = str(path)
-    keys = keys.resolve(*DEFAULT_KEYS, generic=GENERIC_KEYS)
+    keys = keys.unset_generic()
     index = 0
     for material_id, frames in iter_materials(path, stream):
         if not isinstance(frames, dict):

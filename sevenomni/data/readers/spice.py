@@ -18,15 +18,17 @@ import numpy as np
 from ase.units import Bohr, Hartree, kcal, kJ, mol, nm
 
 from sevenomni.data.readers.common import (
-    GENERIC_KEYS,
+    InvalidRecordError,
     LabelKeys,
+    LabelLookup,
     RecordStream,
+    Rejected,
     SourceError,
     guarded,
     validate_record,
 )
 
-DEFAULT_KEYS = ("dft_total_energy", "dft_total_gradient", "")
+DEFAULT_ENERGY_KEY, DEFAULT_FORCES_KEY = "dft_total_energy", "dft_total_gradient"  # no stress: molecules
 _LENGTH = {"bohr": Bohr, "angstrom": 1.0, "nanometer": nm, "nm": nm}
 _ENERGY = {"hartree": Hartree, "ev": 1.0, "kj/mol": kJ / mol, "kcal/mol": kcal / mol}
 
@@ -82,7 +84,7 @@ def count_conformations(path: str | Path) -> int:
 def read_spice(path: str | Path, keys: LabelKeys) -> RecordStream:
     h5py = _h5py()
     source = str(path)
-    keys = keys.resolve(*DEFAULT_KEYS, generic=GENERIC_KEYS)
+    keys = keys.unset_generic()
     try:
         handle = h5py.File(path, "r")
     except OSError as error:
@@ -100,16 +102,23 @@ def read_spice(path: str | Path, keys: LabelKeys) -> RecordStream:
                 raise SourceError(f"{where}: unknown length unit {length_unit!r}")
             positions = np.asarray(conformations[()], dtype=np.float64) * _LENGTH[length_unit]
             m = positions.shape[0]
+            labels = LabelLookup(source, index)
+            try:
+                energy_set = labels.find("energy", keys.energy, DEFAULT_ENERGY_KEY, [("spice", group)])
+                forces_set = labels.find("forces", keys.forces, DEFAULT_FORCES_KEY, [("spice", group)])
+            except InvalidRecordError as error:  # a named dataset this group lacks: all its records
+                for k in range(m):
+                    yield Rejected(source, index + k, error.reason, error.detail)
+                index += m
+                continue
             energies = forces = charges = None
-            if keys.energy and keys.energy in group:
-                dataset = group[keys.energy]
-                energies = np.asarray(dataset[()], dtype=np.float64).reshape(-1) * _energy_factor(
-                    _unit(dataset, "hartree"), where)
-            if keys.forces and keys.forces in group:
-                dataset = group[keys.forces]
-                sign = -1.0 if "gradient" in keys.forces else 1.0
-                forces = sign * np.asarray(dataset[()], dtype=np.float64) * _gradient_factor(
-                    _unit(dataset, "hartree/bohr"), where)
+            if energy_set is not None:
+                energies = np.asarray(energy_set[()], dtype=np.float64).reshape(-1) * _energy_factor(
+                    _unit(energy_set, "hartree"), where)
+            if forces_set is not None:
+                sign = -1.0 if "gradient" in forces_set.name.rsplit("/", 1)[-1] else 1.0
+                forces = sign * np.asarray(forces_set[()], dtype=np.float64) * _gradient_factor(
+                    _unit(forces_set, "hartree/bohr"), where)
             if "mbis_charges" in group:
                 charges = np.asarray(group["mbis_charges"][()], dtype=np.float64).reshape(m, -1).sum(axis=1)
             subset = _text(group, "subset")
@@ -119,9 +128,8 @@ def read_spice(path: str | Path, keys: LabelKeys) -> RecordStream:
                     energy=energies[k] if energies is not None and k < len(energies) else None,
                     forces=forces[k] if forces is not None and k < len(forces) else None,
                     charge=float(np.round(charges[k])) if charges is not None else None,
-                    require_energy=keys.require_energy, config_type=subset, name=f"{group_name}/{k}",
-                    origin={label: f"spice:{key}" for label, key, values in
-                            (("energy", keys.energy, energies), ("forces", keys.forces, forces)) if values is not None},
+                    require_energy=keys.require_energy, min_distance=keys.min_distance, config_type=subset, name=f"{group_name}/{k}",
+                    origin=labels.origin,
                 )
                 yield guarded(source, index, build)
                 index += 1
