@@ -54,6 +54,13 @@ def test_config_errors_name_the_key(tmp_path):
         load_config(bad_yaml)
 
 
+def test_database_min_distance_reaches_the_ingest(tmp_path):
+    """A database's min_distance is applied when the trainer ingests its raw files."""
+    raw = make_run(tmp_path, count=4, overrides={"data.databases.0.min_distance": 3.0})
+    with pytest.raises(ValueError, match=r"crystal\.extxyz: record 0: atoms .* \(minimum 3\.0 Å\) \[close_atoms\]"):
+        Trainer(load_config(raw=raw))
+
+
 def test_overrides_and_relative_paths(tmp_path):
     raw = make_run(tmp_path)
     raw["data"]["databases"][0]["path"] = "crystal.extxyz"
