@@ -8,11 +8,13 @@ read, so the graphs are built once however many channels are scored.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -179,7 +181,7 @@ def batch_structures(batch) -> list[Atoms]:
     """The structures of a collated batch, with their labels as ``REF_energy/forces/stress``."""
     structures = []
     ptr = batch.ptr.tolist()
-    for i, (start, stop) in enumerate(zip(ptr[:-1], ptr[1:])):
+    for i, (start, stop) in enumerate(pairwise(ptr)):
         atoms = Atoms(
             numbers=batch.atomic_numbers[start:stop].cpu().numpy(),
             positions=batch.pos[start:stop].cpu().numpy(),
@@ -244,10 +246,8 @@ def evaluate_databases(
                 database.dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                 collate_fn=worker_collate if workers else collate,
             )
-            handle = None
-            if predictions_dir is not None:
-                handle = open(Path(predictions_dir) / f"{database.name}.extxyz", "w")
-            try:
+            target = None if predictions_dir is None else Path(predictions_dir) / f"{database.name}.extxyz"
+            with open(target, "w") if target is not None else contextlib.nullcontext() as handle:
                 for batch in loader:
                     batch = batch.to(device)
                     structures = batch_structures(batch) if handle is not None else None
@@ -263,9 +263,6 @@ def evaluate_databases(
                     if structures is not None:
                         write_structures(handle, structures, format="extxyz")
                     bar.update(int(batch.num_atoms.numel()))
-            finally:
-                if handle is not None:
-                    handle.close()
             for channel, accumulator in errors.items():
                 own = not channel.common and channel.name == database.own
                 rows.append({"database": database.name, "channel": channel.name, "own": own, **accumulator.summary()})

@@ -120,7 +120,9 @@ class ErrorAccumulator:
     @property
     def samples(self) -> dict[str, np.ndarray]:
         """Kept (reference, predicted) pairs: ``energy`` per atom (eV/atom), ``forces`` (eV/Å)."""
-        stack = lambda parts: np.concatenate(parts) if parts else np.empty((0, 2))  # noqa: E731
+        def stack(parts: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.empty((0, 2))
+
         return {"energy": stack(self.energy_samples), "forces": stack(self.force_samples)}
 
     def summary(self) -> dict[str, float]:
