@@ -29,5 +29,5 @@ def json_ready(value: Any) -> Any:
 def write_json(path: str | os.PathLike, value: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(json_ready(value), indent=2) + "\n")
+    path.write_text(json.dumps(json_ready(value), indent=2, ensure_ascii=False) + "\n")
     return path
