@@ -351,8 +351,8 @@ def machine_info(threads: int) -> dict:
     }
 
 
-def format_number(value: float | None, digits: int = 3) -> str:
-    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+def format_number(value: float | None, digits: int = 3, kind: str = "f") -> str:
+    return "–" if value is None or not math.isfinite(value) else f"{value:.{digits}{kind}}"
 
 
 def markdown(results: dict) -> str:
@@ -378,7 +378,7 @@ def markdown(results: dict) -> str:
             cells.append(" / ".join(format_number(by_type.get(k), 2) for k in kinds))
         lines.append(
             f"| {name} | {format_number(entry['force_field']['M_FF'])} | {cells[0]} | {cells[1]} | "
-            f"{format_number(entry['efficiency']['us_per_atom'], 1)} | {format_number(entry['efficiency']['M_E'], 2)} | "
+            f"{format_number(entry['efficiency']['us_per_atom'], 1)} | {format_number(entry['efficiency']['M_E'], 2, 'g')} | "
             f"{format_number(entry['instability']['M_IS'], 2)} |"
         )
     lines += ["", "RMSEs (energy and virial per atom in meV/atom after the per-element bias fit; forces in meV/Å); "
