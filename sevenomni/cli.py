@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sevenomni.train.cli import register as register_train_command  # `sevenomni train ...`
 
     register_train_command(commands)
+    from sevenomni.analysis.cli import register as register_analysis_commands  # eval, analyze, plot
+
+    register_analysis_commands(commands)
     return parser
 
 

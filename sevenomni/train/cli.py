@@ -27,6 +27,9 @@ def train(args: argparse.Namespace) -> None:
     trainer.run()
     if trainer.ctx.is_main:
         print_final_metrics(trainer.final_metrics, Path(config.train.run_dir))
+        from sevenomni.analysis.cli import write_run_plot
+
+        print(f"training curves: {write_run_plot(config.train.run_dir)}")
 
 
 def print_final_metrics(rows: list[dict], run_dir: Path) -> None:

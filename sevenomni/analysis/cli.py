@@ -1,0 +1,149 @@
+"""``sevenomni eval``, ``sevenomni analyze embeddings`` and ``sevenomni plot``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _progress(args: argparse.Namespace) -> bool:
+    return not args.quiet and sys.stderr.isatty()
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    """Score MODEL on every DATA source and channel; write metrics.json and the figures."""
+    import torch
+
+    from sevenomni.analysis import plots
+    from sevenomni.analysis.evaluate import (
+        choose_channels,
+        evaluate_databases,
+        format_table,
+        open_databases,
+        parse_own,
+    )
+    from sevenomni.analysis.report import write_json
+    from sevenomni.checkpoint import load_model
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.model)
+    databases = open_databases(
+        args.data, model, args.cache_dir, parse_own(args.own, model.tasks), energy_key=args.energy_key,
+        forces_key=args.forces_key, stress_key=args.stress_key, skip_bad=args.skip_bad, progress=_progress(args),
+    )
+    for database in databases:
+        choose_channels(database, model, args.task)
+    out = Path(args.out)
+    evaluation = evaluate_databases(
+        model, databases, batch_size=args.batch_size, workers=args.workers, device=args.device,
+        predictions_dir=out / "predictions" if args.predictions else None, prefix=args.name,
+        progress=_progress(args),
+    )
+    print(format_table(evaluation.rows))
+    for database in databases:
+        for note in database.skipped:
+            print(f"{database.name}: skipped {note}")
+    rate = evaluation.structures / evaluation.seconds if evaluation.seconds > 0 else float("nan")
+    print(f"{evaluation.structures} structures in {evaluation.seconds:.1f} s ({rate:.0f} structures/s); "
+          "* = own channel")
+    written = [write_json(out / "metrics.json", {
+        "model": str(args.model),
+        "tasks": model.tasks,
+        "task": args.task,
+        "databases": [
+            {"name": d.name, "path": d.path, "structures": len(d.dataset), "own": d.own,
+             "channels": [c.name for c in d.channels], "skipped": d.skipped}
+            for d in databases
+        ],
+        "units": {"energy_mae": "meV/atom", "energy_rmse": "meV/atom", "energy_cmae": "meV/atom",
+                  "forces_mae": "eV/Å", "forces_rmse": "eV/Å", "stress_mae": "eV/Å³", "softening_scale": "1"},
+        "results": evaluation.rows,
+        "seconds": evaluation.seconds,
+        "structures_per_second": rate,
+    })]
+    written.append(plots.transfer_matrix(evaluation.rows, out / "transfer_matrix.png", title=str(args.model)))
+    for name, (channel, samples) in evaluation.samples.items():
+        row = next(r for r in evaluation.rows if r["database"] == name and r["channel"] == channel)
+        written.append(plots.parity(name, channel, samples, row, out / f"parity_{name}.png"))
+    if args.predictions:
+        written += [out / "predictions" / f"{d.name}.extxyz" for d in databases]
+    print("wrote " + ", ".join(str(path) for path in written))
+
+
+def embeddings(args: argparse.Namespace) -> None:
+    """Print θT norms and cosines per site; write embeddings.json and embeddings.png."""
+    from sevenomni.analysis import plots
+    from sevenomni.analysis.embeddings import analyse_embeddings, format_embeddings
+    from sevenomni.analysis.report import write_json
+    from sevenomni.checkpoint import load_model
+
+    model = load_model(args.model)
+    analysis = analyse_embeddings(model)
+    print(format_embeddings(analysis))
+    out = Path(args.out)
+    json_path = write_json(out / "embeddings.json", {"model": str(args.model), **analysis})
+    png_path = plots.embedding_map(analysis, out / "embeddings.png", title=f"task embeddings θT of {args.model}")
+    print(f"wrote {json_path}, {png_path}")
+
+
+def write_run_plot(run_dir: str | Path, path: str | Path | None = None) -> Path:
+    """Draw a run directory's training curves to ``path`` (default ``RUN_DIR/training.png``)."""
+    from sevenomni.analysis.history import read_history
+    from sevenomni.analysis.plots import training_curves
+
+    run_dir = Path(run_dir)
+    return training_curves(read_history(run_dir), path or run_dir / "training.png", title=f"training: {run_dir}")
+
+
+def plot(args: argparse.Namespace) -> None:
+    print(f"wrote {write_run_plot(args.run_dir, args.out)}")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``eval``, ``analyze embeddings`` and ``plot`` to the top-level command parser."""
+    parser = commands.add_parser(
+        "eval", help="score a model on labelled data, per database and channel",
+        description="Energy, force and stress errors, cMAE and the softening scale of MODEL on every DATA "
+        "source and channel; writes metrics.json, transfer_matrix.png and a parity plot per database.",
+    )
+    parser.add_argument("model", help="model file, training checkpoint, run directory or SevenNet shortcut")
+    parser.add_argument("data", nargs="+", metavar="DATA", help="labelled structure files (any format "
+                        "`sevenomni data ingest` reads) or stores")
+    parser.add_argument("--task", default="all", metavar="NAME|all|common",
+                        help="channel(s) to score: a task, 'common', or 'all' (every task and common; default)")
+    parser.add_argument("--own", action="append", default=[], metavar="DATABASE=TASK",
+                        help="a database's own task (default: the task named in its file name)")
+    parser.add_argument("--out", default="eval", metavar="DIR", help="output directory (default: eval)")
+    parser.add_argument("--predictions", action="store_true",
+                        help="also write DIR/predictions/<database>.extxyz with NAME_<channel>_energy/forces/stress")
+    parser.add_argument("--name", default="sevenomni", help="key prefix of the predictions (default: sevenomni)")
+    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="structures per batch (default 32)")
+    parser.add_argument("--workers", type=int, default=2, metavar="N",
+                        help="DataLoader workers building graphs (default 2; 0 = in this process)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, …")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="torch CPU threads (default: torch's; 1 is often fastest on a busy CPU)")
+    parser.add_argument("--cache-dir", default="runs/cache", metavar="DIR",
+                        help="where raw files are ingested to stores, once (default: runs/cache)")
+    parser.add_argument("--energy-key", metavar="K", help="energy label key (as in `data ingest`)")
+    parser.add_argument("--forces-key", metavar="K", help="forces label key")
+    parser.add_argument("--stress-key", metavar="K", help="stress label key")
+    parser.add_argument("--skip-bad", action="store_true", help="skip invalid records instead of stopping")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=evaluate)
+
+    analyze = commands.add_parser("analyze", help="look inside a model")
+    analyze_commands = analyze.add_subparsers(dest="analyze_command", required=True)
+    parser = analyze_commands.add_parser(
+        "embeddings", help="task embeddings θT per site: norms, cosine similarities, PCA map",
+    )
+    parser.add_argument("model", help="model file, training checkpoint, run directory or SevenNet shortcut")
+    parser.add_argument("--out", default="embeddings", metavar="DIR", help="output directory (default: embeddings)")
+    parser.set_defaults(handler=embeddings)
+
+    parser = commands.add_parser("plot", help="training curves of a run directory (PNG)")
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("--out", metavar="PNG", help="output file (default: RUN_DIR/training.png)")
+    parser.set_defaults(handler=plot)

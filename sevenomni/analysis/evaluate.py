@@ -1,0 +1,289 @@
+"""Score a model on labelled databases: every database on every requested channel, in one pass.
+
+Each DATA source (any file the data layer reads, or a store) becomes a database: raw files are
+ingested once into a cached store (as ``sevenomni train`` does), then read by DataLoader workers
+that build the graphs. Every batch is evaluated on all requested channels before the next is
+read, so the graphs are built once however many channels are scored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.io import write as write_structures
+from ase.stress import full_3x3_to_voigt_6_stress
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from sevenomni.analysis.metrics import ErrorAccumulator
+from sevenomni.calculator import has_stress, resolve_device
+from sevenomni.data.dataset import LMDBDataset, worker_collate
+from sevenomni.data.graph import collate
+from sevenomni.data.ingest import cached_store
+from sevenomni.data.store import is_store
+from sevenomni.nn import SevenOmniModel
+from sevenomni.nn.config import COMMON_CHANNEL
+
+# Force components kept per database for its parity plot (a strided subsample beyond this).
+PARITY_POINTS = 30_000
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One output of the model: a task's channel, or the common PES with ``task``'s shifts."""
+
+    name: str
+    task_index: int
+    common: bool
+
+
+@dataclass
+class Database:
+    """One DATA source: its name, path, graphs and own task (None when unknown)."""
+
+    name: str
+    path: str
+    dataset: LMDBDataset
+    own: str | None
+    channels: list[Channel] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Evaluation:
+    """Per database and channel: metrics rows, and the parity-plot samples of one channel each."""
+
+    rows: list[dict]
+    samples: dict[str, tuple[str, dict[str, np.ndarray]]]
+    seconds: float
+    structures: int
+
+
+def database_name(path: str | os.PathLike) -> str:
+    """A database's name: its file name without format suffixes (a store: its directory name)."""
+    name = Path(path).name
+    for suffix in (".gz", ".bz2", ".xz"):
+        name = name.removesuffix(suffix)
+    stem, dot, _ = name.rpartition(".")
+    return stem if dot and not Path(path).is_dir() else name
+
+
+def infer_own_task(name: str, tasks: Sequence[str]) -> str | None:
+    """The task a database belongs to: the model's only task, or the one task name that appears
+    as a word of the database name (``test_molecule_gfn1`` → ``gfn1``); None if not unique."""
+    if len(tasks) == 1:
+        return tasks[0]
+    words = set(re.split(r"[^0-9a-z]+", name.lower()))
+    matches = [task for task in tasks if task.lower() in words]
+    return matches[0] if len(matches) == 1 else None
+
+
+def parse_own(pairs: Sequence[str], tasks: Sequence[str]) -> dict[str, str]:
+    """``DATABASE=TASK`` pairs (``--own``) to a dict; the task must be one of the model's."""
+    own = {}
+    for pair in pairs:
+        database, equals, task = pair.partition("=")
+        if not equals or not database or not task:
+            raise ValueError(f"--own expects DATABASE=TASK, got {pair!r}")
+        lowered = [t.lower() for t in tasks]
+        if task.lower() not in lowered:
+            raise ValueError(f"--own {pair}: unknown task {task!r}; this model's tasks are {list(tasks)}")
+        own[database] = tasks[lowered.index(task.lower())]
+    return own
+
+
+def open_databases(
+    sources: Sequence[str | os.PathLike],
+    model: SevenOmniModel,
+    cache_dir: str | os.PathLike,
+    own: dict[str, str] | None = None,
+    energy_key: str | None = None,
+    forces_key: str | None = None,
+    stress_key: str | None = None,
+    skip_bad: bool = False,
+    progress: bool = False,
+) -> list[Database]:
+    """One :class:`Database` per source: a store as it is, a raw file ingested into ``cache_dir``."""
+    own = dict(own or {})
+    databases, names = [], set()
+    for source in sources:
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file or directory")
+        name = base = database_name(path)
+        suffix = 2
+        while name in names:
+            name, suffix = f"{base}-{suffix}", suffix + 1
+        names.add(name)
+        if is_store(path):
+            store = str(path)
+        else:
+            (store,) = cached_store(
+                [str(path)], cache_dir, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key,
+                skip_bad=skip_bad, progress=progress, name=name,
+            )
+        dataset = LMDBDataset(store, model.cutoff, task_index=0, database_index=len(databases))
+        task = own.pop(name, None) or infer_own_task(name, model.tasks)
+        databases.append(Database(name, str(path), dataset, task))
+    if own:
+        raise ValueError(f"--own names unknown database(s) {sorted(own)}; the databases are {sorted(names)}")
+    return databases
+
+
+def choose_channels(database: Database, model: SevenOmniModel, task: str) -> None:
+    """Set ``database.channels`` for ``task``: a task name, ``common``, or ``all`` (every task and
+    the common PES). The common PES takes the database's own task's shifts; without an own task
+    it is skipped under ``all`` (noted in ``database.skipped``) and an error when asked for."""
+    def common_channel() -> Channel | None:
+        if database.own is None:
+            return None
+        return Channel(COMMON_CHANNEL, model.task_index(database.own), True)
+
+    if task.lower() == "all":
+        database.channels = [Channel(t, i, False) for i, t in enumerate(model.tasks)]
+        common = common_channel()
+        if common is None:
+            database.skipped.append(f"{COMMON_CHANNEL}: own task unknown (give --own {database.name}=TASK)")
+        else:
+            database.channels.append(common)
+    elif task.lower() == COMMON_CHANNEL:
+        common = common_channel()
+        if common is None:
+            raise ValueError(
+                f"database {database.name!r}: the common channel needs the task whose energy shifts to use; "
+                f"give --own {database.name}=TASK (one of {model.tasks})"
+            )
+        database.channels = [common]
+    else:
+        index = model.task_index(task)
+        database.channels = [Channel(model.tasks[index], index, False)]
+
+
+def parity_channel(database: Database) -> Channel | None:
+    """The channel whose parity plot is drawn: the own task's, else the only one scored."""
+    for channel in database.channels:
+        if not channel.common and channel.name == database.own:
+            return channel
+    return database.channels[0] if len(database.channels) == 1 else None
+
+
+def batch_structures(batch) -> list[Atoms]:
+    """The structures of a collated batch, with their labels as ``REF_energy/forces/stress``."""
+    structures = []
+    ptr = batch.ptr.tolist()
+    for i, (start, stop) in enumerate(pairwise(ptr)):
+        atoms = Atoms(
+            numbers=batch.atomic_numbers[start:stop].cpu().numpy(),
+            positions=batch.pos[start:stop].cpu().numpy(),
+            cell=batch.cell[i].cpu().numpy(),
+            pbc=batch.pbc[i].cpu().numpy(),
+        )
+        if bool(batch.has_energy[i]):
+            atoms.info["REF_energy"] = float(batch.energy[i])
+        if bool(batch.has_forces[i]):
+            atoms.arrays["REF_forces"] = batch.forces[start:stop].cpu().numpy()
+        if bool(batch.has_stress[i]):
+            atoms.info["REF_stress"] = full_3x3_to_voigt_6_stress(batch.stress[i].view(3, 3).cpu().numpy())
+        structures.append(atoms)
+    return structures
+
+
+def attach_predictions(structures: list[Atoms], batch, prediction: dict, prefix: str) -> None:
+    """Add ``{prefix}_energy``, ``{prefix}_forces`` and (cells with a volume) ``{prefix}_stress``."""
+    ptr = batch.ptr.tolist()
+    energies = prediction["energy"].detach().cpu().double().numpy()
+    forces = prediction["forces"].detach().cpu().double().numpy()
+    for i, atoms in enumerate(structures):
+        atoms.info[f"{prefix}_energy"] = float(energies[i])
+        atoms.arrays[f"{prefix}_forces"] = forces[ptr[i] : ptr[i + 1]]
+        if "stress" in prediction and has_stress(atoms):
+            stress = prediction["stress"][i].detach().cpu().double().numpy()
+            atoms.info[f"{prefix}_stress"] = full_3x3_to_voigt_6_stress(stress)
+
+
+def evaluate_databases(
+    model: SevenOmniModel,
+    databases: Sequence[Database],
+    batch_size: int = 32,
+    workers: int = 0,
+    device: str | torch.device = "auto",
+    predictions_dir: str | os.PathLike | None = None,
+    prefix: str = "sevenomni",
+    progress: bool = False,
+) -> Evaluation:
+    """Score every database on its channels (:func:`choose_channels` first).
+
+    With ``predictions_dir``, writes ``<database>.extxyz`` there: each structure with its labels
+    (``REF_*``) and, per channel, ``{prefix}_{channel}_energy`` / ``_forces`` / ``_stress``.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    device = resolve_device(device)
+    model = model.to(device).eval()
+    rows, samples = [], {}
+    total = sum(len(d.dataset) for d in databases)
+    start = time.perf_counter()
+    if predictions_dir is not None:
+        Path(predictions_dir).mkdir(parents=True, exist_ok=True)
+    with tqdm(total=total, unit=" structures", disable=not progress, dynamic_ncols=True, mininterval=0.5) as bar:
+        for database in databases:
+            bar.set_description(database.name)
+            plotted = parity_channel(database)
+            atoms_total = int(np.asarray(database.dataset.atom_counts).sum())
+            every = max(1, -(-3 * atoms_total // PARITY_POINTS))
+            errors = {c: ErrorAccumulator(sample_every=every if c == plotted else 0) for c in database.channels}
+            loader = DataLoader(
+                database.dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                collate_fn=worker_collate if workers else collate,
+            )
+            target = None if predictions_dir is None else Path(predictions_dir) / f"{database.name}.extxyz"
+            with open(target, "w") if target is not None else contextlib.nullcontext() as handle:
+                for batch in loader:
+                    batch = batch.to(device)
+                    structures = batch_structures(batch) if handle is not None else None
+                    for channel, accumulator in errors.items():
+                        batch.task = torch.full_like(batch.task, channel.task_index)
+                        prediction = model(
+                            batch, common=channel.common, compute_forces=True,
+                            compute_stress=bool(batch.pbc.any()), create_graph=False,
+                        )
+                        accumulator.add(batch, prediction)
+                        if structures is not None:
+                            attach_predictions(structures, batch, prediction, f"{prefix}_{channel.name}")
+                    if structures is not None:
+                        write_structures(handle, structures, format="extxyz")
+                    bar.update(int(batch.num_atoms.numel()))
+            for channel, accumulator in errors.items():
+                own = not channel.common and channel.name == database.own
+                rows.append({"database": database.name, "channel": channel.name, "own": own, **accumulator.summary()})
+            if plotted is not None:
+                samples[database.name] = (plotted.name, errors[plotted].samples)
+    return Evaluation(rows, samples, time.perf_counter() - start, total)
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """Rows as a fixed-width table (own channel marked with *)."""
+    header = (
+        f"{'database':<24}{'channel':<12}{'E MAE':>9}{'E RMSE':>9}{'cMAE':>9}"
+        f"{'F MAE':>9}{'F RMSE':>9}{'σ MAE':>10}{'scale':>7}"
+    )
+    units = f"{'':<24}{'':<12}{'meV/at':>9}{'meV/at':>9}{'meV/at':>9}{'eV/Å':>9}{'eV/Å':>9}{'eV/Å³':>10}{'':>7}"
+    lines = [header, units]
+    for row in rows:
+        channel = row["channel"] + ("*" if row["own"] else "")
+        lines.append(
+            f"{row['database']:<24}{channel:<12}{row['energy_mae']:>9.2f}{row['energy_rmse']:>9.2f}"
+            f"{row['energy_cmae']:>9.2f}{row['forces_mae']:>9.4f}{row['forces_rmse']:>9.4f}"
+            f"{row['stress_mae']:>10.5f}{row['softening_scale']:>7.3f}"
+        )
+    return "\n".join(lines)
