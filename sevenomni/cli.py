@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from sevenomni.checkpoint import CheckpointError
+from sevenomni.loading import add_trust_pickle_argument
 
 
 def info(args: argparse.Namespace) -> None:
@@ -39,20 +40,12 @@ def import_sevenn(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: tasks {', '.join(model.tasks)}; {len(model.elements)} elements; {total:,} parameters")
 
 
-def add_trust_pickle_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="unpickle a SevenNet checkpoint beyond plain data (can run arbitrary code: only files you trust)",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sevenomni", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     info_parser = commands.add_parser("info", help="describe a model checkpoint")
     info_parser.add_argument("checkpoint", help="model file, training checkpoint, run directory or SevenNet checkpoint")
-    add_trust_pickle_flag(info_parser)
+    add_trust_pickle_argument(info_parser)
     info_parser.set_defaults(handler=info)
     sevenn_parser = commands.add_parser(
         "import-sevenn",
@@ -61,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     sevenn_parser.add_argument("checkpoint", help="SevenNet checkpoint file, or a shortcut for one shipped with sevenn")
     sevenn_parser.add_argument("--out", required=True, help="sevenomni model file to write")
     sevenn_parser.add_argument("--task-name", help="name of the task of a single-task checkpoint (default: sevenn)")
-    add_trust_pickle_flag(sevenn_parser)
+    add_trust_pickle_argument(sevenn_parser)
     sevenn_parser.set_defaults(handler=import_sevenn)
     from sevenomni.data.cli import register as register_data_commands  # `sevenomni data ...`
     register_data_commands(commands)

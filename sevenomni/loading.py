@@ -10,6 +10,7 @@ imports the other. Every file is CRC-verified and unpickled with an allowlist on
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -58,3 +59,12 @@ def load_model(source: str | os.PathLike, trust_pickle: bool = False) -> SevenOm
     else:
         model = model_from_record(check_model_record(record, path), str(path))
     return model.eval()
+
+
+def add_trust_pickle_argument(parser: argparse.ArgumentParser) -> None:
+    """The ``--trust-pickle`` flag of every command that loads a model (see :func:`load_model`)."""
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="unpickle a SevenNet checkpoint beyond plain data (can run arbitrary code: only files you trust)",
+    )

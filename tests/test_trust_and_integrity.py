@@ -75,10 +75,14 @@ def test_calculator_refuses_a_pickle_that_would_run_code(malicious):
         SevenOmniCalculator(malicious)
 
 
-@pytest.mark.parametrize("command", [["info"], ["import-sevenn"]])
+TINY_TEST_SET = Path(__file__).resolve().parents[1] / "recipes" / "data" / "tiny" / "test_crystal_gfn1.extxyz"
+
+
+@pytest.mark.parametrize("command", [["info"], ["import-sevenn"], ["eval"], ["analyze", "embeddings"]])
 def test_cli_refuses_a_pickle_that_would_run_code(malicious, command, tmp_path, capsys):
     out = tmp_path / "converted.pt"
-    argv = [*command, str(malicious)] + (["--out", str(out)] if command == ["import-sevenn"] else [])
+    extra = {"import-sevenn": ["--out", str(out)], "eval": [str(TINY_TEST_SET), "--out", str(tmp_path / "eval")]}
+    argv = [*command, str(malicious), *extra.get(command[0], [])]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "refused to load" in err or ("not a SevenNet checkpoint" in err and command == ["import-sevenn"]), err

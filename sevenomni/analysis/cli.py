@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from sevenomni.loading import add_trust_pickle_argument
+
 
 def _progress(args: argparse.Namespace) -> bool:
     return not args.quiet and sys.stderr.isatty()
@@ -24,11 +26,11 @@ def evaluate(args: argparse.Namespace) -> None:
         parse_own,
     )
     from sevenomni.analysis.report import write_json
-    from sevenomni.checkpoint import load_model
+    from sevenomni.loading import load_model
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    model = load_model(args.model)
+    model = load_model(args.model, trust_pickle=args.trust_pickle)
     databases = open_databases(
         args.data, model, args.cache_dir, parse_own(args.own, model.tasks), energy_key=args.energy_key,
         forces_key=args.forces_key, stress_key=args.stress_key, skip_bad=args.skip_bad, progress=_progress(args),
@@ -77,9 +79,9 @@ def embeddings(args: argparse.Namespace) -> None:
     from sevenomni.analysis import plots
     from sevenomni.analysis.embeddings import analyse_embeddings, format_embeddings
     from sevenomni.analysis.report import write_json
-    from sevenomni.checkpoint import load_model
+    from sevenomni.loading import load_model
 
-    model = load_model(args.model)
+    model = load_model(args.model, trust_pickle=args.trust_pickle)
     analysis = analyse_embeddings(model)
     print(format_embeddings(analysis))
     out = Path(args.out)
@@ -132,6 +134,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--stress-key", metavar="K", help="stress label key")
     parser.add_argument("--skip-bad", action="store_true", help="skip invalid records instead of stopping")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_trust_pickle_argument(parser)
     parser.set_defaults(handler=evaluate)
 
     analyze = commands.add_parser("analyze", help="look inside a model")
@@ -141,6 +144,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", help="model file, training checkpoint, run directory or SevenNet shortcut")
     parser.add_argument("--out", default="embeddings", metavar="DIR", help="output directory (default: embeddings)")
+    add_trust_pickle_argument(parser)
     parser.set_defaults(handler=embeddings)
 
     parser = commands.add_parser("plot", help="training curves of a run directory (PNG)")

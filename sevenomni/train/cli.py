@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from sevenomni.loading import add_trust_pickle_argument
+
 
 def train(args: argparse.Namespace) -> None:
     from sevenomni.train.config import load_config
@@ -47,9 +49,5 @@ def register(commands) -> None:
     parser.add_argument("config", nargs="?", help="run config (YAML); optional with --resume")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
     parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    parser.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="let model.init_from unpickle a SevenNet checkpoint beyond plain data (can run code: trusted files only)",
-    )
+    add_trust_pickle_argument(parser)  # for model.init_from
     parser.set_defaults(handler=train)
