@@ -14,14 +14,9 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from sevenomni.checkpoint import load_model
 from sevenomni.data.graph import MIN_CELL_VOLUME, atoms_to_graph, collate
+from sevenomni.devices import resolve_device
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.model import DTYPES
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def has_stress(atoms: Atoms) -> bool:

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from ase import Atoms, units
 from ase.build import bulk, molecule
 from ase.calculators.calculator import PropertyNotImplementedError
@@ -89,3 +90,10 @@ def test_bad_input(model):
         calc.get_potential_energy(flat)
     with pytest.raises(ValueError, match="dtype"):
         SevenOmniCalculator(model, task="crystal", dtype="float16")
+
+
+def test_cuda_without_cuda_is_a_clear_error(model):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="device 'cuda'.*CUDA is not available"):
+        SevenOmniCalculator(model, task="crystal", device="cuda")
