@@ -33,3 +33,23 @@ def test_wandb_offline(tmp_path, monkeypatch):
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].rglob("*.wandb"))
     assert (tmp_path / "train.csv").exists()
+
+
+def test_rewind_drops_later_rows_rows_cut_short_and_the_final_metrics(tmp_path):
+    logger = MetricsLogger(tmp_path, None, {}, enabled=True)
+    for step in (1, 2, 3):
+        logger.log("train", {"stage": "a, b", "loss": 0.5}, step=step)
+    logger.log("final", {"loss": 0.25}, step=3)
+    with open(tmp_path / "train.csv", "a") as handle:
+        handle.write('1,"a, b",0.')  # a kill while writing: no line end
+    with open(tmp_path / "train.jsonl", "a") as handle:
+        handle.write('{"step": 1, "st')
+    (tmp_path / "validation.csv").write_text("step,datab")
+    logger.rewind(2)
+    assert [row["step"] for row in csv.DictReader(open(tmp_path / "train.csv"))] == ["1", "2"]
+    assert [json.loads(line)["step"] for line in open(tmp_path / "train.jsonl")] == [1, 2]
+    assert not any((tmp_path / name).exists() for name in ("final.csv", "final.jsonl", "validation.csv"))
+    logger.log("train", {"stage": "a, b", "loss": 0.75}, step=3)
+    logger.log("validation", {"database": "a"}, step=3)
+    assert [row["loss"] for row in csv.DictReader(open(tmp_path / "train.csv"))] == ["0.5", "0.5", "0.75"]
+    assert list(csv.DictReader(open(tmp_path / "validation.csv"))) == [{"step": "3", "database": "a"}]
