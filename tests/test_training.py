@@ -16,7 +16,7 @@ from ase.io import read
 
 from sevenomni import load_model
 from sevenomni.calculator import predict
-from sevenomni.train.config import ConfigError, load_config
+from sevenomni.train.config import ConfigError, load_config, save_config
 from sevenomni.train.trainer import Trainer, TrainingDiverged, TrainingInterrupted
 from training_helpers import make_run, write_config
 
@@ -61,6 +61,18 @@ def test_overrides_and_relative_paths(tmp_path):
     assert config.train.optimizer.lr == 0.5 and config.model.lmax == 2
     assert config.data.databases[0].path == str(tmp_path / "crystal.extxyz")
     assert config.tasks == ["gfn1", "gfn2"]
+
+
+def test_saved_config_reads_back_to_the_same_resolved_config(tmp_path):
+    raw = make_run(tmp_path, overrides={"data.databases.1.split": {"valid_path": "molecule.extxyz"}})
+    raw["model"] = {"init_from": "base.pt"}
+    (tmp_path / "base.pt").write_bytes(b"")
+    config = load_config(write_config(raw, tmp_path / "run.yaml"), ["train.optimizer.lr=0.5"])
+    save_config(config, tmp_path / "saved.yaml")
+    again = load_config(tmp_path / "saved.yaml")
+    assert again.train.optimizer.lr == 0.5 and again.train.run_dir == str(tmp_path / "run")
+    assert again.model_dump() == config.model_dump()
+    assert "warmup_steps: 0" in (tmp_path / "saved.yaml").read_text()  # defaults are written out
 
 
 # ---------------------------------------------------------------------------- curriculum
