@@ -1,11 +1,26 @@
-"""Random-number-generator state capture, so a resumed run replays the identical sequence."""
+"""A run's training state on disk, and the random-number-generator states a resumed run replays."""
 
 from __future__ import annotations
 
 import random
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+
+TRAINING_STATE_FORMAT = "sevenomni-training-state"
+
+
+def read_training_state(path: Path) -> dict[str, Any]:
+    """The training state saved at ``path`` (``checkpoints/last.pt`` of a run, for ``--resume``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot resume: {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != TRAINING_STATE_FORMAT:
+        raise ValueError(f"{path}: not a sevenomni training state")
+    return state
 
 
 def capture_rng() -> dict:
