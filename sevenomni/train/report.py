@@ -25,9 +25,11 @@ def start_up_summary(
     return [
         f"device {device}{processes}, dtype {model.config.dtype}",
         f"tasks: {', '.join(model.tasks)}",
-        f"parameters: θC {parameter_count(model.shared_parameters()):,} shared, "
-        f"θT {parameter_count(model.task_embedding_parameters()):,} in task embeddings, "
-        f"{parameter_count(model.named_parameters()):,} in all",
+        (
+            f"parameters: θC {parameter_count(model.shared_parameters()):,} shared, "
+            f"θT {parameter_count(model.task_embedding_parameters()):,} in task embeddings, "
+            f"{parameter_count(model.named_parameters()):,} in all"
+        ),
         *(database_line(database, model.tasks) for database in databases),
     ]
 
