@@ -58,6 +58,7 @@ TEST_SETS = {
     "molecule_gfn1": "test_molecule_gfn1.extxyz",
 }
 RUN_RECORD = "ablation_run.json"
+CONSOLE_LOG = "console.log"  # everything the training command printed (its own train.log has the messages)
 
 # (key, column title, unit, scale, decimals) of the table; keys are flattened metric names.
 COLUMNS = [
@@ -312,7 +313,8 @@ def train_run(run_dir: Path, config: str, overrides: list[str], cache_dir: Path,
     run_dir.mkdir(parents=True, exist_ok=True)
     record = record if resume else {"spec": spec, "attempts": []}
     placement = [f"train.run_dir={run_dir}", f"data.cache_dir={cache_dir}"]
-    fresh = [sys.executable, "-m", "sevenomni.cli", "train", spec["config"]]
+    # --overwrite: the directory holds only this runner's record (an earlier attempt was removed above).
+    fresh = [sys.executable, "-m", "sevenomni.cli", "train", spec["config"], "--overwrite"]
     fresh += [item for assignment in overrides + placement for item in ("--set", assignment)]
     command = [sys.executable, "-m", "sevenomni.cli", "train", "--resume", str(run_dir)] if resume else fresh
     shown_placement = [f"train.run_dir={shown(run_dir)}", f"data.cache_dir={shown(cache_dir)}"]
@@ -321,7 +323,7 @@ def train_run(run_dir: Path, config: str, overrides: list[str], cache_dir: Path,
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     print(f"[ablation] {'resuming' if resume else 'training'} {run_dir}")
     started_utc, start = utc_now(), time.perf_counter()
-    with open(run_dir / "train.log", "a") as log:
+    with open(run_dir / CONSOLE_LOG, "a") as log:
         process = subprocess.run(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
     wall = time.perf_counter() - start
     record["attempts"].append({
@@ -331,8 +333,8 @@ def train_run(run_dir: Path, config: str, overrides: list[str], cache_dir: Path,
     record["finished"] = process.returncode == 0 and (run_dir / "model.pt").is_file()
     write_record(run_dir, record)
     if not record["finished"]:
-        tail = (run_dir / "train.log").read_text()[-3000:]
-        raise RuntimeError(f"training {run_dir} failed (exit {process.returncode}); end of train.log:\n{tail}")
+        tail = (run_dir / CONSOLE_LOG).read_text()[-3000:]
+        raise RuntimeError(f"training {run_dir} failed (exit {process.returncode}); end of {CONSOLE_LOG}:\n{tail}")
     return record
 
 

@@ -20,6 +20,7 @@ from sevenomni.data.graph import (
     collate,
     describe_pair,
 )
+from sevenomni.devices import resolve_device
 from sevenomni.loading import load_model
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.model import DTYPES
@@ -28,12 +29,6 @@ from sevenomni.nn.model import DTYPES
 class PredictionError(ValueError):
     """The model's output for a structure is not finite (names the structure and, when that is the
     cause, its atoms that (nearly) coincide)."""
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def has_stress(atoms: Atoms) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sevenomni import __version__
 from sevenomni.checkpoint import CheckpointError
 from sevenomni.loading import add_trust_pickle_argument
 
@@ -42,6 +43,7 @@ def import_sevenn(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sevenomni", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"sevenomni {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     info_parser = commands.add_parser("info", help="describe a model checkpoint")
     info_parser.add_argument("checkpoint", help="model file, training checkpoint, run directory or SevenNet checkpoint")

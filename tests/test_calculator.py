@@ -115,3 +115,10 @@ def test_non_finite_output_is_an_error(model):
     water = molecule("H2O")
     with pytest.raises(PredictionError, match=r"structure 0 \(H2O\): the model's energy, energies are not finite"):
         SevenOmniCalculator(broken, task="molecule").get_forces(water)
+
+
+def test_cuda_without_cuda_is_a_clear_error(model):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="device 'cuda'.*CUDA is not available"):
+        SevenOmniCalculator(model, task="crystal", device="cuda")

@@ -91,3 +91,10 @@ def test_invalid_task_lists_are_rejected():
         make_model(tasks=["pbe", "PBE"])
     with pytest.raises(ValidationError, match="reserved"):
         make_model(tasks=["pbe", "common"])
+
+
+def test_shift_task_beside_a_task_channel_is_an_error(model):
+    with pytest.raises(ValueError, match=r"shift_task 'molecule'.*only with the 'common' channel"):
+        next(predict(model, [structures()["molecule"]], "crystal", "molecule"))
+    with pytest.raises(ValueError, match="only with the 'common' channel"):
+        next(predict(make_model(tasks=["pbe"]), [structures()["molecule"]], None, "pbe"))

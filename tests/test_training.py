@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ from ase.io import read
 
 from sevenomni import load_model
 from sevenomni.calculator import predict
-from sevenomni.train.config import ConfigError, load_config
+from sevenomni.train.config import ConfigError, load_config, save_config
 from sevenomni.train.trainer import Trainer, TrainingDiverged, TrainingInterrupted
 from training_helpers import make_run, write_config
 
@@ -68,6 +69,18 @@ def test_overrides_and_relative_paths(tmp_path):
     assert config.train.optimizer.lr == 0.5 and config.model.lmax == 2
     assert config.data.databases[0].path == str(tmp_path / "crystal.extxyz")
     assert config.tasks == ["gfn1", "gfn2"]
+
+
+def test_saved_config_reads_back_to_the_same_resolved_config(tmp_path):
+    raw = make_run(tmp_path, overrides={"data.databases.1.split": {"valid_path": "molecule.extxyz"}})
+    raw["model"] = {"init_from": "base.pt"}
+    (tmp_path / "base.pt").write_bytes(b"")
+    config = load_config(write_config(raw, tmp_path / "run.yaml"), ["train.optimizer.lr=0.5"])
+    save_config(config, tmp_path / "saved.yaml")
+    again = load_config(tmp_path / "saved.yaml")
+    assert again.train.optimizer.lr == 0.5 and again.train.run_dir == str(tmp_path / "run")
+    assert again.model_dump() == config.model_dump()
+    assert "warmup_steps: 0" in (tmp_path / "saved.yaml").read_text()  # defaults are written out
 
 
 # ---------------------------------------------------------------------------- curriculum
@@ -145,6 +158,50 @@ def test_final_metrics_reuse_the_last_validation_at_the_same_step(tmp_path):
     assert final and [r["forces_mae"] for r in final] == [r["forces_mae"] for r in last]
 
 
+def test_best_validation_is_exported_as_model_best_with_ema_weights(tmp_path):
+    raw = make_run(tmp_path, overrides={"stages.0.steps": 4, "train.validate_every": 1, "train.ema_decay": 0.5})
+    Trainer(load_config(raw=raw)).run()
+    best_state = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)
+    best = load_model(tmp_path / "run" / "model_best.pt")
+    for parameter, shadow in zip(best.parameters(), best_state["ema"]["shadow"], strict=True):
+        assert torch.equal(parameter, shadow)
+    record = torch.load(tmp_path / "run" / "model_best.pt", weights_only=True)
+    assert record["metadata"]["global_step"] == best_state["progress"]["global_step"]
+
+
+def test_start_up_summary_validation_lines_and_train_log(tmp_path, caplog):
+    raw = make_run(tmp_path, overrides={"stages.0.steps": 2})
+    trainer = Trainer(load_config(raw=raw))
+    with caplog.at_level(logging.INFO, logger="sevenomni"):
+        trainer.run()
+    count = lambda named: sum(p.numel() for _, p in named)  # noqa: E731
+    summary = caplog.text
+    assert "device cpu" in summary and "float64" in summary
+    assert "crystal: task gfn1, 12 training / 4 validation structures" in summary
+    assert "molecule: task gfn2, 12 training / 4 validation structures" in summary
+    sources = [r.getMessage() for r in caplog.records if r.getMessage().startswith("database crystal")]
+    assert sources and "energy from info:REF_energy" in sources[0] and "forces from arrays:REF_forces" in sources[0]
+    assert f"θC {count(trainer.model.shared_parameters()):,}" in summary
+    assert f"θT {count(trainer.model.task_embedding_parameters()):,}" in summary
+    shifts = [r.getMessage() for r in caplog.records if "energy shifts" in r.getMessage()]
+    assert [m.split(":")[0] for m in shifts] == ["task gfn1", "task gfn2"]
+    assert "Si " in shifts[0] and " H " in shifts[1]
+    validations = [r.getMessage() for r in caplog.records if "validation" in r.getMessage() and "MAE" in r.getMessage()]
+    assert len(validations) == 2  # initial and end of stage
+    assert all("crystal: E MAE " in m and "molecule: E MAE " in m and "meV/atom" in m and "eV/Å" in m for m in validations)
+    log = (tmp_path / "run" / "train.log").read_text()
+    for record in caplog.records:
+        assert record.getMessage().splitlines()[0] in log
+
+
+def test_cuda_without_cuda_is_a_clear_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="device 'cuda'.*CUDA is not available"):
+        Trainer(load_config(raw=make_run(tmp_path, overrides={"train.device": "cuda"})))
+    assert not (tmp_path / "run").exists()
+
+
 def test_freeze_shared_trains_a_new_task_and_leaves_the_old_channel_untouched(tmp_path):
     for name in ("base", "tune"):
         (tmp_path / name).mkdir()
@@ -175,20 +232,25 @@ def test_freeze_shared_trains_a_new_task_and_leaves_the_old_channel_untouched(tm
 
 
 # ---------------------------------------------------------------------------- NaN handling
-def test_non_finite_loss_skips_steps_then_stops_with_a_clear_message(tmp_path):
-    raw = make_run(tmp_path, overrides={"train.max_bad_steps": 3, "stages.0.steps": 8})
-    trainer = Trainer(load_config(raw=raw))
+def poison_loss(trainer, bad):
+    """Make the loss non-finite on the calls (1-based) for which ``bad(call)`` is true."""
     original = trainer.loss.__call__
     calls = {"n": 0}
 
     def poisoned(prediction, batch):
         calls["n"] += 1
         terms = original(prediction, batch)
-        if calls["n"] in (2,) or calls["n"] >= 5:
+        if bad(calls["n"]):
             terms["energy"].total = terms["energy"].total * float("nan")
         return terms
 
     trainer.loss = type("Poisoned", (), {"__call__": staticmethod(poisoned), "term_weights": trainer.loss.term_weights})()
+
+
+def test_non_finite_loss_skips_steps_then_stops_with_a_clear_message(tmp_path):
+    raw = make_run(tmp_path, overrides={"train.max_bad_steps": 3, "stages.0.steps": 8})
+    trainer = Trainer(load_config(raw=raw))
+    poison_loss(trainer, lambda call: call == 2 or call >= 5)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     with pytest.raises(TrainingDiverged, match="3 consecutive steps had a non-finite loss.*last.pt"):
         trainer.run()
@@ -199,6 +261,29 @@ def test_non_finite_loss_skips_steps_then_stops_with_a_clear_message(tmp_path):
     for value in saved["model"].values():
         assert torch.isfinite(value).all()
     assert any(not torch.equal(before[k], v) for k, v in saved["model"].items())
+
+
+def test_divergence_before_the_first_checkpoint_says_there_is_none(tmp_path):
+    trainer = Trainer(load_config(raw=make_run(tmp_path, overrides={"train.max_bad_steps": 2})))
+    poison_loss(trainer, lambda call: True)
+    with pytest.raises(TrainingDiverged, match="no checkpoint was saved yet") as raised:
+        trainer.run()
+    assert "last.pt" not in str(raised.value)
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+
+def test_skipped_steps_are_counted_in_train_csv_and_reported(tmp_path, caplog):
+    raw = make_run(tmp_path, overrides={"stages.0.steps": 4})
+    trainer = Trainer(load_config(raw=raw))
+    poison_loss(trainer, lambda call: call in (2, 3, 4, 5))
+    with caplog.at_level(logging.INFO, logger="sevenomni"):
+        trainer.run()
+    rows = list(csv.DictReader(open(tmp_path / "run" / "train.csv")))
+    assert [row["skipped_steps"] for row in rows] == ["0", "4", "4", "4"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 3, warnings  # the 1st, 2nd and 4th skip: rate-limited to powers of two
+    assert all("non-finite" in message for message in warnings)
+    assert "skipped steps (non-finite loss or gradient): 4" in caplog.text
 
 
 # ---------------------------------------------------------------------------- resume

@@ -90,16 +90,9 @@ def embeddings(args: argparse.Namespace) -> None:
     print(f"wrote {json_path}, {png_path}")
 
 
-def write_run_plot(run_dir: str | Path, path: str | Path | None = None) -> Path:
-    """Draw a run directory's training curves to ``path`` (default ``RUN_DIR/training.png``)."""
-    from sevenomni.analysis.history import read_history
-    from sevenomni.analysis.plots import training_curves
-
-    run_dir = Path(run_dir)
-    return training_curves(read_history(run_dir), path or run_dir / "training.png", title=f"training: {run_dir}")
-
-
 def plot(args: argparse.Namespace) -> None:
+    from sevenomni.analysis.plots import write_run_plot
+
     print(f"wrote {write_run_plot(args.run_dir, args.out)}")
 
 

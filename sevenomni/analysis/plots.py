@@ -15,7 +15,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from sevenomni.analysis.embeddings import ALL_SITES
-from sevenomni.analysis.history import RunHistory
+from sevenomni.analysis.history import RunHistory, read_history
 
 DPI = 120
 
@@ -241,3 +241,9 @@ def training_curves(history: RunHistory, path: str | os.PathLike, title: str = "
         axes.grid(alpha=0.3)
     figure.suptitle(title or "training")
     return _save(figure, path)
+
+
+def write_run_plot(run_dir: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
+    """Draw a run directory's training curves to ``path`` (default ``RUN_DIR/training.png``)."""
+    run_dir = Path(run_dir)
+    return training_curves(read_history(run_dir), path or run_dir / "training.png", title=f"training: {run_dir}")

@@ -159,9 +159,16 @@ class SevenOmniModel(nn.Module):
         """Map a channel name to (task index for shift/scale, whether θT is dropped).
 
         ``task=None`` is allowed only for a single-task model. ``task="common"`` is the common
-        PES (θT = 0) with the shift and scale of ``shift_from`` (the only task if there is one).
+        PES (θT = 0) with the shift and scale of ``shift_from`` (the only task if there is one);
+        ``shift_from`` with any other channel is an error (a task channel has its own shifts).
         """
-        if task is not None and task.lower() == COMMON_CHANNEL:
+        common = task is not None and task.lower() == COMMON_CHANNEL
+        if shift_from is not None and not common:
+            raise ValueError(
+                f"shift_task {shift_from!r} goes only with the 'common' channel; "
+                "a task's own channel uses its own shift and scale"
+            )
+        if common:
             if shift_from is None and len(self.tasks) > 1:
                 raise ValueError(
                     f"the common channel needs the task whose shift/scale to use; one of {self.tasks}"

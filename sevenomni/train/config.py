@@ -243,3 +243,21 @@ def resolve_paths(paths: str | list[str], base: Path) -> str | list[str]:
     if isinstance(paths, list):
         return [str((base / p).resolve()) for p in paths]
     return str((base / paths).resolve())
+
+
+def save_config(config: RunConfig, path: str | Path) -> None:
+    """Write ``config`` as YAML, every default filled in, that :func:`load_config` reads back to the same run.
+
+    ``run_dir`` and ``cache_dir`` are written absolute, so the file works from any directory.
+    Keys that the config validates as given-but-unused are left out: the architecture beside
+    ``model.init_from`` and ``split.valid_fraction`` beside ``split.valid_path``.
+    """
+    raw = config.model_dump(mode="json")
+    if config.model.init_from is not None:
+        raw["model"] = {"init_from": config.model.init_from}
+    for database in raw["data"]["databases"]:
+        if database["split"]["valid_path"] is not None:
+            del database["split"]["valid_fraction"]
+    raw["train"]["run_dir"] = str(Path(config.train.run_dir).resolve())
+    raw["data"]["cache_dir"] = str(Path(config.data.cache_dir).resolve())
+    Path(path).write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))

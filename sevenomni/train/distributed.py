@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from sevenomni.devices import resolve_device
+
 
 @dataclass
 class DistributedContext:
@@ -56,9 +58,7 @@ def setup_distributed(device: str = "auto") -> DistributedContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    chosen = torch.device(device)
+    chosen = resolve_device(device)
     if chosen.type == "cuda":
         chosen = torch.device("cuda", local_rank if world_size > 1 else (chosen.index or 0))
         torch.cuda.set_device(chosen)

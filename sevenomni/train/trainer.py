@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import signal
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +15,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from sevenomni import __version__
 from sevenomni.checkpoint import TRAINING_STATE_FORMAT, atomic_save, read_training_state, save_checkpoint
 from sevenomni.data.statistics import average_num_neighbors, force_rms
 from sevenomni.loading import load_model
+from sevenomni.logs import FILE_ONLY, log_to_file
 from sevenomni.nn import ModelConfig, SevenOmniModel
-from sevenomni.train.config import RunConfig, StageSection
+from sevenomni.train.config import RunConfig, StageSection, save_config
 from sevenomni.train.curriculum import fit_task_shift, reset_task_embedding
 from sevenomni.train.data import build_databases, plain_loader, stage_loader, stage_sampler
 from sevenomni.train.distributed import DistributedContext, setup_distributed
@@ -24,7 +29,11 @@ from sevenomni.train.logger import MetricsLogger
 from sevenomni.train.loss import EnergyForceStressLoss
 from sevenomni.train.optim import ExponentialMovingAverage, LearningRateSchedule, build_optimizer
 from sevenomni.train.regularization import WeightPenalty, task_embedding_norm
+from sevenomni.train.report import energy_shift_line, final_table, progress_line, start_up_summary, validation_line
+from sevenomni.train.run_directory import locked_run_directory
 from sevenomni.train.state import capture_rng, restore_rng, seed_everything
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(RuntimeError):
@@ -36,18 +45,38 @@ class TrainingInterrupted(RuntimeError):
 
 
 class Trainer:
-    """Runs a :class:`RunConfig`: data, model, stages, validation, checkpoints and logs."""
+    """Runs a :class:`RunConfig`: data, model, stages, validation, checkpoints and logs.
 
-    def __init__(self, config: RunConfig, resume: bool = False, trust_pickle: bool = False):
+    From construction to the end of :meth:`run`, rank 0 holds the run directory (see
+    :func:`locked_run_directory`: an earlier run in it needs ``resume`` or ``overwrite``) and
+    writes the ``sevenomni`` log to its ``train.log``. ``trust_pickle`` lets ``model.init_from``
+    unpickle a SevenNet checkpoint fully (see :func:`sevenomni.load_model`).
+    """
+
+    def __init__(
+        self, config: RunConfig, resume: bool = False, overwrite: bool = False, trust_pickle: bool = False
+    ):
         self.config = config
         self.run_dir = Path(config.train.run_dir)
         if config.train.threads is not None:
             torch.set_num_threads(config.train.threads)
         self.ctx: DistributedContext = setup_distributed(config.train.device)
         self.device = self.ctx.device
-        if self.ctx.is_main:
-            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        self.ctx.barrier()
+        self._held = contextlib.ExitStack()  # the run directory's lock and train.log, released by run()
+        try:
+            if self.ctx.is_main:
+                self._held.enter_context(locked_run_directory(self.run_dir, resume, overwrite))
+                self._held.enter_context(log_to_file(self.run_dir / "train.log"))
+            self.ctx.barrier()
+            self._set_up(resume, trust_pickle)
+            if self.ctx.is_main:  # only once the run can start: a failed start leaves the directory as it was
+                save_config(config, self.run_dir / "config.yaml")
+        except BaseException:
+            self._held.close()
+            raise
+
+    def _set_up(self, resume: bool, trust_pickle: bool) -> None:
+        config = self.config
         seed_everything(config.train.seed)
         # A run started from a checkpoint keeps its tasks (already trained: never re-introduced)
         # and appends the data's new ones; task indices are the model's, not the config's.
@@ -61,7 +90,8 @@ class Trainer:
             config.data.databases, self.tasks, cutoff, Path(config.data.cache_dir), self.ctx, trained
         )
         self.by_name = {d.spec.name: d for d in self.databases}
-        saved = self._read_state(self.run_dir / "checkpoints" / "last.pt") if resume else None
+        saved = read_training_state(self.run_dir / "checkpoints" / "last.pt") if resume else None
+        self.resumed = saved is not None
         if saved is not None:
             self.model = SevenOmniModel(ModelConfig(**saved["model_config"])).to(self.device)
         else:
@@ -99,6 +129,7 @@ class Trainer:
         self._stop_signal: int | None = None
         if saved is not None:
             self._load_state(saved)
+            self.logger.rewind(self.global_step)
 
     # ------------------------------------------------------------------ setup
     def _cutoff(self) -> float:
@@ -164,12 +195,6 @@ class Trainer:
         if self.ctx.is_main:
             atomic_save(self._state(), self.run_dir / "checkpoints" / f"{name}.pt")
 
-    @staticmethod
-    def _read_state(path: Path) -> dict[str, Any]:
-        if not path.is_file():
-            raise FileNotFoundError(f"cannot resume: {path} does not exist")
-        return read_training_state(path)
-
     def _load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -198,8 +223,9 @@ class Trainer:
             count = min(len(subset), self.config.data.statistics_sample)
             indices = np.random.default_rng(self.config.train.seed).choice(len(subset), count, replace=False)
             loader = plain_loader(torch.utils.data.Subset(subset, np.sort(indices)), batch_size=16)
-            fit_task_shift(self.model, loader, database.task_index, self.device)
+            shifts = fit_task_shift(self.model, loader, database.task_index, self.device)
             self.introduced.append(task)
+            self._say(energy_shift_line(task, self.model.elements, shifts, count))
 
     def _stage_length(self, stage: StageSection, batches_per_epoch: int) -> int:
         return stage.steps if stage.steps is not None else stage.epochs * batches_per_epoch
@@ -248,22 +274,44 @@ class Trainer:
     def _handle_signal(self, signum, frame) -> None:
         self._stop_signal = signum
 
+    def _say(self, message: str, level: int = logging.INFO, **kwargs) -> None:
+        """Log on rank 0 only (every rank takes the same steps)."""
+        if self.ctx.is_main:
+            log.log(level, message, **kwargs)
+
     def run(self) -> SevenOmniModel:
         previous = {s: signal.signal(s, self._handle_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            if self.global_step == 0 and self.stage_index == 0:
+            self._say_start()
+            if not self.resumed:
                 self._introduce_tasks(self.config.stages[0])
                 if self.ctx.is_main:
-                    for row in self.validation_metrics():
+                    rows = self.validation_metrics()
+                    for row in rows:
                         self.logger.log("initial", row, 0)
+                    self._say(validation_line("initial validation (step 0)", rows))
             while self.stage_index < len(self.config.stages):
                 self._run_stage(self.config.stages[self.stage_index])
             self._finish()
+        except BaseException as error:
+            # The command line shows the error; train.log keeps it too.
+            self._say(f"{type(error).__name__}: {error}", logging.ERROR, extra=FILE_ONLY)
+            raise
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
             self.logger.close()
+            self._held.close()
         return self.model
+
+    def _say_start(self) -> None:
+        if self.resumed:
+            stage = self.config.stages[min(self.stage_index, len(self.config.stages) - 1)].name
+            self._say(f"sevenomni {__version__}: resuming {self.run_dir} at step {self.global_step} (stage {stage})")
+        else:
+            self._say(f"sevenomni {__version__}: training into {self.run_dir}")
+        for line in start_up_summary(self.model, self.databases, self.device, self.ctx.world_size):
+            self._say(line)
 
     def _run_stage(self, stage: StageSection) -> None:
         config = self.config.train
@@ -279,13 +327,11 @@ class Trainer:
         if resumed is not None:
             self.schedule.load_state_dict(resumed)
             self._resumed_schedule = None
-        progress = tqdm(
-            total=length,
-            initial=self.stage_step,
-            desc=f"stage {stage.name}",
-            disable=not (self.ctx.is_main and config.progress_bar),
-            dynamic_ncols=True,
-        )
+        # A bar on a terminal; elsewhere (a batch job's log) a line every tenth of the stage.
+        bar = self.ctx.is_main and config.progress_bar and sys.stderr.isatty()
+        progress = tqdm(total=length, initial=self.stage_step, desc=f"stage {stage.name}", disable=not bar, dynamic_ncols=True)
+        report_every = max(1, length // 10)
+        started, start_step = time.perf_counter(), self.stage_step
         while self.stage_step < length:
             sampler.set_epoch(self.epoch)
             sampler.load_state_dict({"epoch": self.epoch, "position": self.batches_in_epoch})
@@ -295,11 +341,20 @@ class Trainer:
                 if logged is None:
                     self.bad_steps += 1
                     self.skipped_steps += 1
+                    if self.skipped_steps & (self.skipped_steps - 1) == 0:  # warn at 1, 2, 4, 8, ... skips
+                        self._say(
+                            f"stage {stage.name!r}, step {self.global_step + 1}: non-finite loss or gradient, "
+                            f"step skipped ({self.skipped_steps} skipped so far, {self.bad_steps} in a row; "
+                            f"next warning at {2 * self.skipped_steps})",
+                            logging.WARNING,
+                        )
                     if self.bad_steps >= config.max_bad_steps:
+                        last = self.run_dir / "checkpoints" / "last.pt"
+                        saved = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was saved yet"
                         raise TrainingDiverged(
                             f"{self.bad_steps} consecutive steps had a non-finite loss or gradient "
-                            f"(stage {stage.name!r}, step {self.global_step}); the last good checkpoint is "
-                            f"{self.run_dir / 'checkpoints' / 'last.pt'}. Lower the learning rate or check the data."
+                            f"(stage {stage.name!r}, step {self.global_step}); {saved}. "
+                            "Lower the learning rate or check the data."
                         )
                 else:
                     self.bad_steps = 0
@@ -308,7 +363,11 @@ class Trainer:
                     self.schedule.step()
                     progress.update(1)
                     progress.set_postfix(loss=f"{logged['loss']:.4g}", refresh=False)
-                    self.logger.log("train", {"stage": stage.name, "epoch": self.epoch, **logged}, self.global_step)
+                    if not bar and (self.stage_step % report_every == 0 or self.stage_step == length):
+                        seconds = (time.perf_counter() - started) / (self.stage_step - start_step)
+                        self._say(progress_line(stage.name, self.stage_step, length, logged["loss"], seconds))
+                    row = {"stage": stage.name, "epoch": self.epoch, **logged, "skipped_steps": self.skipped_steps}
+                    self.logger.log("train", row, self.global_step)
                     if config.validate_every and self.global_step % config.validate_every == 0:
                         self._validate(stage)
                     if self.global_step % config.checkpoint_every == 0:
@@ -340,8 +399,7 @@ class Trainer:
         from sevenomni.train.validation import evaluate
 
         rows = []
-        context = self.ema.applied() if self.ema is not None else contextlib.nullcontext()
-        with context:
+        with self._exported_weights():
             for database in self.databases:
                 if database.valid is None or self.tasks[database.task_index] not in self.introduced:
                     continue
@@ -365,6 +423,7 @@ class Trainer:
                 self.logger.log("validation", {"stage": stage.name, "epoch": self.epoch, **row}, self.global_step)
             own = [row[self.config.train.best_metric] for row in rows if row["own"]]
             own = [value for value in own if math.isfinite(value)]
+            best = ""
             if own:
                 metric = float(np.mean(own))
                 if self.schedule is not None:
@@ -372,19 +431,34 @@ class Trainer:
                 if metric < self.best_metric:
                     self.best_metric = metric
                     self.save_state("best")
+                    self._export(self.run_dir / "model_best.pt")
+                    best = " (best so far: model_best.pt)"
+            self._say(validation_line(f"validation at step {self.global_step}", rows) + best)
         self.ctx.barrier()
 
+    def _exported_weights(self) -> contextlib.AbstractContextManager:
+        """The weights that validate and are exported: the EMA's, if enabled."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
+
+    def _export(self, path: Path) -> None:
+        with self._exported_weights():
+            save_checkpoint(self.model, path, global_step=self.global_step)
+
     def _finish(self) -> None:
-        """Export the final model (EMA weights if enabled) and the final metrics."""
+        """Export the final model (EMA weights if enabled), the final metrics and the training curves."""
         if not self.ctx.is_main:
             self.ctx.barrier()
             return
-        context = self.ema.applied() if self.ema is not None else contextlib.nullcontext()
-        with context:
-            save_checkpoint(self.model, self.run_dir / "model.pt", global_step=self.global_step)
+        self._export(self.run_dir / "model.pt")
         last = self._last_validation
         rows = last[1] if last is not None and last[0] == self.global_step else self.validation_metrics()
         for row in rows:
             self.logger.log("final", row, self.global_step)
         self.final_metrics = rows
+        for line in final_table(rows, self.run_dir / "model.pt"):
+            self._say(line)
+        self._say(f"skipped steps (non-finite loss or gradient): {self.skipped_steps}")
+        from sevenomni.analysis.plots import write_run_plot  # a figure of the metrics just written
+
+        self._say(f"training curves: {write_run_plot(self.run_dir)}")
         self.ctx.barrier()

@@ -1,0 +1,79 @@
+"""What a run tells its user, as lines of text: the start-up summary, validations, the final table."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from sevenomni.nn import SevenOmniModel
+from sevenomni.train.data import Database
+
+
+def parameter_count(named: Iterable[tuple[str, torch.nn.Parameter]]) -> int:
+    return sum(parameter.numel() for _, parameter in named)
+
+
+def start_up_summary(
+    model: SevenOmniModel, databases: list[Database], device: torch.device, world_size: int
+) -> list[str]:
+    """Device, dtype, tasks, parameter counts (θC shared, θT task embeddings) and the databases."""
+    processes = f" × {world_size} processes" if world_size > 1 else ""
+    return [
+        f"device {device}{processes}, dtype {model.config.dtype}",
+        f"tasks: {', '.join(model.tasks)}",
+        (
+            f"parameters: θC {parameter_count(model.shared_parameters()):,} shared, "
+            f"θT {parameter_count(model.task_embedding_parameters()):,} in task embeddings, "
+            f"{parameter_count(model.named_parameters()):,} in all"
+        ),
+        *(database_line(database, model.tasks) for database in databases),
+    ]
+
+
+def database_line(database: Database, tasks: list[str]) -> str:
+    """A database's task, sizes and where each of its labels came from (the stores' ``label_sources``)."""
+    valid = 0 if database.valid is None else len(database.valid)
+    sources = ", ".join(f"{label} from {source}" for label, source in database.train.label_sources.items())
+    return (
+        f"database {database.spec.name}: task {tasks[database.task_index]}, "
+        f"{len(database.train)} training / {valid} validation structures; {sources or 'no labels'}"
+    )
+
+
+def energy_shift_line(task: str, elements: list[str], shifts: np.ndarray, structures: int) -> str:
+    """A newly introduced task's fitted per-element energy shifts (elements absent from the fit keep 0)."""
+    fitted = ", ".join(f"{element} {shift:.3f}" for element, shift in zip(elements, shifts) if shift != 0)
+    return f"task {task}: energy shifts fitted on {structures} structures (eV per atom): {fitted}"
+
+
+def validation_line(label: str, rows: list[dict[str, Any]]) -> str:
+    """The headline errors of a validation: each database on its own channel."""
+    errors = [
+        f"{row['database']}: E MAE {row['energy_mae']:.2f} meV/atom, F MAE {row['forces_mae']:.4f} eV/Å"
+        for row in rows
+        if row["own"]
+    ]
+    return f"{label}: {'; '.join(errors)}"
+
+
+def final_table(rows: list[dict[str, Any]], model_path: Path) -> list[str]:
+    """Every validation row of the exported model."""
+    lines = [
+        f"final validation ({model_path}):",
+        f"{'database':<24}{'channel':<16}{'E MAE meV/at':>14}{'F MAE eV/Å':>12}{'F RMSE eV/Å':>13}{'σ MAE eV/Å³':>13}",
+    ]
+    for row in rows:
+        lines.append(
+            f"{row['database']:<24}{row['channel']:<16}{row['energy_mae']:>14.2f}"
+            f"{row['forces_mae']:>12.4f}{row['forces_rmse']:>13.4f}{row['stress_mae']:>13.5f}"
+        )
+    return lines
+
+
+def progress_line(stage: str, step: int, length: int, loss: float, seconds_per_step: float) -> str:
+    """Progress through a stage, for output that is no terminal (a batch job's log) instead of a bar."""
+    return f"stage {stage}: step {step}/{length} ({100 * step / length:.0f}%), loss {loss:.4g}, {seconds_per_step:.3g} s/step"
