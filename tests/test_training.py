@@ -349,27 +349,6 @@ def test_cli_run_is_killed_mid_epoch_and_resumed(tmp_path):
     assert "final validation" in result.stdout
 
 
-# ---------------------------------------------------------------------------- DDP
-def test_torchrun_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
-    raw = make_run(tmp_path, overrides={"stages.0.steps": 3, "data.sampling.batch_size": 6})
-    single_dir = tmp_path / "single"
-    raw_single = {**raw, "train": {**raw["train"], "run_dir": str(single_dir)}}
-    Trainer(load_config(raw=raw_single)).run()
-    raw_ddp = {**raw, "train": {**raw["train"], "run_dir": str(tmp_path / "ddp")}}
-    config = write_config(raw_ddp, tmp_path / "ddp.yaml")
-    torchrun = shutil.which("torchrun") or f"{sys.executable} -m torch.distributed.run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [*torchrun.split(), "--standalone", "--nproc_per_node=2", "-m", "sevenomni.cli", "train", str(config)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert_same_weights(weights(single_dir / "model.pt"), weights(tmp_path / "ddp" / "model.pt"), atol=1e-10)
-
-
 # ---------------------------------------------------------------------------- the real thing
 def test_two_task_cli_run_lowers_validation_force_error_threefold(tmp_path):
     """Crystals at GFN1 and molecules at GFN2 from the bundled data, trained from the CLI.

@@ -96,6 +96,8 @@ class OptimizerSection(StrictModel):
 
 
 class TrainSection(StrictModel):
+    """How to train: optimizer, loss, regularization, schedule, checkpoints and logging."""
+
     seed: int = 0
     run_dir: str = "runs/run"
     device: str = "auto"
@@ -110,7 +112,11 @@ class TrainSection(StrictModel):
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     ema_decay: float | None = Field(None, gt=0, lt=1)
-    mixed_precision: bool = False
+    mixed_precision: bool = Field(
+        False,
+        description="bf16 autocast; not supported yet: e3nn's linears and tensor products fail on mixed "
+        "bf16/float32 operands (tensordot), on CPU and CUDA alike",
+    )
     validate_every: int = Field(0, ge=0, description="steps between validations; 0 = every epoch/stage end")
     checkpoint_every: int = Field(50, ge=1)
     best_metric: str = "forces_mae"
@@ -118,6 +124,16 @@ class TrainSection(StrictModel):
     max_bad_steps: int = Field(20, ge=1)
     progress_bar: bool = True
     wandb: dict[str, Any] | None = None
+
+    @field_validator("mixed_precision")
+    @classmethod
+    def _no_mixed_precision_yet(cls, enabled: bool) -> bool:
+        if enabled:
+            raise ValueError(
+                "bf16 mixed precision is not supported yet: e3nn's linears and tensor products fail on mixed "
+                "bf16/float32 operands; train in float32 (model.dtype)"
+            )
+        return enabled
 
 
 class StageSection(StrictModel):

@@ -98,7 +98,11 @@ def build_databases(
 
 
 class RankSlice(torch.utils.data.Sampler):
-    """This rank's share of each global batch: items rank, rank + W, rank + 2W, ..."""
+    """This rank's share of each global batch: items rank, rank + W, rank + 2W, ...
+
+    A global batch with fewer structures than ranks (an epoch's last short batch, a large
+    structure alone under ``max_atoms``) leaves some ranks an empty share; they still step.
+    """
 
     def __init__(self, batches: MultiDatabaseSampler, rank: int, world_size: int):
         self.batches, self.rank, self.world_size = batches, rank, world_size
@@ -109,6 +113,16 @@ class RankSlice(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+class RankBatchCollate:
+    """Collate a rank's share of a global batch; an empty share becomes ``None`` (see ``Trainer._train_step``)."""
+
+    def __init__(self, collate_fn):
+        self.collate_fn = collate_fn
+
+    def __call__(self, graphs):
+        return self.collate_fn(graphs) if graphs else None
 
 
 def stage_sampler(databases: list[Database], ratios: dict[str, float] | None, sampling: SamplingSpec) -> MultiDatabaseSampler:
@@ -127,7 +141,7 @@ def stage_loader(
     return DataLoader(
         ConcatDataset([d.train for d in databases]),
         batch_sampler=RankSlice(sampler, ctx.rank, ctx.world_size),
-        collate_fn=worker_collate if num_workers else collate,
+        collate_fn=RankBatchCollate(worker_collate if num_workers else collate),
         num_workers=num_workers,
         persistent_workers=False,
     )

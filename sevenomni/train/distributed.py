@@ -25,24 +25,51 @@ class DistributedContext:
     def enabled(self) -> bool:
         return self.world_size > 1
 
+    def check_device(self, tensor: torch.Tensor, collective: str) -> None:
+        """A collective's tensor must live on this process's training device (NCCL takes GPU tensors only)."""
+        if not same_device(tensor.device, self.device):
+            raise RuntimeError(
+                f"{collective}: got a tensor on {tensor.device}, but this process trains on {self.device}; "
+                "create it on the training device"
+            )
+
     def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum over ranks (in place); identity in a single process."""
         if self.enabled:
+            self.check_device(tensor, "all_sum")
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
     def sum_gradients(self, parameters) -> None:
-        """Sum gradients over ranks with one flat buffer per call."""
+        """Sum the gradients of ``parameters`` over ranks, with one flat buffer per call.
+
+        Every rank passes the same parameters, whichever have a gradient here (a rank whose batch
+        is empty, or that used no stress, has fewer): a missing gradient counts as zero, and a
+        parameter that no rank has a gradient for keeps ``grad = None`` (as in one process, so the
+        optimizer skips it there too).
+        """
         if not self.enabled:
             return
-        grads = [p.grad for p in parameters if p.grad is not None]
-        if grads:
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-            offset = 0
-            for g in grads:
-                g.copy_(flat[offset : offset + g.numel()].view_as(g))
-                offset += g.numel()
+        parameters = list(parameters)
+        if not parameters:
+            return
+        for parameter in parameters:
+            self.check_device(parameter if parameter.grad is None else parameter.grad, "sum_gradients")
+        pieces = [p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in parameters]
+        present = torch.tensor([p.grad is not None for p in parameters], dtype=pieces[0].dtype, device=self.device)
+        flat = torch.cat([*pieces, present])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        anywhere = flat[-len(parameters) :] > 0
+        offset = 0
+        for parameter, used in zip(parameters, anywhere.tolist()):
+            summed = flat[offset : offset + parameter.numel()].view_as(parameter)
+            offset += parameter.numel()
+            if not used:
+                parameter.grad = None
+            elif parameter.grad is None:
+                parameter.grad = summed.clone()
+            else:
+                parameter.grad.copy_(summed)
 
     def barrier(self) -> None:
         if self.enabled:
@@ -65,3 +92,13 @@ def setup_distributed(device: str = "auto") -> DistributedContext:
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
     return DistributedContext(rank, world_size, chosen)
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Equal devices, an index-less CUDA device counting as the current one."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda" or a.index == b.index:
+        return True
+    current = torch.cuda.current_device()
+    return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)

@@ -32,7 +32,8 @@ class EnergyForceStressLoss:
 
     ``database_weights`` is a [n_databases, 3] tensor of per-database (energy, forces, stress)
     weights. Terms come back as sums with their counts so a distributed run can normalize by
-    the global count.
+    the global count; every term is always there, in the order of :attr:`term_weights` (zero sum
+    and count for a quantity not predicted), so every rank reduces the same counts.
     """
 
     def __init__(self, config: LossSection, database_weights: torch.Tensor):
@@ -43,12 +44,17 @@ class EnergyForceStressLoss:
     def term_weights(self) -> dict[str, float]:
         return {"energy": self.config.energy, "forces": self.config.forces, "stress": self.config.stress}
 
+    def nothing(self, device: torch.device, dtype: torch.dtype) -> dict[str, LossTerm]:
+        """The terms of an empty batch (a rank with no share of a small global batch)."""
+        zero = torch.zeros((), device=device, dtype=dtype)
+        return {name: LossTerm(zero, zero) for name in self.term_weights}
+
     def __call__(self, prediction: dict[str, torch.Tensor], batch) -> dict[str, LossTerm]:
         kind, delta = self.config.kind, self.config.huber_delta
         weights = self.database_weights.to(prediction["energy"].device)[batch.database.view(-1)]
         dtype = prediction["energy"].dtype
         num_atoms = batch.num_atoms.to(dtype)
-        terms = {}
+        terms = self.nothing(prediction["energy"].device, dtype)
 
         mask = batch.has_energy.view(-1).to(dtype)
         error = (prediction["energy"] - batch.energy.view(-1).to(dtype)) / num_atoms

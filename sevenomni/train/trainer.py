@@ -114,7 +114,6 @@ class Trainer:
         )
         self.loss = EnergyForceStressLoss(config.train.loss, weights)
         self.ema = ExponentialMovingAverage(self.model, config.train.ema_decay) if config.train.ema_decay else None
-        self.scaler_enabled = config.train.mixed_precision and self.device.type == "cuda"
         self.logger = MetricsLogger(
             self.run_dir, config.train.wandb, config.model_dump(mode="json"), enabled=self.ctx.is_main
         )
@@ -232,32 +231,41 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def _train_step(self, batch) -> dict[str, float] | None:
-        """One optimizer step; None if the loss or gradients were not finite (step skipped)."""
+        """One optimizer step; None if the loss or gradients were not finite (step skipped).
+
+        ``batch`` is None on a rank with no share of the global batch: it still takes part in
+        every collective (zero counts, only the penalty's gradient), so no rank waits forever.
+        Every rank calls the same collectives in the same order with tensors on the training
+        device, and all ranks agree to skip or to step.
+        """
         model, config = self.model, self.config.train
-        batch = batch.to(self.device)
-        want_stress = config.loss.stress > 0 and bool(batch.has_stress.any())
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if self.scaler_enabled else contextlib.nullcontext()
-        with autocast:
-            prediction = model(batch, compute_forces=config.loss.forces > 0, compute_stress=want_stress, create_graph=True)
-        terms = self.loss(prediction, batch)
+        if batch is None:
+            terms = self.loss.nothing(self.device, model.dtype)
+        else:
+            batch = batch.to(self.device)
+            want_stress = config.loss.stress > 0 and bool(batch.has_stress.any())
+            prediction = model(
+                batch, compute_forces=config.loss.forces > 0, compute_stress=want_stress, create_graph=True
+            )
+            terms = self.loss(prediction, batch)
         counts = torch.stack([term.count for term in terms.values()]).detach().double()
         self.ctx.all_sum(counts)
         loss = self.penalty() / self.ctx.world_size
         logged = {}
-        for (name, term), count in zip(terms.items(), counts):
-            contribution = term.total / max(float(count), 1.0)
+        for (name, term), count in zip(terms.items(), counts.tolist()):
+            contribution = term.total / max(count, 1.0)
             loss = loss + self.loss.term_weights[name] * contribution
             logged[f"loss_{name}"] = float(contribution.detach())
         self.optimizer.zero_grad(set_to_none=True)
-        finite = torch.tensor([float(torch.isfinite(loss).item())], dtype=torch.float64)
-        if finite.item():
-            loss.backward()
-            trainable = [p for p in model.parameters() if p.requires_grad]
-            self.ctx.sum_gradients(trainable)
-            finite[0] = float(all(torch.isfinite(p.grad).all() for p in trainable if p.grad is not None))
-        # Every rank must agree to skip or to step.
+        finite = torch.isfinite(loss.detach()).to(torch.float64).reshape(1)
         self.ctx.all_sum(finite)
         if finite.item() < self.ctx.world_size:
+            return None
+        if loss.requires_grad:
+            loss.backward()
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.ctx.sum_gradients(trainable)  # after it, every rank holds the same gradients
+        if not all(bool(torch.isfinite(p.grad).all()) for p in trainable if p.grad is not None):
             self.optimizer.zero_grad(set_to_none=True)
             return None
         if config.optimizer.grad_clip is not None:
