@@ -78,6 +78,14 @@ def _limits(points: np.ndarray) -> tuple[float, float]:
     return low - pad, high + pad
 
 
+def _boxed_note(axes, text: str) -> None:
+    """A boxed note in the upper left corner of ``axes``."""
+    axes.text(
+        0.03, 0.97, text, transform=axes.transAxes, va="top", fontsize=9,
+        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.8"},
+    )
+
+
 def parity(
     database: str, channel: str, samples: dict[str, np.ndarray], metrics: dict, path: str | os.PathLike
 ) -> Path:
@@ -89,12 +97,10 @@ def parity(
     if len(energy):
         energy_axes.scatter(energy[:, 0], energy[:, 1], s=10, alpha=0.7, edgecolors="none")
         _identity(energy_axes, *_limits(energy))
-        energy_axes.text(
-            0.03, 0.97,
+        _boxed_note(
+            energy_axes,
             f"MAE {metrics['energy_mae']:.1f} meV/atom\nRMSE {metrics['energy_rmse']:.1f} meV/atom\n"
             f"cMAE {metrics['energy_cmae']:.1f} meV/atom\n{len(energy)} structures",
-            transform=energy_axes.transAxes, va="top", fontsize=9,
-            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.8"},
         )
     else:
         energy_axes.text(0.5, 0.5, "no energy labels", ha="center", transform=energy_axes.transAxes)
@@ -113,12 +119,10 @@ def parity(
         force_axes.plot([low, high], [scale * low, scale * high], "--", color="tab:red", linewidth=1.0,
                         label=f"slope {scale:.3f}")
         force_axes.legend(loc="lower right", fontsize=9)
-        force_axes.text(
-            0.03, 0.97,
+        _boxed_note(
+            force_axes,
             f"MAE {metrics['forces_mae']:.3f} eV/Å\nRMSE {metrics['forces_rmse']:.3f} eV/Å\n"
             f"softening scale {scale:.3f}\n{len(forces)} components shown",
-            transform=force_axes.transAxes, va="top", fontsize=9,
-            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "0.8"},
         )
     else:
         force_axes.text(0.5, 0.5, "no force labels", ha="center", transform=force_axes.transAxes)
