@@ -121,7 +121,10 @@ class Interaction(nn.Module):
         self.self_connection = SelfConnection(self.irreps_in, irreps_species, pre_gate, self_connection)
         self.si1 = TaskLinear(self.irreps_in, self.irreps_in, num_tasks_si1)
         self.conv = Convolution(self.irreps_in, irreps_sh, pre_gate, num_radial, radial_mlp, denominator)
-        self.si2 = TaskLinear(self.conv.irreps_out, pre_gate, num_tasks_si2)
+        # SI-2 reads the convolution output with the blocks of one irrep merged: one linear path per
+        # irrep instead of one per tensor-product path. The features' flat layout is the same, and as
+        # the gate input holds each irrep once, so is the flat weight layout (older files load as-is).
+        self.si2 = TaskLinear(self.conv.irreps_out.simplify(), pre_gate, num_tasks_si2)
 
     def forward(
         self,
