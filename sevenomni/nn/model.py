@@ -13,6 +13,7 @@ from sevenomni.data.graph import MIN_CELL_VOLUME
 from sevenomni.nn.config import COMMON_CHANNEL, ModelConfig
 from sevenomni.nn.interaction import Interaction
 from sevenomni.nn.radial import BesselBasis, PolynomialCutoff, XPLORCutoff
+from sevenomni.nn.slicing import split_slices_in
 from sevenomni.nn.task import EnergyScale, TaskEmbedding, TaskEnergyScale, TaskLinear, TaskShift, TaskSpecific
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -48,6 +49,7 @@ class SevenOmniModel(nn.Module):
             self._build(config)
         finally:
             torch.set_default_dtype(previous_default)
+        split_slices_in(self)
         self.to(dtype)
 
     def _build(self, config: ModelConfig) -> None:
