@@ -15,6 +15,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from sevenomni.data.graph import MIN_CELL_VOLUME, atoms_to_graph, collate
 from sevenomni.loading import load_model
 from sevenomni.nn import SevenOmniModel
+from sevenomni.nn.backend import TPBackend
 from sevenomni.nn.model import DTYPES
 
 
@@ -87,10 +88,13 @@ class SevenOmniCalculator(Calculator):
     ``task`` matches the model's task names case-insensitively; ``"common"`` selects the common
     PES (θT = 0) with the energy shift/scale of ``shift_task``. A single-task model needs no task.
     Stress is reported for structures with a periodic cell of non-zero volume. ``model`` is a model
-    or anything :func:`~sevenomni.load_model` takes; ``trust_pickle`` as there.
+    or anything :func:`~sevenomni.load_model` takes; ``trust_pickle`` and ``tp_backend`` as there. A
+    keyword the calculator does not know is an error (TypeError), never silently ignored.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+    # Keywords of ASE's Calculator that this calculator passes on; any other unknown keyword is an error.
+    ase_keywords = ("atoms", "directory", "label")
 
     def __init__(
         self,
@@ -100,11 +104,22 @@ class SevenOmniCalculator(Calculator):
         dtype: str | None = None,
         shift_task: str | None = None,
         trust_pickle: bool = False,
+        tp_backend: TPBackend | None = None,
         **kwargs,
     ):
+        unknown = sorted(set(kwargs) - set(self.ase_keywords))
+        if unknown:
+            raise TypeError(
+                f"SevenOmniCalculator got unknown keyword(s) {unknown}; it takes model, task, device, dtype, "
+                f"shift_task, trust_pickle, tp_backend and ASE's {list(self.ase_keywords)}"
+            )
         super().__init__(**kwargs)
         if not isinstance(model, SevenOmniModel):
             model = load_model(model, trust_pickle=trust_pickle)
+        elif tp_backend is not None:
+            model = copy.deepcopy(model)
+        if tp_backend is not None:
+            model.set_tp_backend(tp_backend)
         if dtype is not None:
             if dtype not in DTYPES:
                 raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")

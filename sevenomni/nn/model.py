@@ -10,6 +10,7 @@ from e3nn import o3
 from torch import nn
 
 from sevenomni.data.graph import MIN_CELL_VOLUME
+from sevenomni.nn.backend import check_backend
 from sevenomni.nn.config import COMMON_CHANNEL, ModelConfig
 from sevenomni.nn.interaction import Interaction
 from sevenomni.nn.radial import BesselBasis, PolynomialCutoff, XPLORCutoff
@@ -51,6 +52,7 @@ class SevenOmniModel(nn.Module):
             torch.set_default_dtype(previous_default)
         split_slices_in(self)
         self.to(dtype)
+        self.set_tp_backend(config.tp_backend)
 
     def _build(self, config: ModelConfig) -> None:
         num_species, num_tasks = len(config.elements), len(config.tasks)
@@ -102,6 +104,14 @@ class SevenOmniModel(nn.Module):
         self.energy_shift = TaskShift(num_tasks, num_species)
         scale_class = TaskEnergyScale if config.scale_per_task else EnergyScale
         self.energy_scale = scale_class(num_tasks if config.scale_per_task else 1, num_species, config.scale_per_element)
+
+    def set_tp_backend(self, backend: str) -> "SevenOmniModel":
+        """Compute the convolutions with ``backend`` (``e3nn``, ``cueq``, ``auto``); the weights stay as they are."""
+        check_backend(backend)
+        for layer in self.layers:
+            layer.conv.set_backend(backend)
+        self.config = self.config.model_copy(update={"tp_backend": backend})
+        return self
 
     # ------------------------------------------------------------------ parameters by role
     @property
