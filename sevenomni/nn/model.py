@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -11,6 +12,7 @@ from torch import nn
 
 from sevenomni.data.graph import MIN_CELL_VOLUME
 from sevenomni.nn.backend import check_backend
+from sevenomni.nn.compiled import DOUBLE_BACKWARD_FALLBACK, compiled_atomic_energies
 from sevenomni.nn.config import COMMON_CHANNEL, ModelConfig
 from sevenomni.nn.interaction import Interaction
 from sevenomni.nn.radial import BesselBasis, PolynomialCutoff, XPLORCutoff
@@ -53,6 +55,7 @@ class SevenOmniModel(nn.Module):
         split_slices_in(self)
         self.to(dtype)
         self.set_tp_backend(config.tp_backend)
+        self.compiled = False
 
     def _build(self, config: ModelConfig) -> None:
         num_species, num_tasks = len(config.elements), len(config.tasks)
@@ -196,6 +199,30 @@ class SevenOmniModel(nn.Module):
         return species
 
     # ------------------------------------------------------------------ forward
+    def atomic_energies(
+        self,
+        edge_vec: torch.Tensor,
+        edge_index: torch.Tensor,
+        species: torch.Tensor,
+        node_task: torch.Tensor,
+        theta_task: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The network: edge vectors → energy of each atom (``theta_task=None``: θT dropped)."""
+        edge_len = edge_vec.norm(dim=-1)
+        edge_radial = self.radial_basis(edge_len) * self.envelope(edge_len).unsqueeze(-1)
+        edge_sh = self.spherical_harmonics(edge_vec)
+        species_onehot = torch.nn.functional.one_hot(species, len(self.elements)).to(edge_vec.dtype)
+        x = self.species_embedding(species_onehot)
+        for layer in self.layers:
+            x = layer(x, species_onehot, edge_index, edge_sh, edge_radial, theta_task)
+        atomic = self.readout_energy(self.readout_hidden(x, theta_task)).squeeze(-1)
+        return self.energy_scale(species, node_task) * atomic + self.energy_shift(species, node_task)
+
+    def set_compiled(self, compiled: bool = True) -> "SevenOmniModel":
+        """Run :meth:`atomic_energies` through ``torch.compile`` (see :mod:`sevenomni.nn.compiled`)."""
+        self.compiled = bool(compiled)
+        return self
+
     def forward(
         self,
         graph,
@@ -235,23 +262,20 @@ class SevenOmniModel(nn.Module):
         sender, receiver = graph.edge_index
         lattice_offset = torch.bmm(graph.cell_shift.to(torch.float64).unsqueeze(1), cell[batch[receiver]]).squeeze(1)
         edge_vec = (positions[sender] - positions[receiver] + lattice_offset).to(dtype)
-        edge_len = edge_vec.norm(dim=-1)
-        edge_radial = self.radial_basis(edge_len) * self.envelope(edge_len).unsqueeze(-1)
-        edge_sh = self.spherical_harmonics(edge_vec)
 
-        species_onehot = torch.nn.functional.one_hot(species, len(self.elements)).to(dtype)
-        x = self.species_embedding(species_onehot)
-        theta_task = None if common else node_task
-        for layer in self.layers:
-            x = layer(x, species_onehot, graph.edge_index, edge_sh, edge_radial, theta_task)
-        atomic = self.readout_energy(self.readout_hidden(x, theta_task)).squeeze(-1)
-        atomic = self.energy_scale(species, node_task) * atomic + self.energy_shift(species, node_task)
+        if create_graph is None:
+            create_graph = self.training
+        network = self.atomic_energies
+        if self.compiled:
+            if create_graph and inputs:
+                warnings.warn(DOUBLE_BACKWARD_FALLBACK, stacklevel=2)
+            else:
+                network = compiled_atomic_energies(self)
+        atomic = network(edge_vec, graph.edge_index, species, node_task, None if common else node_task)
         energy = atomic.new_zeros(num_graphs).index_add(0, batch, atomic)
         out = {"energy": energy, "atomic_energies": atomic}
 
         if inputs:
-            if create_graph is None:
-                create_graph = self.training
             grads = torch.autograd.grad(
                 energy.sum(), inputs, create_graph=create_graph, allow_unused=True
             )

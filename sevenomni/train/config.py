@@ -113,6 +113,9 @@ class TrainSection(StrictModel):
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     ema_decay: float | None = Field(None, gt=0, lt=1)
     mixed_precision: bool = False
+    compile: bool = Field(
+        False, description="torch.compile the network; force/stress training steps stay eager (double backward)"
+    )
     validate_every: int = Field(0, ge=0, description="steps between validations; 0 = every epoch/stage end")
     checkpoint_every: int = Field(50, ge=1)
     best_metric: str = "forces_mae"
