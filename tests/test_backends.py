@@ -140,3 +140,16 @@ def test_cuda_kernels_equal_e3nn(dtype):
     graph = batch(model, [structures()["triclinic"], structures()["slab"]], device="cuda")
     assert_backends_agree(model, graph, dtype, backends=("e3nn", "auto"))
     assert model.layers[0].conv.cue.kernel is not None
+
+
+def test_training_config_names_backend_and_compile():
+    from pydantic import ValidationError
+
+    from sevenomni.train.config import ModelSection, TrainSection
+
+    assert ModelSection(init_from="runs/x/model.pt", tp_backend="e3nn").tp_backend == "e3nn"
+    with pytest.raises(ValidationError, match="tp_backend"):
+        ModelSection(tp_backend="cuda")
+    assert TrainSection(compile=True).compile
+    with pytest.raises(ValidationError, match="init_from"):
+        ModelSection(init_from="runs/x/model.pt", channels=8)
