@@ -21,6 +21,7 @@ from e3nn import o3
 from torch import nn
 
 from sevenomni.nn.backend import cueq_kernels_installed
+from sevenomni.nn.slicing import cat, split_slices_in
 
 
 def _blocks(irreps: o3.Irreps) -> list[tuple[int, int]]:
@@ -30,7 +31,7 @@ def _blocks(irreps: o3.Irreps) -> list[tuple[int, int]]:
 def to_ir_mul(x: torch.Tensor, blocks: list[tuple[int, int]]) -> torch.Tensor:
     """Features in e3nn's ``mul_ir`` layout → ``ir_mul`` (each [mul, dim] block stored as [dim, mul])."""
     pieces = x.split([mul * dim for mul, dim in blocks], dim=-1)
-    return torch.cat(
+    return cat(
         [p.reshape(-1, mul, dim).transpose(1, 2).reshape(-1, mul * dim) for p, (mul, dim) in zip(pieces, blocks)],
         dim=-1,
     )
@@ -39,7 +40,7 @@ def to_ir_mul(x: torch.Tensor, blocks: list[tuple[int, int]]) -> torch.Tensor:
 def to_mul_ir(x: torch.Tensor, blocks: list[tuple[int, int]]) -> torch.Tensor:
     """The inverse of :func:`to_ir_mul`."""
     pieces = x.split([mul * dim for mul, dim in blocks], dim=-1)
-    return torch.cat(
+    return cat(
         [p.reshape(-1, dim, mul).transpose(1, 2).reshape(-1, mul * dim) for p, (mul, dim) in zip(pieces, blocks)],
         dim=-1,
     )
@@ -100,6 +101,7 @@ class CueChannelwiseConvolution(nn.Module):
 
         self.in_blocks, self.out_blocks = _blocks(tp.irreps_in1), _blocks(tp.irreps_out)
         self.fallback = cuet.SegmentedPolynomial(channelwise_polynomial(tp, for_kernel=False), method="naive")
+        split_slices_in(self.fallback)
         self.kernel = None
         if cueq_kernels_installed():
             self.kernel = cuet.SegmentedPolynomial(channelwise_polynomial(tp, for_kernel=True), method="uniform_1d")
