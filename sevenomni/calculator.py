@@ -23,6 +23,7 @@ from sevenomni.data.graph import (
 from sevenomni.devices import resolve_device
 from sevenomni.loading import load_model
 from sevenomni.nn import SevenOmniModel
+from sevenomni.nn.backend import TPBackend
 from sevenomni.nn.model import DTYPES
 
 
@@ -113,10 +114,15 @@ class SevenOmniCalculator(Calculator):
     ``task`` matches the model's task names case-insensitively; ``"common"`` selects the common
     PES (θT = 0) with the energy shift/scale of ``shift_task``. A single-task model needs no task.
     Stress is reported for structures with a periodic cell of non-zero volume. ``model`` is a model
-    or anything :func:`~sevenomni.load_model` takes; ``trust_pickle`` as there.
+    or anything :func:`~sevenomni.load_model` takes; ``trust_pickle`` and ``tp_backend`` as there.
+    ``compile=True`` runs the network through ``torch.compile`` (:mod:`sevenomni.nn.compiled`: the
+    first call compiles, later calculators reuse it). A keyword the calculator does not know is an
+    error (TypeError), never silently ignored.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+    # Keywords of ASE's Calculator that this calculator passes on; any other unknown keyword is an error.
+    ase_keywords = ("atoms", "directory", "label")
 
     def __init__(
         self,
@@ -126,11 +132,24 @@ class SevenOmniCalculator(Calculator):
         dtype: str | None = None,
         shift_task: str | None = None,
         trust_pickle: bool = False,
+        tp_backend: TPBackend | None = None,
+        compile: bool = False,
         **kwargs,
     ):
+        unknown = sorted(set(kwargs) - set(self.ase_keywords))
+        if unknown:
+            raise TypeError(
+                f"SevenOmniCalculator got unknown keyword(s) {unknown}; it takes model, task, device, dtype, "
+                f"shift_task, trust_pickle, tp_backend, compile and ASE's {list(self.ase_keywords)}"
+            )
         super().__init__(**kwargs)
         if not isinstance(model, SevenOmniModel):
             model = load_model(model, trust_pickle=trust_pickle)
+        elif tp_backend is not None or compile != model.compiled:
+            model = copy.deepcopy(model)
+        if tp_backend is not None:
+            model.set_tp_backend(tp_backend)
+        model.set_compiled(compile)
         if dtype is not None:
             if dtype not in DTYPES:
                 raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")

@@ -24,6 +24,7 @@ from sevenomni.checkpoint import (
 )
 from sevenomni.interop import sevenn
 from sevenomni.nn import SevenOmniModel
+from sevenomni.nn.backend import TPBackend, check_backend
 
 RUN_MODEL_FILE = "model.pt"
 
@@ -41,23 +42,29 @@ def resolve_model_source(source: str | os.PathLike) -> Path | str:
     return source
 
 
-def load_model(source: str | os.PathLike, trust_pickle: bool = False) -> SevenOmniModel:
+def load_model(
+    source: str | os.PathLike, trust_pickle: bool = False, tp_backend: TPBackend | None = None
+) -> SevenOmniModel:
     """The model in ``source`` (see the module docstring), in evaluation mode.
 
     ``trust_pickle=True`` lets a SevenNet checkpoint that references Python objects beyond plain
     data be unpickled fully — that can run arbitrary code; never needed for sevenomni's own files.
+    ``tp_backend`` (``e3nn``, ``cueq``, ``auto``) overrides the tensor-product backend the file names.
     """
+    if tp_backend is not None:
+        check_backend(tp_backend)
     source = resolve_model_source(source)
-    if sevenn.is_sevenn_shortcut(source):
-        return sevenn.load_sevenn_model(source, trust_pickle=trust_pickle)
     path = Path(source)
-    if sevenn.is_sevenn_checkpoint(path):
-        return sevenn.load_sevenn_model(path, trust_pickle=trust_pickle)
-    record = load_archive(path, "sevenomni model")
-    if isinstance(record, dict) and record.get("format") == TRAINING_STATE_FORMAT:
-        model = model_from_training_state(record, str(path))
+    if sevenn.is_sevenn_shortcut(source) or sevenn.is_sevenn_checkpoint(path):
+        model = sevenn.load_sevenn_model(source, trust_pickle=trust_pickle)
     else:
-        model = model_from_record(check_model_record(record, path), str(path))
+        record = load_archive(path, "sevenomni model")
+        if isinstance(record, dict) and record.get("format") == TRAINING_STATE_FORMAT:
+            model = model_from_training_state(record, str(path))
+        else:
+            model = model_from_record(check_model_record(record, path), str(path))
+    if tp_backend is not None:
+        model.set_tp_backend(tp_backend)
     return model.eval()
 
 

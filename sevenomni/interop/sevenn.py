@@ -560,14 +560,9 @@ class _Mapper:
         self.target[key] = value.reshape(expected.shape).to(expected.dtype).clone()
 
     # --- the pieces -------------------------------------------------------------------------
-    def task_linear(
-        self, ours_prefix: str, theirs: str, task_linear, with_modal: bool, irreps_in: o3.Irreps | None = None
-    ) -> None:
-        """A SevenNet IrrepsLinear (optionally with the modal one-hot appended) → TaskLinear.
-
-        ``irreps_in`` is how SevenNet labels the input (the same layout as ours, maybe simplified).
-        """
-        irreps_in = task_linear.irreps_in if irreps_in is None else irreps_in
+    def task_linear(self, ours_prefix: str, theirs: str, task_linear, with_modal: bool) -> None:
+        """A SevenNet IrrepsLinear (optionally with the modal one-hot appended) → TaskLinear."""
+        irreps_in = task_linear.irreps_in
         if with_modal:
             irreps_in = irreps_in + o3.Irreps(f"{self.num_modal}x0e")
         matrices = _effective_linear(irreps_in, task_linear.irreps_out, self.take(f"{theirs}.linear.weight"))
@@ -764,15 +759,15 @@ def sevenn_to_model(
             creation, _, _ = _creation_order(irreps["in"], irreps["filter"], irreps["tp_filter"])
             mapper.radial_net(f"{ours}.conv", f"{t}_convolution", layer.conv, creation, sort_old)
             mapper.put(f"{ours}.conv.denominator", mapper.take(f"{t}_convolution.denominator"))
-            # SevenNet's SI-2 reads the TP output as simplified irreps; the effective matrices are the same.
+            # SI-2 reads the TP output as simplified irreps, in SevenNet as in sevenomni.
             si2_in = _tp_irreps(
                 irreps["in"], irreps["filter"], irreps["out"].lmax, "even" if t == len(layers) - 1 else "full", None
             )
-            if si2_in.dim != layer.si2.irreps_in.dim or si2_in != layer.si2.irreps_in.simplify():
+            if si2_in != layer.si2.irreps_in:
                 raise CheckpointError(
                     f"SevenNet layer {t} self-interaction 2 reads {si2_in}, sevenomni {layer.si2.irreps_in}"
                 )
-            mapper.task_linear(f"{ours}.si2", f"{t}_self_interaction_2", layer.si2, "si2" in sites, si2_in)
+            mapper.task_linear(f"{ours}.si2", f"{t}_self_interaction_2", layer.si2, "si2" in sites)
         mapper.task_linear("readout_hidden", "reduce_input_to_hidden", model.readout_hidden, "readout" in sites)
         energy = model.readout_energy
         matrices = _effective_linear(

@@ -7,6 +7,8 @@ from typing import Literal
 from ase.data import atomic_numbers, chemical_symbols
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sevenomni.nn.backend import TPBackend
+
 COMMON_CHANNEL = "common"
 TASK_EMBEDDING_SITES = ("si1", "si2", "readout")
 
@@ -48,7 +50,7 @@ class ModelConfig(StrictModel):
     scale_per_element: bool = False
     readout_hidden: int | None = None
     dtype: Literal["float32", "float64"] = "float32"
-    tp_backend: Literal["e3nn"] = "e3nn"
+    tp_backend: TPBackend = Field("auto", description="tensor-product implementation, see sevenomni.nn.backend")
 
     @field_validator("tasks")
     @classmethod

@@ -7,6 +7,7 @@ from e3nn import o3
 from e3nn.nn import FullyConnectedNet, Gate
 from torch import nn
 
+from sevenomni.nn.backend import uses_cueq
 from sevenomni.nn.task import TaskLinear
 
 SCALAR_ACTIVATIONS = {1: torch.nn.functional.silu, -1: torch.tanh}
@@ -69,13 +70,30 @@ class Convolution(nn.Module):
         )
         # A fixed divisor, kept with the weights (a non-trainable parameter) so checkpoints carry it.
         self.denominator = nn.Parameter(torch.tensor([float(denominator)]), requires_grad=False)
+        self.backend, self.cue = "e3nn", None
+
+    def set_backend(self, backend: str) -> None:
+        """Run the tensor product with ``backend`` (see :mod:`sevenomni.nn.backend`); weights unchanged."""
+        if backend == self.backend:
+            return
+        self.cue = None
+        if uses_cueq(backend):
+            from sevenomni.nn.cueq import CueChannelwiseConvolution
+
+            reference = self.denominator
+            self.cue = CueChannelwiseConvolution(self.tp).to(device=reference.device, dtype=reference.dtype)
+        self.backend = backend
 
     def forward(
         self, h: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor, edge_radial: torch.Tensor
     ) -> torch.Tensor:
         sender, receiver = edge_index
-        messages = self.tp(h[sender], edge_sh, self.radial_net(edge_radial))
-        aggregated = messages.new_zeros(h.shape[0], messages.shape[1]).index_add(0, receiver, messages)
+        weight = self.radial_net(edge_radial)
+        if self.cue is not None and (self.backend == "cueq" or h.is_cuda):
+            aggregated = self.cue(h, edge_sh, weight, sender, receiver)
+        else:
+            messages = self.tp(h[sender], edge_sh, weight)
+            aggregated = messages.new_zeros(h.shape[0], messages.shape[1]).index_add(0, receiver, messages)
         return aggregated / self.denominator
 
 
@@ -121,7 +139,10 @@ class Interaction(nn.Module):
         self.self_connection = SelfConnection(self.irreps_in, irreps_species, pre_gate, self_connection)
         self.si1 = TaskLinear(self.irreps_in, self.irreps_in, num_tasks_si1)
         self.conv = Convolution(self.irreps_in, irreps_sh, pre_gate, num_radial, radial_mlp, denominator)
-        self.si2 = TaskLinear(self.conv.irreps_out, pre_gate, num_tasks_si2)
+        # SI-2 reads the convolution output with the blocks of one irrep merged: one linear path per
+        # irrep instead of one per tensor-product path. The features' flat layout is the same, and as
+        # the gate input holds each irrep once, so is the flat weight layout (older files load as-is).
+        self.si2 = TaskLinear(self.conv.irreps_out.simplify(), pre_gate, num_tasks_si2)
 
     def forward(
         self,

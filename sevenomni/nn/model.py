@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -10,9 +11,12 @@ from e3nn import o3
 from torch import nn
 
 from sevenomni.data.graph import MIN_CELL_VOLUME
+from sevenomni.nn.backend import check_backend
+from sevenomni.nn.compiled import DOUBLE_BACKWARD_FALLBACK, compiled_atomic_energies
 from sevenomni.nn.config import COMMON_CHANNEL, ModelConfig
 from sevenomni.nn.interaction import Interaction
 from sevenomni.nn.radial import BesselBasis, PolynomialCutoff, XPLORCutoff
+from sevenomni.nn.slicing import split_slices_in
 from sevenomni.nn.task import EnergyScale, TaskEmbedding, TaskEnergyScale, TaskLinear, TaskShift, TaskSpecific
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -48,7 +52,10 @@ class SevenOmniModel(nn.Module):
             self._build(config)
         finally:
             torch.set_default_dtype(previous_default)
+        split_slices_in(self)
         self.to(dtype)
+        self.set_tp_backend(config.tp_backend)
+        self.compiled = False
 
     def _build(self, config: ModelConfig) -> None:
         num_species, num_tasks = len(config.elements), len(config.tasks)
@@ -100,6 +107,14 @@ class SevenOmniModel(nn.Module):
         self.energy_shift = TaskShift(num_tasks, num_species)
         scale_class = TaskEnergyScale if config.scale_per_task else EnergyScale
         self.energy_scale = scale_class(num_tasks if config.scale_per_task else 1, num_species, config.scale_per_element)
+
+    def set_tp_backend(self, backend: str) -> "SevenOmniModel":
+        """Compute the convolutions with ``backend`` (``e3nn``, ``cueq``, ``auto``); the weights stay as they are."""
+        check_backend(backend)
+        for layer in self.layers:
+            layer.conv.set_backend(backend)
+        self.config = self.config.model_copy(update={"tp_backend": backend})
+        return self
 
     # ------------------------------------------------------------------ parameters by role
     @property
@@ -191,6 +206,30 @@ class SevenOmniModel(nn.Module):
         return species
 
     # ------------------------------------------------------------------ forward
+    def atomic_energies(
+        self,
+        edge_vec: torch.Tensor,
+        edge_index: torch.Tensor,
+        species: torch.Tensor,
+        node_task: torch.Tensor,
+        theta_task: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """The network: edge vectors → energy of each atom (``theta_task=None``: θT dropped)."""
+        edge_len = edge_vec.norm(dim=-1)
+        edge_radial = self.radial_basis(edge_len) * self.envelope(edge_len).unsqueeze(-1)
+        edge_sh = self.spherical_harmonics(edge_vec)
+        species_onehot = torch.nn.functional.one_hot(species, len(self.elements)).to(edge_vec.dtype)
+        x = self.species_embedding(species_onehot)
+        for layer in self.layers:
+            x = layer(x, species_onehot, edge_index, edge_sh, edge_radial, theta_task)
+        atomic = self.readout_energy(self.readout_hidden(x, theta_task)).squeeze(-1)
+        return self.energy_scale(species, node_task) * atomic + self.energy_shift(species, node_task)
+
+    def set_compiled(self, compiled: bool = True) -> "SevenOmniModel":
+        """Run :meth:`atomic_energies` through ``torch.compile`` (see :mod:`sevenomni.nn.compiled`)."""
+        self.compiled = bool(compiled)
+        return self
+
     def forward(
         self,
         graph,
@@ -230,23 +269,20 @@ class SevenOmniModel(nn.Module):
         sender, receiver = graph.edge_index
         lattice_offset = torch.bmm(graph.cell_shift.to(torch.float64).unsqueeze(1), cell[batch[receiver]]).squeeze(1)
         edge_vec = (positions[sender] - positions[receiver] + lattice_offset).to(dtype)
-        edge_len = edge_vec.norm(dim=-1)
-        edge_radial = self.radial_basis(edge_len) * self.envelope(edge_len).unsqueeze(-1)
-        edge_sh = self.spherical_harmonics(edge_vec)
 
-        species_onehot = torch.nn.functional.one_hot(species, len(self.elements)).to(dtype)
-        x = self.species_embedding(species_onehot)
-        theta_task = None if common else node_task
-        for layer in self.layers:
-            x = layer(x, species_onehot, graph.edge_index, edge_sh, edge_radial, theta_task)
-        atomic = self.readout_energy(self.readout_hidden(x, theta_task)).squeeze(-1)
-        atomic = self.energy_scale(species, node_task) * atomic + self.energy_shift(species, node_task)
+        if create_graph is None:
+            create_graph = self.training
+        network = self.atomic_energies
+        if self.compiled:
+            if create_graph and inputs:
+                warnings.warn(DOUBLE_BACKWARD_FALLBACK, stacklevel=2)
+            else:
+                network = compiled_atomic_energies(self)
+        atomic = network(edge_vec, graph.edge_index, species, node_task, None if common else node_task)
         energy = atomic.new_zeros(num_graphs).index_add(0, batch, atomic)
         out = {"energy": energy, "atomic_energies": atomic}
 
         if inputs:
-            if create_graph is None:
-                create_graph = self.training
             grads = torch.autograd.grad(
                 energy.sum(), inputs, create_graph=create_graph, allow_unused=True
             )

@@ -10,6 +10,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sevenomni.data.spec import DatabaseSpec, SamplingSpec
+from sevenomni.nn.backend import TPBackend
 from sevenomni.nn.config import StrictModel
 
 
@@ -39,13 +40,14 @@ class ModelSection(StrictModel):
     avg_num_neighbors: float | list[float] | Literal["auto"] = "auto"
     readout_hidden: int | None = None
     dtype: Literal["float32", "float64"] = "float32"
+    tp_backend: TPBackend = "auto"
     init_from: str | None = None
 
     @model_validator(mode="after")
     def _nothing_beside_init_from(self) -> "ModelSection":
         """A model started from a checkpoint has its architecture: other keys would be ignored."""
         if self.init_from is not None:
-            extra = sorted(self.model_fields_set - {"init_from"})
+            extra = sorted(self.model_fields_set - {"init_from", "tp_backend"})
             if extra:
                 raise ValueError(f"init_from takes the architecture from the checkpoint; remove {extra}")
         return self
@@ -116,6 +118,9 @@ class TrainSection(StrictModel):
         False,
         description="bf16 autocast; not supported yet: e3nn's linears and tensor products fail on mixed "
         "bf16/float32 operands (tensordot), on CPU and CUDA alike",
+    )
+    compile: bool = Field(
+        False, description="torch.compile the network; force/stress training steps stay eager (double backward)"
     )
     validate_every: int = Field(0, ge=0, description="steps between validations; 0 = every epoch/stage end")
     checkpoint_every: int = Field(50, ge=1)

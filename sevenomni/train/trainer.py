@@ -97,6 +97,7 @@ class Trainer:
         else:
             self.model = self._build_model(cutoff).to(self.device)
         self._initial = None
+        self.model.set_tp_backend(config.model.tp_backend).set_compiled(config.train.compile)
         if config.train.freeze == "shared":
             for _, parameter in self.model.shared_parameters():
                 parameter.requires_grad_(False)

@@ -1,0 +1,401 @@
+"""Speed of sevenomni beside SevenNet on identical models: inference, MD, training, and (on a GPU) large cells.
+
+CPU (always): 7net-0 imported into sevenomni (so both evaluate the same weights) on diamond Si of
+8 to 512 atoms and on ethanol — inference ms per energy+forces+stress call and ASE VelocityVerlet
+(1 fs) steps/s — and force training (energy + forces MSE, Adam) on a batch of the bundled
+multi-fidelity data. sevenomni runs as e3nn eager, e3nn compiled and, on small cells, cuEquivariance
+(its PyTorch fallback on CPU); SevenNet through its own calculator and model. Repetitions are
+interleaved (one call of every variant per round), so a change in the machine's load hits all alike;
+the load average is recorded beside each case.
+
+GPU (when CUDA is present): the 7net-Omni size (128 channels, lmax 3, 5 layers, 6 Å cutoff) with
+random weights built by SevenNet and imported, diamond Si from 1,000 to 10,648 atoms, sevenomni e3nn
+vs cueq vs SevenNet (e3nn and cuEquivariance), ms/call and ns/day.
+
+``python benchmarks/speed.py`` writes ``benchmarks/results/speed.{json,md,png}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase import units
+from ase.build import bulk, molecule
+from ase.io import read
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.verlet import VelocityVerlet
+
+import sevenomni
+from sevenomni.data.graph import atoms_to_graph, collate
+from sevenomni.interop.sevenn import read_sevenn_checkpoint, resolve_sevenn_checkpoint, sevenn_to_model
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DATA = ROOT / "recipes" / "data" / "tiny"
+NS_PER_DAY_PER_STEP_PER_S = 86400 * 1e-6  # 1 fs steps
+
+
+def silicon(repeat: int) -> "ase.Atoms":  # noqa: F821
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((repeat,) * 3)
+    atoms.rattle(0.03, seed=repeat)
+    return atoms
+
+
+def ethanol():
+    atoms = molecule("CH3CH2OH")
+    atoms.rattle(0.03, seed=0)
+    return atoms
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def summary(times: list[float]) -> dict:
+    return {
+        "median": statistics.median(times),
+        "min": min(times),
+        "max": max(times),
+        "n": len(times),
+    }
+
+
+# ------------------------------------------------------------------------------------ variants
+def sevenn_calculator(device: str):
+    from sevenn.calculator import SevenNetCalculator
+
+    return SevenNetCalculator("7net-0", device=device)
+
+
+def sevenomni_calculator(model, device: str, tp_backend: str, compiled: bool):
+    return sevenomni.SevenOmniCalculator(model, device=device, tp_backend=tp_backend, compile=compiled)
+
+
+def inference_variants(model, device: str, cueq: bool, compiled: bool) -> dict:
+    variants = {
+        "sevenomni e3nn": sevenomni_calculator(model, device, "e3nn", False),
+        "SevenNet": sevenn_calculator(device),
+    }
+    if compiled:
+        variants["sevenomni e3nn compiled"] = sevenomni_calculator(model, device, "e3nn", True)
+    if cueq:
+        variants["sevenomni cueq"] = sevenomni_calculator(model, device, "cueq", False)
+    return variants
+
+
+def time_calls(variants: dict, atoms, rounds: int, warmup: int = 1) -> dict:
+    """ms per energy+forces+stress call, rounds interleaved over variants."""
+    copies = {name: atoms.copy() for name in variants}
+    first = {}
+    for name, calc in variants.items():
+        copies[name].calc = calc
+        start = time.perf_counter()
+        for _ in range(warmup):
+            calc.calculate(copies[name], ["energy", "forces", "stress"])
+        first[name] = (time.perf_counter() - start) * 1e3
+    times = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, calc in variants.items():
+            start = time.perf_counter()
+            calc.calculate(copies[name], ["energy", "forces", "stress"])
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: summary(t) | {"first_call": first[name]} for name, t in times.items()}
+
+
+def time_md(variants: dict, atoms, steps: int, rounds: int) -> dict:
+    """VelocityVerlet (1 fs) steps/s: rounds of ``steps`` steps, interleaved over variants."""
+    runs = {}
+    for name, calc in variants.items():
+        moving = atoms.copy()
+        MaxwellBoltzmannDistribution(moving, temperature_K=300, rng=np.random.default_rng(0))
+        moving.calc = calc
+        runs[name] = VelocityVerlet(moving, timestep=1.0 * units.fs)
+        runs[name].run(1)  # warm-up (and, compiled, the first call)
+    rates = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, dynamics in runs.items():
+            start = time.perf_counter()
+            dynamics.run(steps)
+            rates[name].append(steps / (time.perf_counter() - start))
+    return {name: summary(r) for name, r in rates.items()}
+
+
+# ------------------------------------------------------------------------------------ training
+def training_batch(size: int):
+    structures = read(DATA / "crystal_gfn1.extxyz", index=":") + read(DATA / "molecule_gfn2.extxyz", index=":")
+    picked = [structures[i] for i in np.random.default_rng(0).choice(len(structures), size, replace=False)]
+    return [(atoms, float(atoms.info["REF_energy"]), np.asarray(atoms.arrays["REF_forces"])) for atoms in picked]
+
+
+def sevenomni_step(model, batch, device):
+    graphs = []
+    for atoms, _, _ in batch:
+        graph = atoms_to_graph(atoms, model.cutoff)
+        graph.task = torch.tensor([0])
+        graphs.append(graph)
+    data = collate(graphs).to(device)
+    energy = torch.tensor([e for _, e, _ in batch], device=device, dtype=model.dtype)
+    forces = torch.tensor(np.concatenate([f for _, _, f in batch]), device=device, dtype=model.dtype)
+
+    def step(optimizer):
+        out = model(data, compute_stress=False, create_graph=True)
+        loss = (out["energy"] - energy).square().mean() + (out["forces"] - forces).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def sevenn_step(model, batch, device, cutoff):
+    from sevenn import _keys as KEY
+    from sevenn.atom_graph_data import AtomGraphData
+    from sevenn.train.dataload import unlabeled_atoms_to_graph
+    from torch_geometric.data import Batch
+
+    data = Batch.from_data_list(
+        [AtomGraphData.from_numpy_dict(unlabeled_atoms_to_graph(atoms, cutoff, with_shift=False)) for atoms, _, _ in batch]
+    ).to(device)
+    energy = torch.tensor([e for _, e, _ in batch], device=device)
+    forces = torch.tensor(np.concatenate([f for _, _, f in batch]), device=device, dtype=torch.float32)
+
+    def step(optimizer):
+        out = model(data.clone())
+        loss = (out[KEY.PRED_TOTAL_ENERGY] - energy).square().mean() + (out[KEY.PRED_FORCE] - forces).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def time_training(device: str, batch_size: int, rounds: int) -> dict:
+    from sevenn.util import model_from_checkpoint
+
+    batch = training_batch(batch_size)
+    theirs, config = model_from_checkpoint(str(resolve_sevenn_checkpoint("7net-0")))
+    theirs = theirs.to(device).train()
+    ours = sevenomni.load_model("7net-0", tp_backend="e3nn").to(device).train()
+    ours_cueq = copy.deepcopy(ours).set_tp_backend("cueq")
+    steps = {
+        "sevenomni e3nn": (sevenomni_step(ours, batch, device), torch.optim.Adam(ours.parameters(), lr=1e-6)),
+        "sevenomni cueq": (sevenomni_step(ours_cueq, batch, device), torch.optim.Adam(ours_cueq.parameters(), lr=1e-6)),
+        "SevenNet": (sevenn_step(theirs, batch, device, config["cutoff"]), torch.optim.Adam(theirs.parameters(), lr=1e-6)),
+    }
+    for step, optimizer in steps.values():
+        step(optimizer)
+    rates = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, (step, optimizer) in steps.items():
+            start = time.perf_counter()
+            step(optimizer)
+            rates[name].append(batch_size / (time.perf_counter() - start))
+    atoms = sum(len(a) for a, _, _ in batch)
+    return {
+        "batch_structures": batch_size,
+        "batch_atoms": atoms,
+        "structures_per_s": {n: summary(r) for n, r in rates.items()},
+        "note": "train.compile is not timed: force training needs a double backward, so it runs eagerly",
+    }
+
+
+# ------------------------------------------------------------------------------------ GPU
+OMNI = dict(channel=128, lmax=3, num_convolution_layer=5, cutoff=6.0, is_parity=True)
+
+
+def omni_size_models(device: str):
+    """SevenNet at the 7net-Omni size with random weights (e3nn and cuEquivariance), and the same imported."""
+    from sevenn.model_build import build_E3_equivariant_model
+
+    checkpoint = read_sevenn_checkpoint(resolve_sevenn_checkpoint("7net-l3i5"))
+    config = {**checkpoint["config"], **OMNI}
+    config["irreps_manual"] = False
+    torch.manual_seed(0)
+    theirs = build_E3_equivariant_model(copy.deepcopy(config))
+    ours = sevenn_to_model({"config": config, "model_state_dict": theirs.state_dict()}, source="7net-Omni size")
+    cue_config = {**config, "cuequivariance_config": {"use": True}}
+    theirs_cueq = build_E3_equivariant_model(copy.deepcopy(cue_config))
+    theirs_cueq.load_state_dict(theirs.state_dict(), strict=False)
+    return ours, theirs, theirs_cueq
+
+
+def gpu_cases(repeats: tuple[int, ...], rounds: int) -> list[dict]:
+    from sevenn.calculator import SevenNetCalculator
+
+    device = "cuda"
+    ours, theirs, theirs_cueq = omni_size_models(device)
+    variants = {
+        "sevenomni e3nn": sevenomni_calculator(ours, device, "e3nn", False),
+        "sevenomni cueq": sevenomni_calculator(ours, device, "cueq", False),
+        "SevenNet e3nn": SevenNetCalculator(theirs.to(device), file_type="model_instance", device=device),
+        "SevenNet cueq": SevenNetCalculator(theirs_cueq.to(device), file_type="model_instance", device=device),
+    }
+    cases = []
+    for repeat in repeats:
+        atoms = silicon(repeat)
+        torch.cuda.synchronize()
+        times = time_calls(variants, atoms, rounds)
+        cases.append(
+            {
+                "kind": "gpu inference",
+                "system": f"Si {len(atoms)}",
+                "atoms": len(atoms),
+                "ms_per_call": times,
+                "ns_per_day": {n: NS_PER_DAY_PER_STEP_PER_S * 1e3 / t["median"] for n, t in times.items()},
+                "load": load(),
+            }
+        )
+        print(cases[-1]["system"], {n: round(t["median"], 1) for n, t in times.items()}, flush=True)
+    return cases
+
+
+# ------------------------------------------------------------------------------------ report
+def ratio(case_values: dict, key: str = "median", inverse: bool = False) -> dict:
+    """sevenomni variant / SevenNet (time ratios: < 1 is faster; rate ratios: > 1 is faster)."""
+    reference = case_values.get("SevenNet")
+    if reference is None:
+        return {}
+    return {
+        name: (values[key] / reference[key])
+        for name, values in case_values.items()
+        if name != "SevenNet"
+    }
+
+
+def write_markdown(report: dict, path: Path) -> None:
+    lines = [
+        "# sevenomni vs SevenNet speed",
+        "",
+        f"Machine: {report['machine']['cpu']} ({report['machine']['cores']} cores), torch "
+        f"{report['machine']['torch']}, {report['machine']['threads']} thread(s); GPU: {report['machine']['gpu'] or 'none'}.",
+        f"Started {report['started']}, {report['seconds']:.0f} s. Load average (1 min) recorded per case.",
+        "",
+        "| case | variant | median | range | vs SevenNet | first call | load |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for case in report["cases"]:
+        unit, values, better = (
+            ("ms/call", case["ms_per_call"], "lower")
+            if "ms_per_call" in case
+            else ("steps/s", case["steps_per_s"], "higher")
+            if "steps_per_s" in case
+            else ("structures/s", case["structures_per_s"], "higher")
+        )
+        for name, value in values.items():
+            r = case["ratio_to_sevenn"].get(name)
+            first = f"{value['first_call'] / 1e3:.1f} s" if "first_call" in value else ""
+            lines.append(
+                f"| {case['kind']} {case['system']} | {name} | {value['median']:.4g} {unit} | "
+                f"{value['min']:.4g}–{value['max']:.4g} | {'' if r is None else f'{r:.2f}×'} | {first} | {case['load']} |"
+            )
+    lines += [
+        "",
+        "Ratios are sevenomni / SevenNet of the medians: for ms/call below 1 is faster, for rates above 1.",
+        "First call: the warm-up call of each calculator (compiled: includes compilation, or loading it from",
+        "the in-process/on-disk cache). cueq on CPU is cuEquivariance's PyTorch fallback.",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    md = [c for c in report["cases"] if c["kind"] == "md" and c["system"].startswith("Si")]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    names = sorted({n for c in md for n in c["steps_per_s"]})
+    for name in names:
+        points = [(c["atoms"], c["steps_per_s"][name]["median"] * NS_PER_DAY_PER_STEP_PER_S) for c in md if name in c["steps_per_s"]]
+        axis.plot(*zip(*points), marker="o", label=name)
+    for case in report["cases"]:
+        if case["kind"] == "gpu inference":
+            for name, value in case["ns_per_day"].items():
+                axis.scatter(case["atoms"], value, marker="x")
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("atoms (diamond Si)")
+    axis.set_ylabel("ns/day (1 fs steps)")
+    axis.set_title("MD speed, 7net-0 weights, CPU")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, nargs="+", default=[1, 2, 3, 4], help="Si cubic cells per axis (8 n³ atoms)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--md-steps", type=int, default=3)
+    parser.add_argument("--skip-compiled", action="store_true", help="leave out the compiled variant (quick checks)")
+    parser.add_argument("--train-batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cueq-max-atoms", type=int, default=512, help="largest cell for the CPU cueq fallback")
+    parser.add_argument("--gpu-repeats", type=int, nargs="+", default=[5, 8, 11, 14])
+    parser.add_argument("--out", type=Path, default=RESULTS / "speed")
+    args = parser.parse_args(argv)
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    started, clock = time.strftime("%Y-%m-%d %H:%M:%S"), time.perf_counter()
+    model = sevenomni.load_model("7net-0", tp_backend="e3nn")
+    cases = []
+    systems = [(f"Si {8 * r**3}", silicon(r)) for r in args.repeats] + [("ethanol", ethanol())]
+    for system, atoms in systems:
+        variants = inference_variants(model, "cpu", len(atoms) <= args.cueq_max_atoms, not args.skip_compiled)
+        rounds = max(2, args.rounds // 2) if len(atoms) > 200 else args.rounds
+        before = load()
+        times = time_calls(variants, atoms, rounds)
+        cases.append({"kind": "inference", "system": system, "atoms": len(atoms), "ms_per_call": times, "load": [before, load()]})
+        rates = time_md(variants, atoms, args.md_steps, rounds)
+        cases.append({"kind": "md", "system": system, "atoms": len(atoms), "steps_per_s": rates, "load": [before, load()]})
+        print(system, {n: round(t["median"], 1) for n, t in times.items()}, {n: round(r["median"], 2) for n, r in rates.items()}, flush=True)
+    before = load()
+    training = time_training("cpu", args.train_batch, args.rounds)
+    cases.append({"kind": "training", "system": f"{training['batch_structures']} structures, {training['batch_atoms']} atoms", **training, "load": [before, load()]})
+    print("training", {n: round(r["median"], 2) for n, r in training["structures_per_s"].items()}, flush=True)
+    gpu = None
+    if torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name()
+        cases += gpu_cases(tuple(args.gpu_repeats), args.rounds)
+    for case in cases:
+        values = case.get("ms_per_call") or case.get("steps_per_s") or case.get("structures_per_s")
+        case["ratio_to_sevenn"] = ratio(values)
+        if case["kind"] == "md":
+            case["ns_per_day"] = {n: v["median"] * NS_PER_DAY_PER_STEP_PER_S for n, v in values.items()}
+
+    report = {
+        "started": started,
+        "seconds": time.perf_counter() - clock,
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "gpu": gpu,
+            "load_at_end": list(os.getloadavg()),
+        },
+        "settings": vars(args) | {"out": str(args.out)},
+        "model": "7net-0 (SevenNet checkpoint) and its sevenomni import; GPU: 7net-Omni size, random weights",
+        "gpu_run": gpu is not None,
+        "cases": cases,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+    write_markdown(report, args.out.with_suffix(".md"))
+    plot(report, args.out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
