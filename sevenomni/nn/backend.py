@@ -2,7 +2,8 @@
 
 * ``e3nn`` — e3nn's generated code, on every device.
 * ``cueq`` — NVIDIA cuEquivariance on every device: its CUDA kernels (``cuequivariance-ops-torch``)
-  on GPU tensors, its PyTorch fallback elsewhere. Needs ``cuequivariance-torch`` (the ``cuda`` extra).
+  on GPU tensors, its PyTorch fallback elsewhere. ``cuequivariance-torch`` is a core dependency; the
+  ``cuda`` extra adds the kernels.
 * ``auto`` — cuEquivariance's kernels on GPU tensors where they are installed, e3nn otherwise.
 
 The backend changes how the model computes, never its parameters: one state dict serves all three.
@@ -15,7 +16,7 @@ from typing import Literal
 
 TPBackend = Literal["e3nn", "cueq", "auto"]
 TP_BACKENDS = ("e3nn", "cueq", "auto")
-CUDA_EXTRA_HINT = 'pip install -e ".[cuda]" (cuequivariance-torch and its CUDA ops)'
+CUDA_EXTRA_HINT = 'pip install cuequivariance-torch, and on a GPU pip install -e ".[cuda]" for its CUDA kernels'
 
 
 def cueq_installed() -> bool:
