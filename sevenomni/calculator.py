@@ -21,6 +21,7 @@ from sevenomni.data.graph import (
     describe_pair,
 )
 from sevenomni.devices import resolve_device
+from sevenomni.dispersion import D3Correction, d3_settings
 from sevenomni.loading import load_model
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.backend import TPBackend
@@ -116,8 +117,10 @@ class SevenOmniCalculator(Calculator):
     Stress is reported for structures with a periodic cell of non-zero volume. ``model`` is a model
     or anything :func:`~sevenomni.load_model` takes; ``trust_pickle`` and ``tp_backend`` as there.
     ``compile=True`` runs the network through ``torch.compile`` (:mod:`sevenomni.nn.compiled`: the
-    first call compiles, later calculators reuse it). A keyword the calculator does not know is an
-    error (TypeError), never silently ignored.
+    first call compiles, later calculators reuse it). ``d3=True`` (PBE, Becke–Johnson damping) or
+    ``d3={"functional": ..., "damping": ...}`` adds DFT-D3 dispersion to energy, forces and stress
+    (:mod:`sevenomni.dispersion`); per-atom ``energies`` are then not reported, since D3 has none. A
+    keyword the calculator does not know is an error (TypeError), never silently ignored.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
@@ -134,13 +137,14 @@ class SevenOmniCalculator(Calculator):
         trust_pickle: bool = False,
         tp_backend: TPBackend | None = None,
         compile: bool = False,
+        d3: bool | dict | None = None,
         **kwargs,
     ):
         unknown = sorted(set(kwargs) - set(self.ase_keywords))
         if unknown:
             raise TypeError(
                 f"SevenOmniCalculator got unknown keyword(s) {unknown}; it takes model, task, device, dtype, "
-                f"shift_task, trust_pickle, tp_backend, compile and ASE's {list(self.ase_keywords)}"
+                f"shift_task, trust_pickle, tp_backend, compile, d3 and ASE's {list(self.ase_keywords)}"
             )
         super().__init__(**kwargs)
         if not isinstance(model, SevenOmniModel):
@@ -160,6 +164,10 @@ class SevenOmniCalculator(Calculator):
         self.model = model.to(self.device).eval()
         self.task = task
         self.shift_task = shift_task
+        settings = d3_settings(d3)
+        self.d3 = D3Correction(settings) if settings is not None else None
+        if self.d3 is not None:
+            self.implemented_properties = [p for p in type(self).implemented_properties if p != "energies"]
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
@@ -172,3 +180,9 @@ class SevenOmniCalculator(Calculator):
         }
         if "stress" in result:
             self.results["stress"] = result["stress"]
+        if self.d3 is not None:
+            dispersion = self.d3(self.atoms, stress="stress" in result)
+            del self.results["energies"]
+            for key, value in dispersion.items():
+                self.results[key] = self.results[key] + value
+            self.results["free_energy"] = self.results["energy"]
