@@ -242,6 +242,26 @@ def test_cached_store_uses_a_concurrent_runs_store(tmp_path, monkeypatch):
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [Path(store).name]  # no partial left
 
 
+def test_cached_store_uses_a_store_finished_while_it_was_committing(tmp_path, monkeypatch):
+    """The other run's store appears between the writer's check and its rename: still no error."""
+    import sevenomni.data.store as store_module
+
+    source = tmp_path / "a.extxyz"
+    ase.io.write(source, [labelled(crystal(i), seed=i) for i in range(3)])
+    real_rename, raced = os.rename, []
+
+    def rename_after_a_rival(old, new):
+        if ".partial-" in str(old) and not raced:
+            raced.append(new)
+            ingest([source], new)  # the rival run commits first, in the window
+        return real_rename(old, new)
+
+    monkeypatch.setattr(store_module.os, "rename", rename_after_a_rival)
+    (store,) = cached_store(str(source), tmp_path / "cache", name="crystals")
+    assert raced and Path(store) == Path(raced[0]) and len(StoreReader(store)) == 3
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [Path(store).name]  # no partial left
+
+
 def test_killed_ingest_leaves_no_complete_store(tmp_path):
     import multiprocessing
     import signal

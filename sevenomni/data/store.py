@@ -28,6 +28,7 @@ Units: eV, Å, eV/Å; stress in eV/Å³ with ASE's sign (positive = tensile; vir
 from __future__ import annotations
 
 import array
+import errno
 import json
 import os
 import secrets
@@ -409,7 +410,12 @@ class StoreWriter:
                 os.rename(self.tmp, self.out)
                 shutil.rmtree(old, ignore_errors=True)
             else:
-                os.rename(self.tmp, self.out)
+                try:
+                    os.rename(self.tmp, self.out)
+                except OSError as error:  # another writer finished the same store between the check and here
+                    if error.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise
+                    raise StoreError(f"{self.out} appeared while writing; not replacing it") from None
             _fsync_dir(self.out.parent)
         except BaseException:
             self.abort()
