@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
+from sevenomni.files import new_sibling
 from sevenomni.nn import ModelConfig, SevenOmniModel
 
 CHECKPOINT_FORMAT = "sevenomni-model"
@@ -38,24 +38,16 @@ class CheckpointError(ValueError):
     """A file that is not a readable sevenomni checkpoint (damaged, foreign or unsafe)."""
 
 
-def file_mode() -> int:
-    """The permission bits a new file gets under the process's umask (0o666 & ~umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save (with CRC-32s) to a temporary file beside ``path``, then rename: never a half-written file.
 
-    The file gets the permissions of any new file under the umask (``mkstemp`` alone would give 0600).
+    The file gets the permissions of any new file under the umask.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temporary = new_sibling(path, ".{name}.{token}.tmp", _create_file)
     try:
-        os.fchmod(fd, file_mode())
-        with os.fdopen(fd, "wb") as handle:
+        with open(temporary, "wb") as handle:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
@@ -64,6 +56,10 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
+
+
+def _create_file(path: Path) -> None:
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
 
 
 def verify_archive(path: str | os.PathLike) -> None:

@@ -31,7 +31,6 @@ import array
 import errno
 import json
 import os
-import secrets
 import shutil
 import struct
 import threading
@@ -46,6 +45,8 @@ from typing import Any, NamedTuple
 import lmdb
 import numpy as np
 from ase.data import chemical_symbols
+
+from sevenomni.files import new_sibling
 
 FORMAT_NAME = "sevenomni-store"
 FORMAT_VERSION = 1
@@ -296,7 +297,7 @@ class StoreWriter:
         if self.out.exists() and not overwrite:
             raise StoreError(f"{self.out} already exists (pass overwrite=True / --overwrite to replace it)")
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = _partial_directory(self.out)
+        self.tmp = new_sibling(self.out, "{name}.partial-{token}", Path.mkdir)  # dirs 0777 & ~umask
         self.overwrite = overwrite
         self.commit_every = commit_every
         self.env = lmdb.open(
@@ -439,18 +440,6 @@ class StoreWriter:
         except lmdb.Error:
             pass
         shutil.rmtree(self.tmp, ignore_errors=True)
-
-
-def _partial_directory(out: Path) -> Path:
-    """A new ``<out>.partial-<random>`` directory beside ``out``, whose permissions follow the
-    umask like any other directory's (``tempfile.mkdtemp`` would make it private, 0700)."""
-    while True:
-        path = out.with_name(f"{out.name}.partial-{secrets.token_hex(6)}")
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue
-        return path
 
 
 def _fsync_dir(path: Path) -> None:
