@@ -15,15 +15,19 @@ def train(args: argparse.Namespace) -> None:
     from sevenomni.train.trainer import Trainer
 
     log_to_console()
+    state = None
     if args.resume:
-        raw = read_training_state(Path(args.resume) / "checkpoints" / "last.pt")["config"]
+        state = read_training_state(Path(args.resume) / "checkpoints" / "last.pt")  # read once, for config and run
+        raw = state["config"]
         raw["train"]["run_dir"] = args.resume  # the run continues where its state is, wherever that was first
         config = load_config(raw=raw, overrides=args.set)
     else:
         if args.config is None:
             raise ValueError("give a CONFIG.yaml (or --resume RUN_DIR)")
         config = load_config(args.config, args.set)
-    trainer = Trainer(config, resume=bool(args.resume), overwrite=args.overwrite, trust_pickle=args.trust_pickle)
+    trainer = Trainer(
+        config, resume=bool(args.resume), overwrite=args.overwrite, trust_pickle=args.trust_pickle, state=state
+    )
     trainer.run()
 
 

@@ -50,11 +50,17 @@ class Trainer:
     From construction to the end of :meth:`run`, rank 0 holds the run directory (see
     :func:`locked_run_directory`: an earlier run in it needs ``resume`` or ``overwrite``) and
     writes the ``sevenomni`` log to its ``train.log``. ``trust_pickle`` lets ``model.init_from``
-    unpickle a SevenNet checkpoint fully (see :func:`sevenomni.load_model`).
+    unpickle a SevenNet checkpoint fully (see :func:`sevenomni.load_model`). A resumed run reads
+    ``checkpoints/last.pt``, unless the caller passes the state it has read already (``state``).
     """
 
     def __init__(
-        self, config: RunConfig, resume: bool = False, overwrite: bool = False, trust_pickle: bool = False
+        self,
+        config: RunConfig,
+        resume: bool = False,
+        overwrite: bool = False,
+        trust_pickle: bool = False,
+        state: dict[str, Any] | None = None,
     ):
         self.config = config
         self.run_dir = Path(config.train.run_dir)
@@ -68,14 +74,14 @@ class Trainer:
                 self._held.enter_context(locked_run_directory(self.run_dir, resume, overwrite))
                 self._held.enter_context(log_to_file(self.run_dir / "train.log"))
             self.ctx.barrier()
-            self._set_up(resume, trust_pickle)
+            self._set_up(resume, trust_pickle, state)
             if self.ctx.is_main:  # only once the run can start: a failed start leaves the directory as it was
                 save_config(config, self.run_dir / "config.yaml")
         except BaseException:
             self._held.close()
             raise
 
-    def _set_up(self, resume: bool, trust_pickle: bool) -> None:
+    def _set_up(self, resume: bool, trust_pickle: bool, state: dict[str, Any] | None) -> None:
         config = self.config
         seed_everything(config.train.seed)
         # A run started from a checkpoint keeps its tasks (already trained: never re-introduced)
@@ -90,7 +96,7 @@ class Trainer:
             config.data.databases, self.tasks, cutoff, Path(config.data.cache_dir), self.ctx, trained
         )
         self.by_name = {d.spec.name: d for d in self.databases}
-        saved = read_training_state(self.run_dir / "checkpoints" / "last.pt") if resume else None
+        saved = (state or read_training_state(self.run_dir / "checkpoints" / "last.pt")) if resume else None
         self.resumed = saved is not None
         if saved is not None:
             self.model = SevenOmniModel(ModelConfig(**saved["model_config"])).to(self.device)
