@@ -13,9 +13,9 @@ from sevenomni.loading import add_trust_pickle_argument
 def info(args: argparse.Namespace) -> None:
     """Print what a checkpoint holds: tasks, elements, cutoff, hyperparameters, parameter counts."""
     from sevenomni.loading import load_model
+    from sevenomni.train.report import parameter_count as count
 
     model = load_model(args.checkpoint, trust_pickle=args.trust_pickle)
-    count = lambda named: sum(p.numel() for _, p in named)
     config = model.config.model_dump()
     print(f"checkpoint: {args.checkpoint}")
     print(f"tasks:      {', '.join(model.tasks)}")

@@ -14,6 +14,7 @@ from sevenomni.train.data import Database
 
 
 def parameter_count(named: Iterable[tuple[str, torch.nn.Parameter]]) -> int:
+    """How many numbers ``(name, parameter)`` pairs hold (θC, θT, all: the model's named groups)."""
     return sum(parameter.numel() for _, parameter in named)
 
 
