@@ -4,8 +4,7 @@ from sevenomni.calculator import PredictionError, SevenOmniCalculator, predict
 from sevenomni.checkpoint import CheckpointError, save_checkpoint
 from sevenomni.loading import load_model
 from sevenomni.nn import ModelConfig, SevenOmniModel
-
-__version__ = "0.1.0"
+from sevenomni.version import __version__
 
 
 def build_model(tasks: list[str], elements: list, **hyperparameters) -> SevenOmniModel:

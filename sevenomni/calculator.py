@@ -12,16 +12,11 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from sevenomni.data.graph import (
-    DEFAULT_MIN_DISTANCE,
-    MIN_CELL_VOLUME,
-    atoms_to_graph,
-    closest_pair,
-    collate,
-    describe_pair,
-)
+from sevenomni.base import DEFAULT_MIN_DISTANCE, MIN_CELL_VOLUME
+from sevenomni.data.graph import atoms_to_graph, closest_pair, collate, describe_pair
 from sevenomni.devices import resolve_device
 from sevenomni.dispersion import D3Correction, d3_settings
+from sevenomni.keys import ATOMIC_ENERGIES, ENERGY, FORCES, STRESS
 from sevenomni.loading import load_model
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.backend import TPBackend
@@ -87,12 +82,12 @@ def predict(
         for index, atoms in enumerate(chunk):
             stop = start + len(atoms)
             result = {
-                "energy": float(out["energy"][index].detach()),
-                "energies": out["atomic_energies"][start:stop].detach().cpu().double().numpy(),
-                "forces": out["forces"][start:stop].detach().cpu().double().numpy(),
+                "energy": float(out[ENERGY][index].detach()),
+                "energies": out[ATOMIC_ENERGIES][start:stop].detach().cpu().double().numpy(),
+                "forces": out[FORCES][start:stop].detach().cpu().double().numpy(),
             }
             if has_stress(atoms):
-                stress = out["stress"][index].detach().cpu().double().numpy()
+                stress = out[STRESS][index].detach().cpu().double().numpy()
                 result["stress"] = full_3x3_to_voigt_6_stress(stress)
             check_finite(result, atoms, first + index)
             results.append(result)

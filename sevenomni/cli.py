@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sevenomni import __version__
 from sevenomni.checkpoint import CheckpointError
 from sevenomni.loading import add_trust_pickle_argument
+from sevenomni.version import __version__
 
 
 def info(args: argparse.Namespace) -> None:

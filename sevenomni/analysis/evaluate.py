@@ -31,6 +31,7 @@ from sevenomni.data.dataset import LMDBDataset, worker_collate
 from sevenomni.data.graph import collate
 from sevenomni.data.ingest import cached_store
 from sevenomni.data.store import is_store
+from sevenomni.keys import ENERGY, FORCES, STRESS
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.config import COMMON_CHANNEL
 
@@ -201,13 +202,13 @@ def batch_structures(batch) -> list[Atoms]:
 def attach_predictions(structures: list[Atoms], batch, prediction: dict, prefix: str) -> None:
     """Add ``{prefix}_energy``, ``{prefix}_forces`` and (cells with a volume) ``{prefix}_stress``."""
     ptr = batch.ptr.tolist()
-    energies = prediction["energy"].detach().cpu().double().numpy()
-    forces = prediction["forces"].detach().cpu().double().numpy()
+    energies = prediction[ENERGY].detach().cpu().double().numpy()
+    forces = prediction[FORCES].detach().cpu().double().numpy()
     for i, atoms in enumerate(structures):
         atoms.info[f"{prefix}_energy"] = float(energies[i])
         atoms.arrays[f"{prefix}_forces"] = forces[ptr[i] : ptr[i + 1]]
-        if "stress" in prediction and has_stress(atoms):
-            stress = prediction["stress"][i].detach().cpu().double().numpy()
+        if STRESS in prediction and has_stress(atoms):
+            stress = prediction[STRESS][i].detach().cpu().double().numpy()
             atoms.info[f"{prefix}_stress"] = full_3x3_to_voigt_6_stress(stress)
 
 

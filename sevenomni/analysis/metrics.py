@@ -23,7 +23,7 @@ from math import gcd
 import numpy as np
 import torch
 
-from sevenomni.train.loss import VOIGT
+from sevenomni.keys import ENERGY, FORCES, STRESS, VOIGT
 
 METRICS = (
     "energy_mae", "energy_rmse", "energy_cmae", "forces_mae", "forces_rmse", "stress_mae",
@@ -65,8 +65,8 @@ class ErrorAccumulator:
 
     def __init__(self, sample_every: int = 0):
         self.sample_every = int(sample_every)
-        self.sums = dict.fromkeys(("forces_abs", "forces_sq", "forces_cross", "forces_ref_sq", "stress"), 0.0)
-        self.counts = dict.fromkeys(("forces", "stress"), 0)
+        self.sums = dict.fromkeys(("forces_abs", "forces_sq", "forces_cross", "forces_ref_sq", STRESS), 0.0)
+        self.counts = dict.fromkeys((FORCES, STRESS), 0)
         self.structures = 0
         self.energy_errors: list[np.ndarray] = []  # per atom, eV
         self.compositions: list[tuple] = []
@@ -84,7 +84,7 @@ class ErrorAccumulator:
         if graph_of_node is None:
             graph_of_node = torch.zeros_like(batch.atomic_numbers)
         mask = batch.has_energy.view(-1)
-        predicted = prediction["energy"].detach().to(dtype) / num_atoms
+        predicted = prediction[ENERGY].detach().to(dtype) / num_atoms
         reference = batch.energy.view(-1).to(dtype) / num_atoms
         if bool(mask.any()):
             self.energy_errors.append((predicted - reference)[mask].cpu().numpy())
@@ -94,14 +94,14 @@ class ErrorAccumulator:
                 self.energy_samples.append(torch.stack([reference, predicted], 1)[mask].cpu().numpy())
 
         node_mask = batch.has_forces.view(-1)[graph_of_node]
-        f_pred = prediction["forces"].detach().to(dtype)[node_mask]
+        f_pred = prediction[FORCES].detach().to(dtype)[node_mask]
         f_ref = batch.forces.to(dtype)[node_mask]
         error = f_pred - f_ref
         self.sums["forces_abs"] += float(error.abs().sum())
         self.sums["forces_sq"] += float(error.pow(2).sum())
         self.sums["forces_cross"] += float((f_pred * f_ref).sum())
         self.sums["forces_ref_sq"] += float(f_ref.pow(2).sum())
-        self.counts["forces"] += error.numel()
+        self.counts[FORCES] += error.numel()
         if self.sample_every and len(f_ref):
             atoms = torch.arange(self._atoms_seen, self._atoms_seen + len(f_ref), device=f_ref.device)
             chosen = atoms % self.sample_every == 0
@@ -111,11 +111,11 @@ class ErrorAccumulator:
             self._atoms_seen += len(f_ref)
 
         stress_mask = batch.has_stress.view(-1)
-        if "stress" in prediction and bool(stress_mask.any()):
-            difference = prediction["stress"].detach().to(dtype) - batch.stress.to(dtype).view(-1, 3, 3)
+        if STRESS in prediction and bool(stress_mask.any()):
+            difference = prediction[STRESS].detach().to(dtype) - batch.stress.to(dtype).view(-1, 3, 3)
             error = difference.reshape(-1, 9)[:, list(VOIGT)][stress_mask]
-            self.sums["stress"] += float(error.abs().sum())
-            self.counts["stress"] += error.numel()
+            self.sums[STRESS] += float(error.abs().sum())
+            self.counts[STRESS] += error.numel()
 
     @property
     def samples(self) -> dict[str, np.ndarray]:
@@ -123,13 +123,13 @@ class ErrorAccumulator:
         def stack(parts: list[np.ndarray]) -> np.ndarray:
             return np.concatenate(parts) if parts else np.empty((0, 2))
 
-        return {"energy": stack(self.energy_samples), "forces": stack(self.force_samples)}
+        return {ENERGY: stack(self.energy_samples), FORCES: stack(self.force_samples)}
 
     def summary(self) -> dict[str, float]:
         """Every metric in :data:`METRICS` (NaN where a label kind is missing)."""
         nan = float("nan")
         energy = np.concatenate(self.energy_errors) if self.energy_errors else np.empty(0)
-        forces, stress = self.counts["forces"], self.counts["stress"]
+        forces, stress = self.counts[FORCES], self.counts[STRESS]
         reference_sq = self.sums["forces_ref_sq"]
         return {
             "energy_mae": 1000.0 * float(np.abs(energy).mean()) if len(energy) else nan,
@@ -139,7 +139,7 @@ class ErrorAccumulator:
             ),
             "forces_mae": self.sums["forces_abs"] / forces if forces else nan,
             "forces_rmse": (self.sums["forces_sq"] / forces) ** 0.5 if forces else nan,
-            "stress_mae": self.sums["stress"] / stress if stress else nan,
+            "stress_mae": self.sums[STRESS] / stress if stress else nan,
             "softening_scale": self.sums["forces_cross"] / reference_sq if reference_sq > 0 else nan,
             "structures": float(self.structures),
         }

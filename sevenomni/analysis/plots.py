@@ -16,6 +16,7 @@ from matplotlib.patches import Rectangle
 
 from sevenomni.analysis.embeddings import ALL_SITES
 from sevenomni.analysis.history import RunHistory, read_history
+from sevenomni.keys import ENERGY, FORCES
 
 DPI = 120
 
@@ -93,7 +94,7 @@ def parity(
     figure = Figure(figsize=(10, 4.6), layout="constrained")
     energy_axes, force_axes = figure.subplots(1, 2)
     figure.suptitle(f"{database} on channel {channel}")
-    energy = samples["energy"]
+    energy = samples[ENERGY]
     if len(energy):
         energy_axes.scatter(energy[:, 0], energy[:, 1], s=10, alpha=0.7, edgecolors="none")
         _identity(energy_axes, *_limits(energy))
@@ -106,7 +107,7 @@ def parity(
         energy_axes.text(0.5, 0.5, "no energy labels", ha="center", transform=energy_axes.transAxes)
     energy_axes.set_xlabel("reference energy (eV/atom)")
     energy_axes.set_ylabel("predicted energy (eV/atom)")
-    forces = samples["forces"]
+    forces = samples[FORCES]
     if len(forces):
         low, high = _limits(forces)
         if len(forces) > 4000:

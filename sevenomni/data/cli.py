@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from sevenomni.data.graph import DEFAULT_MIN_DISTANCE
+from sevenomni.base import DEFAULT_MIN_DISTANCE
 from sevenomni.data.readers import FORMATS
 
 

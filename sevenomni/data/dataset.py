@@ -23,6 +23,7 @@ from sevenomni.data.graph import arrays_to_graph
 from sevenomni.data.sampler import permutation_keys, permute
 from sevenomni.data.spec import DatabaseSpec, SplitSpec
 from sevenomni.data.store import StoreReader, describe_label_origins
+from sevenomni.keys import ENERGY, FORCES, STRESS
 
 PathLike = str | os.PathLike
 
@@ -122,11 +123,11 @@ class LMDBDataset(Dataset):
         record = reader.read(local)
         n = len(record["numbers"])
         graph = arrays_to_graph(record["numbers"], record["positions"], record["cell"], record["pbc"], self.cutoff)
-        has_energy, has_forces, has_stress = "energy" in record, "forces" in record, "stress" in record
-        graph.energy = torch.tensor([float(record["energy"]) if has_energy else 0.0], dtype=torch.float64)
-        graph.forces = torch.from_numpy(record["forces"]) if has_forces else torch.zeros(n, 3, dtype=torch.float64)
+        has_energy, has_forces, has_stress = ENERGY in record, FORCES in record, STRESS in record
+        graph.energy = torch.tensor([float(record[ENERGY]) if has_energy else 0.0], dtype=torch.float64)
+        graph.forces = torch.from_numpy(record[FORCES]) if has_forces else torch.zeros(n, 3, dtype=torch.float64)
         graph.stress = (
-            torch.from_numpy(record["stress"]).view(1, 3, 3) if has_stress else torch.zeros(1, 3, 3, dtype=torch.float64)
+            torch.from_numpy(record[STRESS]).view(1, 3, 3) if has_stress else torch.zeros(1, 3, 3, dtype=torch.float64)
         )
         graph.has_energy = torch.tensor([has_energy])
         graph.has_forces = torch.tensor([has_forces])

@@ -18,10 +18,7 @@ import vesin
 from ase import Atoms
 from torch_geometric.data import Batch, Data
 
-# Below this volume (Å³) a cell cannot carry a stress.
-MIN_CELL_VOLUME = 1e-6
-# Atoms closer than this (Å) make a record invalid (coincident atoms poison training with NaN).
-DEFAULT_MIN_DISTANCE = 0.1
+from sevenomni.base import MIN_CELL_VOLUME
 
 
 def check_structure(

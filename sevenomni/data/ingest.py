@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sevenomni.data.graph import DEFAULT_MIN_DISTANCE
+from sevenomni.base import DEFAULT_MIN_DISTANCE
 from sevenomni.data.readers import (
     LabelKeys,
     Rejected,

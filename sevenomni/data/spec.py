@@ -10,10 +10,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from sevenomni.data.graph import DEFAULT_MIN_DISTANCE
-from sevenomni.nn.config import StrictModel
-
-LOSS_LABELS = ("energy", "forces", "stress")
+from sevenomni.base import DEFAULT_MIN_DISTANCE, StrictModel
+from sevenomni.keys import LABELS
 
 
 class SplitSpec(StrictModel):
@@ -48,7 +46,7 @@ class DatabaseSpec(StrictModel):
     forces_key: str | None = Field(None, min_length=1)
     stress_key: str | None = Field(None, min_length=1)
     min_distance: float = Field(DEFAULT_MIN_DISTANCE, ge=0.0, allow_inf_nan=False)
-    loss_weights: dict[str, float] = Field(default_factory=lambda: {k: 1.0 for k in LOSS_LABELS})
+    loss_weights: dict[str, float] = Field(default_factory=lambda: {k: 1.0 for k in LABELS})
     split: SplitSpec = Field(default_factory=SplitSpec)
 
     @field_validator("path")
@@ -61,13 +59,13 @@ class DatabaseSpec(StrictModel):
     @field_validator("loss_weights")
     @classmethod
     def _known_labels(cls, weights: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(weights) - set(LOSS_LABELS))
+        unknown = sorted(set(weights) - set(LABELS))
         if unknown:
-            raise ValueError(f"unknown loss_weights keys {unknown}; allowed: {list(LOSS_LABELS)}")
+            raise ValueError(f"unknown loss_weights keys {unknown}; allowed: {list(LABELS)}")
         negative = {k: v for k, v in weights.items() if v < 0}
         if negative:
             raise ValueError(f"loss weights must be >= 0: {negative}")
-        return {k: float(weights.get(k, 1.0)) for k in LOSS_LABELS}
+        return {k: float(weights.get(k, 1.0)) for k in LABELS}
 
     @property
     def paths(self) -> list[str]:

@@ -17,6 +17,7 @@ from sevenomni.data.dataset import LMDBDataset
 from sevenomni.data.graph import neighbor_list
 from sevenomni.data.sampler import permutation_keys, permute
 from sevenomni.data.store import LABEL_FORCES, MAX_Z, StoreReader
+from sevenomni.keys import FORCES
 
 Source = StoreReader | LMDBDataset | str | os.PathLike
 NUM_ELEMENTS = MAX_Z + 1
@@ -163,7 +164,7 @@ def force_rms(dataset_or_stores: Source | Sequence[Source], sample: int | None =
             items = _select(reader, idx, pos)
             items = items[(np.asarray(reader.label_flags[items]) & LABEL_FORCES) > 0]
             for item in items:
-                forces = reader.read(int(item))["forces"]
+                forces = reader.read(int(item))[FORCES]
                 total += float(np.square(forces).sum())
                 count += forces.size
     if count == 0:

@@ -47,16 +47,17 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from sevenomni.files import new_sibling
+from sevenomni.keys import ENERGY, FORCES, STRESS
 
 FORMAT_NAME = "sevenomni-store"
 FORMAT_VERSION = 1
 METADATA_KEY = b"__metadata__"
 MAX_Z = 118
 UNITS = {
-    "energy": "eV",
+    ENERGY: "eV",
     "positions": "Å",
-    "forces": "eV/Å",
-    "stress": "eV/Å^3, ASE sign (positive = tensile, virial = -stress * volume)",
+    FORCES: "eV/Å",
+    STRESS: "eV/Å^3, ASE sign (positive = tensile, virial = -stress * volume)",
 }
 
 _MAGIC = b"S7"
@@ -68,7 +69,7 @@ _PBC_SHIFT = 5
 LABEL_ENERGY, LABEL_FORCES, LABEL_STRESS = 1, 2, 4
 _SIDECARS = {
     "natoms": np.uint32,
-    "energy": np.float64,
+    ENERGY: np.float64,
     "labels": np.uint8,
     "elem_ptr": np.int64,
     "elem_z": np.uint8,
@@ -175,10 +176,10 @@ def decode_record(buffer: bytes, where: str) -> dict[str, Any]:
     }
     cursor = 3 * n + 9
     if flags & _HAS_FORCES:
-        out["forces"] = floats[cursor : cursor + 3 * n].reshape(n, 3).copy()
+        out[FORCES] = floats[cursor : cursor + 3 * n].reshape(n, 3).copy()
         cursor += 3 * n
     if flags & _HAS_STRESS:
-        out["stress"] = floats[cursor : cursor + 9].reshape(3, 3).copy()
+        out[STRESS] = floats[cursor : cursor + 9].reshape(3, 3).copy()
     offset = _HEADER.size + 8 * n_floats
     numbers = np.frombuffer(buffer, dtype=np.uint8, count=n, offset=offset).astype(np.int64)
     if n == 0 or numbers.min() < 1 or numbers.max() > MAX_Z:
@@ -187,7 +188,7 @@ def decode_record(buffer: bytes, where: str) -> dict[str, Any]:
         raise CorruptRecordError(f"{where}: non-finite values in a stored record")
     out["numbers"] = numbers
     if flags & _HAS_ENERGY:
-        out["energy"] = np.float64(energy)
+        out[ENERGY] = np.float64(energy)
     if flags & _HAS_CHARGE:
         out["charge"] = np.float64(charge)
     if flags & _HAS_SPIN:
@@ -337,7 +338,7 @@ class StoreWriter:
             self.elements[zi] += ci
         self.nnz += len(item.z)
         n = item.natoms
-        for label, bit in (("energy", LABEL_ENERGY), ("forces", LABEL_FORCES), ("stress", LABEL_STRESS)):
+        for label, bit in ((ENERGY, LABEL_ENERGY), (FORCES, LABEL_FORCES), (STRESS, LABEL_STRESS)):
             if item.labels & bit:
                 self.label_counts[label] += 1
         if item.labels & LABEL_FORCES:
@@ -349,7 +350,7 @@ class StoreWriter:
             self.origins.setdefault(label, Counter())[origin] += 1
         spools = self.spools
         spools["natoms"].append(n)
-        spools["energy"].append(item.energy)
+        spools[ENERGY].append(item.energy)
         spools["labels"].append(item.labels)
         spools["elem_ptr"].append(self.nnz)
         spools["elem_z"].extend(item.z)
@@ -381,7 +382,7 @@ class StoreWriter:
                 "mean": self.natoms_total / self.count if self.count else 0.0,
             },
             "elements": {chemical_symbols[z]: int(c) for z, c in sorted(self.elements.items())},
-            "labels": {k: int(self.label_counts.get(k, 0)) for k in ("energy", "forces", "stress", "charge", "spin")},
+            "labels": {k: int(self.label_counts.get(k, 0)) for k in (ENERGY, FORCES, STRESS, "charge", "spin")},
             "label_origin": {k: dict(v) for k, v in sorted(self.origins.items())},
             "force_sq_sum": self.force_sq_sum,
             "force_components": self.force_components,
@@ -556,7 +557,7 @@ class StoreReader:
     def _open_sidecars(self) -> dict[str, np.ndarray]:
         """Memory-map the sidecar arrays, checking each one's type and length first."""
         arrays: dict[str, np.ndarray] = {}
-        lengths = {"natoms": self._count, "energy": self._count, "labels": self._count, "elem_ptr": self._count + 1}
+        lengths = {"natoms": self._count, ENERGY: self._count, "labels": self._count, "elem_ptr": self._count + 1}
         for name, dtype in _SIDECARS.items():
             file = self.path / f"{name}.npy"
             if not file.is_file():
@@ -623,7 +624,7 @@ class StoreReader:
     @property
     def energies(self) -> np.ndarray:
         """Total energy per structure, float64 [n], NaN where missing (memory-mapped)."""
-        return self._arrays["energy"]
+        return self._arrays[ENERGY]
 
     @property
     def label_flags(self) -> np.ndarray:

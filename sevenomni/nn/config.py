@@ -5,18 +5,13 @@ from __future__ import annotations
 from typing import Literal
 
 from ase.data import atomic_numbers, chemical_symbols
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from sevenomni.base import StrictModel
 from sevenomni.nn.backend import TPBackend
 
 COMMON_CHANNEL = "common"
 TASK_EMBEDDING_SITES = ("si1", "si2", "readout")
-
-
-class StrictModel(BaseModel):
-    """Base for every config record: unknown keys and wrong types are errors naming the key."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
 class ModelConfig(StrictModel):

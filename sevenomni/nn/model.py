@@ -10,7 +10,8 @@ from ase.data import chemical_symbols
 from e3nn import o3
 from torch import nn
 
-from sevenomni.data.graph import MIN_CELL_VOLUME
+from sevenomni.base import MIN_CELL_VOLUME
+from sevenomni.keys import ATOMIC_ENERGIES, ENERGY, FORCES, STRESS
 from sevenomni.nn.backend import check_backend
 from sevenomni.nn.compiled import DOUBLE_BACKWARD_FALLBACK, compiled_atomic_energies
 from sevenomni.nn.config import COMMON_CHANNEL, ModelConfig
@@ -280,7 +281,7 @@ class SevenOmniModel(nn.Module):
                 network = compiled_atomic_energies(self)
         atomic = network(edge_vec, graph.edge_index, species, node_task, None if common else node_task)
         energy = atomic.new_zeros(num_graphs).index_add(0, batch, atomic)
-        out = {"energy": energy, "atomic_energies": atomic}
+        out = {ENERGY: energy, ATOMIC_ENERGIES: atomic}
 
         if inputs:
             grads = torch.autograd.grad(
@@ -288,12 +289,12 @@ class SevenOmniModel(nn.Module):
             )
             grads = [g if g is not None else torch.zeros_like(t) for g, t in zip(grads, inputs)]
             if compute_forces:
-                out["forces"] = -grads[0]
+                out[FORCES] = -grads[0]
             if compute_stress:
                 volume = torch.linalg.det(graph.cell.to(dtype).view(num_graphs, 3, 3)).abs()
                 has_volume = volume > MIN_CELL_VOLUME
                 safe_volume = torch.where(has_volume, volume, torch.ones_like(volume))
-                out["stress"] = grads[-1] / safe_volume.view(-1, 1, 1) * has_volume.view(-1, 1, 1)
+                out[STRESS] = grads[-1] / safe_volume.view(-1, 1, 1) * has_volume.view(-1, 1, 1)
         return out
 
     # ------------------------------------------------------------------ tasks

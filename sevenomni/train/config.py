@@ -9,9 +9,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from sevenomni.base import StrictModel
 from sevenomni.data.spec import DatabaseSpec, SamplingSpec
 from sevenomni.nn.backend import TPBackend
-from sevenomni.nn.config import StrictModel
 
 
 class ConfigError(ValueError):

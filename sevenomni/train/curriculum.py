@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from sevenomni.data.statistics import element_reference_energies
+from sevenomni.keys import ENERGY
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.task import TaskEmbedding
 
@@ -41,7 +42,7 @@ def fit_task_shift(model: SevenOmniModel, batches: Iterable, task_index: int, de
         species = model.species(batch.atomic_numbers)
         counts = torch.zeros(batch.num_atoms.numel(), num_species, dtype=torch.float64, device=device)
         counts.index_put_((batch.batch, species), torch.ones_like(species, dtype=torch.float64), accumulate=True)
-        residual = batch.energy.view(-1).double() - out["energy"].double()
+        residual = batch.energy.view(-1).double() - out[ENERGY].double()
         residuals.append(residual[mask].cpu().numpy())
         count_rows.append(counts[mask].cpu().numpy())
     model.train(was_training)

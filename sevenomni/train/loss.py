@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from sevenomni.keys import ENERGY, FORCES, STRESS, VOIGT
 from sevenomni.train.config import LossSection
-
-VOIGT = (0, 4, 8, 5, 2, 1)  # xx yy zz yz xz xy in a flattened 3×3
 
 
 @dataclass
@@ -42,7 +41,7 @@ class EnergyForceStressLoss:
 
     @property
     def term_weights(self) -> dict[str, float]:
-        return {"energy": self.config.energy, "forces": self.config.forces, "stress": self.config.stress}
+        return {ENERGY: self.config.energy, FORCES: self.config.forces, STRESS: self.config.stress}
 
     def nothing(self, device: torch.device, dtype: torch.dtype) -> dict[str, LossTerm]:
         """The terms of an empty batch (a rank with no share of a small global batch)."""
@@ -51,28 +50,28 @@ class EnergyForceStressLoss:
 
     def __call__(self, prediction: dict[str, torch.Tensor], batch) -> dict[str, LossTerm]:
         kind, delta = self.config.kind, self.config.huber_delta
-        weights = self.database_weights.to(prediction["energy"].device)[batch.database.view(-1)]
-        dtype = prediction["energy"].dtype
+        weights = self.database_weights.to(prediction[ENERGY].device)[batch.database.view(-1)]
+        dtype = prediction[ENERGY].dtype
         num_atoms = batch.num_atoms.to(dtype)
-        terms = self.nothing(prediction["energy"].device, dtype)
+        terms = self.nothing(prediction[ENERGY].device, dtype)
 
         mask = batch.has_energy.view(-1).to(dtype)
-        error = (prediction["energy"] - batch.energy.view(-1).to(dtype)) / num_atoms
-        terms["energy"] = LossTerm((elementwise(error, kind, delta) * weights[:, 0] * mask).sum(), mask.sum())
+        error = (prediction[ENERGY] - batch.energy.view(-1).to(dtype)) / num_atoms
+        terms[ENERGY] = LossTerm((elementwise(error, kind, delta) * weights[:, 0] * mask).sum(), mask.sum())
 
-        if "forces" in prediction:
+        if FORCES in prediction:
             node_mask = (batch.has_forces.view(-1).to(dtype) * weights[:, 1])[batch.batch]
             labelled = batch.has_forces.view(-1).to(dtype)[batch.batch]
-            error = prediction["forces"] - batch.forces.to(dtype)
-            terms["forces"] = LossTerm(
+            error = prediction[FORCES] - batch.forces.to(dtype)
+            terms[FORCES] = LossTerm(
                 (elementwise(error, kind, delta) * node_mask.unsqueeze(-1)).sum(), 3.0 * labelled.sum()
             )
 
-        if "stress" in prediction:
+        if STRESS in prediction:
             mask = batch.has_stress.view(-1).to(dtype)
             voigt = list(VOIGT)
-            error = (prediction["stress"] - batch.stress.to(dtype)).reshape(-1, 9)[:, voigt]
-            terms["stress"] = LossTerm(
+            error = (prediction[STRESS] - batch.stress.to(dtype)).reshape(-1, 9)[:, voigt]
+            terms[STRESS] = LossTerm(
                 (elementwise(error, kind, delta) * (weights[:, 2] * mask).unsqueeze(-1)).sum(), 6.0 * mask.sum()
             )
         return terms

@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sevenomni import __version__
 from sevenomni.checkpoint import TRAINING_STATE_FORMAT, atomic_save, read_training_state, save_checkpoint
 from sevenomni.data.statistics import average_num_neighbors, force_rms
+from sevenomni.keys import ENERGY, FORCES, STRESS
 from sevenomni.loading import load_model
 from sevenomni.logs import FILE_ONLY, log_to_file
 from sevenomni.nn import ModelConfig, SevenOmniModel
@@ -32,6 +32,7 @@ from sevenomni.train.regularization import WeightPenalty, task_embedding_norm
 from sevenomni.train.report import energy_shift_line, final_table, progress_line, start_up_summary, validation_line
 from sevenomni.train.run_directory import locked_run_directory
 from sevenomni.train.state import capture_rng, restore_rng, seed_everything
+from sevenomni.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class Trainer:
             tasks=None if len(trained_tasks) == len(self.tasks) else trained_tasks,
         )
         weights = torch.tensor(
-            [[d.spec.loss_weights.get(k, 1.0) for k in ("energy", "forces", "stress")] for d in self.databases],
+            [[d.spec.loss_weights.get(k, 1.0) for k in (ENERGY, FORCES, STRESS)] for d in self.databases],
             dtype=self.model.dtype,
         )
         self.loss = EnergyForceStressLoss(config.train.loss, weights)

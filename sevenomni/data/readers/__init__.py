@@ -32,6 +32,7 @@ from sevenomni.data.readers.common import (
 from sevenomni.data.readers.mptrj import read_mptrj
 from sevenomni.data.readers.spice import count_conformations, read_spice
 from sevenomni.data.store import StoreReader, is_store
+from sevenomni.keys import ENERGY, FORCES, STRESS
 
 FORMATS = ("auto", "ase", "aselmdb", "mptrj", "spice", "store")
 
@@ -98,7 +99,7 @@ def read_store(path: str | Path, keys: LabelKeys) -> RecordStream:
                 yield validate_record(
                     source=item["source"] or str(path), index=item["index"], species=item["numbers"],
                     positions=item["positions"], cell=item["cell"], pbc=item["pbc"],
-                    energy=item.get("energy"), forces=item.get("forces"), stress=item.get("stress"),
+                    energy=item.get(ENERGY), forces=item.get(FORCES), stress=item.get(STRESS),
                     charge=item.get("charge"), spin=item.get("spin"), require_energy=keys.require_energy,
                     min_distance=keys.min_distance,
                     config_type=item["config_type"], name=item["name"],

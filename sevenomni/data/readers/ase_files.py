@@ -33,6 +33,7 @@ from sevenomni.data.readers.common import (
     validate_record,
 )
 from sevenomni.data.store import Record
+from sevenomni.keys import ENERGY, FORCES, STRESS
 
 DEFAULT_KEYS = ("REF_energy", "REF_forces", "REF_stress")
 _CHARGE_KEYS = ("charge", "total_charge")
@@ -60,9 +61,9 @@ def record_from_atoms(
     arrays = dict(atoms.arrays) if arrays is None else {**atoms.arrays, **arrays}
     labels = LabelLookup(source, index, _calculator_results(atoms))
     energy_default, forces_default, stress_default = DEFAULT_KEYS
-    energy = labels.find("energy", keys.energy, energy_default, [("info", info)])
-    forces = labels.find("forces", keys.forces, forces_default, [("arrays", arrays)])
-    stress = labels.find("stress", keys.stress, stress_default, [("info", info)])
+    energy = labels.find(ENERGY, keys.energy, energy_default, [("info", info)])
+    forces = labels.find(FORCES, keys.forces, forces_default, [("arrays", arrays)])
+    stress = labels.find(STRESS, keys.stress, stress_default, [("info", info)])
     config_type = info.get("config_type")
     return validate_record(
         source=source, index=index, species=atoms.numbers, positions=atoms.positions,

@@ -27,6 +27,7 @@ from sevenomni.data.readers.common import (
     validate_record,
 )
 from sevenomni.data.store import Record
+from sevenomni.keys import ENERGY, FORCES, STRESS
 
 RESERVED_KEYS = (b"nextid", b"deleted_ids", b"metadata")
 
@@ -67,9 +68,9 @@ def _row_to_record(row: dict[str, Any], source: str, index: int, keys: LabelKeys
     def extra(name: str) -> Any:
         return data.get(name, kvp.get(name, row.get(name)))
 
-    energy = labels.find("energy", keys.energy, None, places)
-    forces = labels.find("forces", keys.forces, None, places)
-    stress = labels.find("stress", keys.stress, None, places)
+    energy = labels.find(ENERGY, keys.energy, None, places)
+    forces = labels.find(FORCES, keys.forces, None, places)
+    stress = labels.find(STRESS, keys.stress, None, places)
     config_type = extra("config_type")
     return validate_record(
         source=source, index=index, species=np.asarray(row["numbers"], dtype=np.int64),

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 from ase.data import atomic_numbers as SYMBOL_TO_Z
 
-from sevenomni.data.graph import DEFAULT_MIN_DISTANCE, check_structure, closest_pair, describe_pair
+from sevenomni.base import DEFAULT_MIN_DISTANCE
+from sevenomni.data.graph import check_structure, closest_pair, describe_pair
 from sevenomni.data.store import MAX_Z, Record
 
 # Reason codes of rejected records (stored, counted, printed).

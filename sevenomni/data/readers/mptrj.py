@@ -33,6 +33,7 @@ from sevenomni.data.readers.common import (
     validate_record,
 )
 from sevenomni.data.store import Record
+from sevenomni.keys import ENERGY, FORCES, STRESS
 
 KBAR_TO_EV_PER_A3_ASE_SIGN = -0.1 * GPa
 DEFAULT_KEYS = ("uncorrected_total_energy", "force", "stress")
@@ -81,9 +82,9 @@ def frame_to_record(frame: dict[str, Any], source: str, index: int, name: str, k
     sites = structure["sites"]
     labels = LabelLookup(source, index)
     energy_default, forces_default, stress_default = DEFAULT_KEYS
-    energy = labels.find("energy", keys.energy, energy_default, [("mptrj", frame)])
-    forces = labels.find("forces", keys.forces, forces_default, [("mptrj", frame)])
-    stress = labels.find("stress", keys.stress, stress_default, [("mptrj", frame)])
+    energy = labels.find(ENERGY, keys.energy, energy_default, [("mptrj", frame)])
+    forces = labels.find(FORCES, keys.forces, forces_default, [("mptrj", frame)])
+    stress = labels.find(STRESS, keys.stress, stress_default, [("mptrj", frame)])
     if stress is not None:
         stress = np.asarray(stress, dtype=np.float64) * KBAR_TO_EV_PER_A3_ASE_SIGN
     return validate_record(

@@ -27,6 +27,7 @@ from sevenomni.data.readers.common import (
     guarded,
     validate_record,
 )
+from sevenomni.keys import ENERGY, FORCES
 
 DEFAULT_ENERGY_KEY, DEFAULT_FORCES_KEY = "dft_total_energy", "dft_total_gradient"  # no stress: molecules
 _LENGTH = {"bohr": Bohr, "angstrom": 1.0, "nanometer": nm, "nm": nm}
@@ -104,8 +105,8 @@ def read_spice(path: str | Path, keys: LabelKeys) -> RecordStream:
             m = positions.shape[0]
             labels = LabelLookup(source, index)
             try:
-                energy_set = labels.find("energy", keys.energy, DEFAULT_ENERGY_KEY, [("spice", group)])
-                forces_set = labels.find("forces", keys.forces, DEFAULT_FORCES_KEY, [("spice", group)])
+                energy_set = labels.find(ENERGY, keys.energy, DEFAULT_ENERGY_KEY, [("spice", group)])
+                forces_set = labels.find(FORCES, keys.forces, DEFAULT_FORCES_KEY, [("spice", group)])
             except InvalidRecordError as error:  # a named dataset this group lacks: all its records
                 for k in range(m):
                     yield Rejected(source, index + k, error.reason, error.detail)
