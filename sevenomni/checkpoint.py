@@ -122,7 +122,7 @@ def model_record(model: SevenOmniModel, **metadata: Any) -> dict[str, Any]:
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "config": model.config.model_dump(mode="json"),
-        "tasks": model.tasks,
+        "tasks": model.tasks.as_list(),
         "elements": model.elements,
         "cutoff": model.cutoff,
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},

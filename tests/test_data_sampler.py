@@ -1,4 +1,4 @@
-"""MultiDatabaseSampler: ratios, sharding, determinism, resumption, batch bounds."""
+"""MultiDatabaseSampler: ratios, determinism, resumption, batch bounds; RankSlice: per-rank shares."""
 
 from __future__ import annotations
 
@@ -21,13 +21,12 @@ def atom_counts(sizes=SIZES, seed=0):
     return [rng.integers(1, 40, n) for n in sizes]
 
 
-def sampler(mode="ratio", weights=(0.5, 0.3, 0.2), rank=0, world_size=1, sizes=SIZES, **spec):
+def sampler(mode="ratio", weights=(0.5, 0.3, 0.2), sizes=SIZES, **spec):
     spec = {"batch_size": 16, "seed": 11} | spec
     if spec.get("max_atoms"):
         spec["batch_size"] = None
     spec = SamplingSpec(mode=mode, **spec)
-    return MultiDatabaseSampler(list(sizes), atom_counts(sizes), spec, list(weights) if weights else None,
-                                rank=rank, world_size=world_size)
+    return MultiDatabaseSampler(list(sizes), atom_counts(sizes), spec, list(weights) if weights else None)
 
 
 def database_of(indices, sizes=SIZES):
@@ -74,29 +73,18 @@ def test_small_database_cycles_without_replacement():
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
-@pytest.mark.parametrize("bound", [{"batch_size": 16}, {"max_atoms": 200}])
-def test_ranks_get_disjoint_shards_whose_union_is_everything(bound, world_size):
-    ranks = [sampler("proportional", None, rank=r, world_size=world_size, **bound) for r in range(world_size)]
-    shards = [list(r) for r in ranks]
-    assert len({len(r) for r in ranks} | {len(s) for s in shards}) == 1  # same count everywhere
-    items = [np.concatenate(s) for s in shards]
-    for a in range(world_size):
-        for b in range(a + 1, world_size):
-            assert np.intersect1d(items[a], items[b]).size == 0
-    union = np.concatenate(items)
-    assert len(union) == sum(SIZES) and set(union.tolist()) == set(range(sum(SIZES)))
-    # the ranks share one global stream: its head is the single-process order
-    single = list(sampler("proportional", None, **bound))
-    stream = [b for group in zip(*shards) for b in group]
-    assert stream[: len(single) - 2 * world_size] == single[: len(single) - 2 * world_size]
+def test_rank_slices_partition_every_global_batch(world_size):
+    """Every rank steps once per global batch (an empty share included) and the shares of a
+    global batch are disjoint with the batch as their union."""
+    from sevenomni.train.data import RankSlice
 
-
-def test_ranks_pad_only_when_batches_cannot_be_halved():
-    s = [MultiDatabaseSampler([3], [np.ones(3, int)], SamplingSpec(batch_size=1, seed=0), None, rank=r, world_size=2)
-         for r in range(2)]
-    shards = [list(x) for x in s]
-    assert len(shards[0]) == len(shards[1]) == len(s[0]) == 2
-    assert {i for batch in shards[0] + shards[1] for i in batch} == {0, 1, 2}
+    global_batches = list(sampler("proportional", None, max_atoms=60))
+    shares = [list(RankSlice(sampler("proportional", None, max_atoms=60), r, world_size)) for r in range(world_size)]
+    assert all(len(share) == len(global_batches) for share in shares)
+    for number, batch in enumerate(global_batches):
+        parts = [share[number] for share in shares]
+        assert sorted(i for part in parts for i in part) == sorted(batch)
+        assert sum(len(part) for part in parts) == len(batch)
 
 
 def test_deterministic_and_seed_dependent():
@@ -121,18 +109,6 @@ def test_resume_mid_epoch_gives_identical_order():
     assert resumed.epoch == 4 and resumed.state_dict()["position"] == 0
 
 
-def test_resume_on_another_world_size():
-    one = sampler(world_size=1)
-    iterator = iter(one)
-    for _ in range(10):
-        next(iterator)
-    two = sampler(rank=1, world_size=2)
-    two.load_state_dict(one.state_dict())
-    assert two.position == 5
-    with pytest.raises(ValueError, match="cannot resume"):
-        sampler(rank=0, world_size=3).load_state_dict(one.state_dict())
-
-
 def test_max_atoms_bound_and_len():
     s = sampler(max_atoms=100)
     counts = np.concatenate(atom_counts())
@@ -149,10 +125,8 @@ def test_oversized_structure_is_a_batch_alone():
 
 
 def test_len_matches_iteration_for_batch_size():
-    for world_size in (1, 3):
-        s = sampler("temperature", None, temperature=2.0, world_size=world_size, rank=world_size - 1)
-        assert len(s) == len(list(sampler("temperature", None, temperature=2.0, world_size=world_size,
-                                          rank=world_size - 1)))
+    s = sampler("temperature", None, temperature=2.0)
+    assert len(s) == len(list(sampler("temperature", None, temperature=2.0)))
 
 
 def test_weight_errors():
@@ -164,17 +138,6 @@ def test_weight_errors():
         database_probabilities(SIZES, [0, 0, 0], "ratio")
     with pytest.raises(ValueError, match="atom counts"):
         MultiDatabaseSampler([3], [np.ones(2)], SamplingSpec(batch_size=1), None)
-
-
-def test_torchrun_environment(monkeypatch):
-    from sevenomni.data.sampler import torchrun_rank_and_world_size
-
-    monkeypatch.setenv("RANK", "3")
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    assert torchrun_rank_and_world_size() == (3, 4)
-    monkeypatch.delenv("RANK")
-    monkeypatch.delenv("WORLD_SIZE")
-    assert torchrun_rank_and_world_size() == (0, 1)
 
 
 def test_state_of_what_the_loop_consumed_despite_prefetch():

@@ -67,14 +67,14 @@ class DefaultDeviceTensors(TorchFunctionMode):
 def test_the_training_step_gives_collectives_only_tensors_made_on_the_training_device(tmp_path, recorded_all_reduce):
     """Run real steps as rank 0 of 2; no tensor reaching a collective may come from a device-less factory."""
     trainer = Trainer(load_config(raw=make_run(tmp_path, count=8)))
-    trainer.ctx = DistributedContext(rank=0, world_size=2, device=trainer.device)
+    trainer.ctx = trainer.train_step.ctx = DistributedContext(rank=0, world_size=2, device=trainer.device)
     databases = list(trainer.databases)
     sampler = stage_sampler(databases, None, trainer.config.data.sampling)
     batch = next(iter(stage_loader(databases, sampler, trainer.ctx, 0)))
     mode = DefaultDeviceTensors()
     with mode:
-        assert trainer._train_step(batch) is not None
-        assert trainer._train_step(None) is not None  # a rank with an empty share steps too
+        assert trainer.train_step(batch) is not None
+        assert trainer.train_step(None) is not None  # a rank with an empty share steps too
     assert recorded_all_reduce, "the step ran no collective"
     for tensor in recorded_all_reduce:
         assert not any(tensor is made for made in mode.made), f"a collective got a device-less tensor {tensor}"

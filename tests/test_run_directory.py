@@ -76,14 +76,14 @@ def test_an_earlier_run_is_refused_unless_resumed_or_overwritten(tmp_path, capsy
 def test_resume_after_a_kill_drops_the_metric_rows_logged_after_the_checkpoint(tmp_path):
     raw = make_run(tmp_path, overrides={"stages.0.steps": 5, "train.checkpoint_every": 2, "train.validate_every": 1})
     trainer = Trainer(load_config(raw=raw))
-    original = trainer._train_step
+    original = trainer.train_step
 
     def killed_in_step_4(batch):
-        if trainer.global_step == 3:
+        if trainer.progress.global_step == 3:
             raise KeyboardInterrupt("simulated SIGKILL: steps 1-3 logged, the last checkpoint at step 2")
         return original(batch)
 
-    trainer._train_step = killed_in_step_4
+    trainer.train_step = killed_in_step_4
     with pytest.raises(KeyboardInterrupt):
         trainer.run()
     Trainer(load_config(raw=raw), resume=True).run()

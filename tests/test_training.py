@@ -100,14 +100,14 @@ def test_curriculum_introduces_a_task_on_the_common_pes_with_fitted_shifts(tmp_p
     original = trainer._introduce_tasks
 
     def spy(stage):
-        before = set(trainer.introduced)
+        before = set(trainer.progress.introduced)
         original(stage)
-        for task in set(trainer.introduced) - before:
+        for task in set(trainer.progress.introduced) - before:
             index = trainer.model.task_index(task)
             introduced[task] = {
                 "embeddings": [p[index].detach().clone() for _, p in trainer.model.task_embedding_parameters()],
                 "shift": trainer.model.energy_shift.weight[index].detach().clone(),
-                "step": trainer.global_step,
+                "step": trainer.progress.global_step,
             }
 
     trainer._introduce_tasks = spy
@@ -147,7 +147,7 @@ def test_final_metrics_reuse_the_last_validation_at_the_same_step(tmp_path):
     original = trainer.validation_metrics
 
     def counted():
-        computed.append(trainer.global_step)
+        computed.append(trainer.progress.global_step)
         return original()
 
     trainer.validation_metrics = counted
@@ -234,7 +234,7 @@ def test_freeze_shared_trains_a_new_task_and_leaves_the_old_channel_untouched(tm
 # ---------------------------------------------------------------------------- NaN handling
 def poison_loss(trainer, bad):
     """Make the loss non-finite on the calls (1-based) for which ``bad(call)`` is true."""
-    original = trainer.loss.__call__
+    original = trainer.train_step.loss.__call__
     calls = {"n": 0}
 
     def poisoned(prediction, batch):
@@ -244,7 +244,8 @@ def poison_loss(trainer, bad):
             terms["energy"].total = terms["energy"].total * float("nan")
         return terms
 
-    trainer.loss = type("Poisoned", (), {"__call__": staticmethod(poisoned), "term_weights": trainer.loss.term_weights})()
+    weights = trainer.train_step.loss.term_weights
+    trainer.train_step.loss = type("Poisoned", (), {"__call__": staticmethod(poisoned), "term_weights": weights})()
 
 
 def test_non_finite_loss_skips_steps_then_stops_with_a_clear_message(tmp_path):
@@ -254,8 +255,8 @@ def test_non_finite_loss_skips_steps_then_stops_with_a_clear_message(tmp_path):
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     with pytest.raises(TrainingDiverged, match="3 consecutive steps had a non-finite loss.*last.pt"):
         trainer.run()
-    assert trainer.skipped_steps == 4  # one isolated bad step, then three in a row
-    assert trainer.global_step == 3
+    assert trainer.progress.skipped_steps == 4  # one isolated bad step, then three in a row
+    assert trainer.progress.global_step == 3
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
     assert saved["progress"]["global_step"] == 2
     for value in saved["model"].values():
@@ -291,18 +292,18 @@ def interrupted_then_resumed(tmp_path, stop_after: int, save: bool):
     """Run, stop after ``stop_after`` optimizer steps (saving like SIGTERM, or not like SIGKILL), resume."""
     raw = make_run(tmp_path, overrides={"stages.0.steps": 7, "train.checkpoint_every": 2})
     trainer = Trainer(load_config(raw=raw))
-    original = trainer._train_step
+    original = trainer.train_step
 
     def step_then_maybe_stop(batch):
         result = original(batch)
-        if trainer.global_step + 1 == stop_after:
+        if trainer.progress.global_step + 1 == stop_after:
             if save:
                 trainer._stop_signal = signal.SIGTERM
             else:
                 raise KeyboardInterrupt("simulated kill")
         return result
 
-    trainer._train_step = step_then_maybe_stop
+    trainer.train_step = step_then_maybe_stop
     with pytest.raises(TrainingInterrupted if save else KeyboardInterrupt):
         trainer.run()
     Trainer(load_config(raw=raw), resume=True).run()

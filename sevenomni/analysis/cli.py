@@ -52,7 +52,7 @@ def evaluate(args: argparse.Namespace) -> None:
           "* = own channel")
     written = [write_json(out / "metrics.json", {
         "model": str(args.model),
-        "tasks": model.tasks,
+        "tasks": model.tasks.as_list(),
         "task": args.task,
         "databases": [
             {"name": d.name, "path": d.path, "structures": len(d.dataset), "own": d.own,

@@ -69,7 +69,7 @@ def analyse_embeddings(model: SevenOmniModel) -> dict:
         raise ValueError("this model has no task embeddings (task_embedding_sites is empty)")
     result = {name: analyse_site(matrix) for name, matrix in sites.items()}
     result[ALL_SITES] = analyse_site(np.hstack(list(sites.values())))
-    return {"tasks": model.tasks, "sites": result}
+    return {"tasks": model.tasks.as_list(), "sites": result}
 
 
 def format_embeddings(analysis: dict) -> str:

@@ -33,7 +33,7 @@ from sevenomni.data.ingest import cached_store
 from sevenomni.data.store import is_store
 from sevenomni.keys import ENERGY, FORCES, STRESS
 from sevenomni.nn import SevenOmniModel
-from sevenomni.nn.config import COMMON_CHANNEL
+from sevenomni.nn.task_names import COMMON_CHANNEL, Tasks, is_common
 
 # Force components kept per database for its parity plot (a strided subsample beyond this).
 PARITY_POINTS = 30_000
@@ -89,17 +89,16 @@ def infer_own_task(name: str, tasks: Sequence[str]) -> str | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def parse_own(pairs: Sequence[str], tasks: Sequence[str]) -> dict[str, str]:
+def parse_own(pairs: Sequence[str], tasks: Tasks) -> dict[str, str]:
     """``DATABASE=TASK`` pairs (``--own``) to a dict; the task must be one of the model's."""
     own = {}
     for pair in pairs:
         database, equals, task = pair.partition("=")
         if not equals or not database or not task:
             raise ValueError(f"--own expects DATABASE=TASK, got {pair!r}")
-        lowered = [t.lower() for t in tasks]
-        if task.lower() not in lowered:
-            raise ValueError(f"--own {pair}: unknown task {task!r}; this model's tasks are {list(tasks)}")
-        own[database] = tasks[lowered.index(task.lower())]
+        if task not in tasks:
+            raise ValueError(f"--own {pair}: unknown task {task!r}; this model's tasks are {tasks}")
+        own[database] = tasks.canonical(task)
     return own
 
 
@@ -157,7 +156,7 @@ def choose_channels(database: Database, model: SevenOmniModel, task: str) -> Non
             database.skipped.append(f"{COMMON_CHANNEL}: own task unknown (give --own {database.name}=TASK)")
         else:
             database.channels.append(common)
-    elif task.lower() == COMMON_CHANNEL:
+    elif is_common(task):
         common = common_channel()
         if common is None:
             raise ValueError(
@@ -212,6 +211,17 @@ def attach_predictions(structures: list[Atoms], batch, prediction: dict, prefix:
             atoms.info[f"{prefix}_stress"] = full_3x3_to_voigt_6_stress(stress)
 
 
+@contextlib.contextmanager
+def evaluation_mode(model: torch.nn.Module):
+    """The model in eval mode for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def evaluate_databases(
     model: SevenOmniModel,
     databases: Sequence[Database],
@@ -230,13 +240,14 @@ def evaluate_databases(
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     device = resolve_device(device)
-    model = model.to(device).eval()
+    model = model.to(device)
     rows, samples = [], {}
     total = sum(len(d.dataset) for d in databases)
     start = time.perf_counter()
     if predictions_dir is not None:
         Path(predictions_dir).mkdir(parents=True, exist_ok=True)
-    with tqdm(total=total, unit=" structures", disable=not progress, dynamic_ncols=True, mininterval=0.5) as bar:
+    bar = tqdm(total=total, unit=" structures", disable=not progress, dynamic_ncols=True, mininterval=0.5)
+    with evaluation_mode(model), bar:
         for database in databases:
             bar.set_description(database.name)
             plotted = parity_channel(database)

@@ -20,7 +20,6 @@ from torch.utils.data import Dataset
 from torch_geometric.data import Batch, Data
 
 from sevenomni.data.graph import arrays_to_graph
-from sevenomni.data.sampler import permutation_keys, permute
 from sevenomni.data.spec import DatabaseSpec, SplitSpec
 from sevenomni.data.store import StoreReader, describe_label_origins
 from sevenomni.keys import ENERGY, FORCES, STRESS
@@ -142,18 +141,18 @@ class LMDBDataset(Dataset):
 
 
 def split_indices(n: int, valid_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(train, valid) indices of ``range(n)``: exactly round(n·fraction) validation items chosen by
-    a seeded permutation; both sorted. Memory: a boolean mask of n bytes."""
+    """(train, valid) indices of ``range(n)``, both sorted, drawn by a seeded permutation.
+
+    ``round(n · fraction)`` items validate; a positive fraction of more than one item keeps at
+    least one item on each side.
+    """
     if not 0.0 <= valid_fraction < 1.0:
         raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
-    n_valid = int(round(n * valid_fraction))
-    dtype = _smallest_index_dtype(n)
-    if n_valid == 0:
-        return np.arange(n, dtype=dtype), np.empty(0, dtype=dtype)
-    valid = np.sort(permute(np.arange(n_valid), n, permutation_keys(seed, 0x5111))).astype(dtype)
-    mask = np.ones(n, dtype=bool)
-    mask[valid] = False
-    return np.flatnonzero(mask).astype(dtype), valid
+    order = np.random.default_rng(seed).permutation(n)
+    num_valid = round(valid_fraction * n)
+    if valid_fraction > 0 and n > 1:
+        num_valid = min(max(num_valid, 1), n - 1)
+    return np.sort(order[num_valid:]), np.sort(order[:num_valid])
 
 
 def database_datasets(

@@ -1,4 +1,4 @@
-"""Batches across databases: ratio / proportional / temperature sampling, sharded, resumable.
+"""Batches across databases: ratio / proportional / temperature sampling, resumable.
 
 The draws of an epoch form one stream, identical on every rank:
 
@@ -13,9 +13,9 @@ The draws of an epoch form one stream, identical on every rank:
   with proportional sampling an epoch visits every structure exactly once.
 * Batches are consecutive runs of the stream: ``batch_size`` structures, or as many as fit in
   ``max_atoms`` atoms (a structure larger than that forms a batch alone). The epoch's last
-  batch may be short. Global batch ``b`` goes to rank ``b mod world_size``; to give every rank
-  the same number of batches, the epoch's last few batches are halved as needed. Ranks thus get
-  disjoint shards whose union is the epoch (for proportional sampling: every structure once).
+  batch may be short. These are global batches: in a multi-process run every rank draws the
+  same ones and takes its share of each (``sevenomni.train.data.RankSlice``), so every rank
+  steps the same number of times.
 
 Everything is a function of (seed, epoch, position); nothing depends on the process, so a
 state saved mid-epoch resumes the identical order.
@@ -23,7 +23,6 @@ state saved mid-epoch resumes the identical order.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from typing import Any
@@ -76,18 +75,6 @@ def permute(positions: np.ndarray, n: int, keys: np.ndarray) -> np.ndarray:
     return x.astype(np.int64)
 
 
-def torchrun_rank_and_world_size() -> tuple[int, int]:
-    """(rank, world size) of this process: from ``torch.distributed`` when it is initialised,
-    else from torchrun's ``RANK`` / ``WORLD_SIZE`` environment variables, else (0, 1)."""
-    import os
-
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def database_probabilities(
     sizes: Sequence[int], weights: Sequence[float | None] | None, mode: str, temperature: float = 1.0
 ) -> list[Fraction]:
@@ -133,8 +120,6 @@ class MultiDatabaseSampler(Sampler[list[int]]):
         atom_counts: list[np.ndarray],
         spec: SamplingSpec,
         weights: list[float | None] | None = None,
-        rank: int = 0,
-        world_size: int = 1,
     ) -> None:
         if not sizes:
             raise ValueError("no databases to sample from")
@@ -143,12 +128,9 @@ class MultiDatabaseSampler(Sampler[list[int]]):
         for i, (n, counts) in enumerate(zip(sizes, atom_counts)):
             if len(counts) != n:
                 raise ValueError(f"database {i}: {len(counts)} atom counts for {n} structures")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world size {world_size}")
         self.sizes = [int(n) for n in sizes]
         self.atom_counts = atom_counts
         self.spec = spec
-        self.rank, self.world_size = rank, world_size
         self.probabilities = database_probabilities(self.sizes, weights, spec.mode, spec.temperature)
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
         self.epoch_size = int(spec.epoch_size or sum(self.sizes))
@@ -166,7 +148,7 @@ class MultiDatabaseSampler(Sampler[list[int]]):
             self.epoch, self.position = int(epoch), 0
 
     def state_dict(self, consumed: int | None = None) -> dict[str, Any]:
-        """Epoch and position (batches of this rank already taken in the epoch).
+        """Epoch and position (batches already taken in the epoch).
 
         A DataLoader prefetches, so the sampler may have yielded (and even finished the epoch)
         ahead of the training loop: pass ``consumed``, the number of batches of the epoch being
@@ -180,7 +162,6 @@ class MultiDatabaseSampler(Sampler[list[int]]):
         return {
             "epoch": epoch,
             "position": position,
-            "world_size": self.world_size,
             "seed": self.spec.seed,
             "probabilities": [str(p) for p in self.probabilities],
         }
@@ -188,15 +169,8 @@ class MultiDatabaseSampler(Sampler[list[int]]):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("seed", self.spec.seed) != self.spec.seed:
             raise ValueError(f"sampler state has seed {state['seed']}, this sampler {self.spec.seed}")
-        saved_world = int(state.get("world_size", self.world_size))
-        global_batches = int(state["position"]) * saved_world
-        if global_batches % self.world_size:
-            raise ValueError(
-                f"cannot resume {global_batches} global batches saved with world size {saved_world} "
-                f"on world size {self.world_size}"
-            )
         self.epoch = int(state["epoch"])
-        self.position = global_batches // self.world_size
+        self.position = int(state["position"])
 
     # -- the stream --------------------------------------------------------------------------
 
@@ -233,16 +207,13 @@ class MultiDatabaseSampler(Sampler[list[int]]):
         return out
 
     def _windows(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray, bool]]:
-        """(global indices, atom counts, is the epoch's last window) per shuffled window.
-
-        After the epoch's last window the stream goes on (draws beyond the epoch, for padding).
-        """
+        """(global indices, atom counts, is the epoch's last window) per shuffled window."""
         phases = self._phases(epoch)
         base = self._base(epoch)
         previous = self._cumulative(0, phases)
         t, k = 0, 0
         while True:
-            t_next = min(t + WINDOW, self.epoch_size) if t < self.epoch_size else t + WINDOW
+            t_next = min(t + WINDOW, self.epoch_size)
             current = self._cumulative(t_next, phases)
             indices = [np.empty(0, dtype=np.int64)]
             natoms = [np.empty(0, dtype=np.int64)]
@@ -254,59 +225,22 @@ class MultiDatabaseSampler(Sampler[list[int]]):
             indices_all, natoms_all = np.concatenate(indices), np.concatenate(natoms)
             order = np.random.default_rng([self.spec.seed, epoch, 2, k]).permutation(len(indices_all))
             yield indices_all[order], natoms_all[order], t_next == self.epoch_size
+            if t_next == self.epoch_size:
+                return
             previous, t, k = current, t_next, k + 1
 
-    def _epoch_batches(self, epoch: int, padding: bool = False) -> Iterator[np.ndarray]:
-        """The epoch's batches in stream order (the last may be short); with ``padding``, instead
-        the full batches made of the draws that follow the epoch, endlessly."""
+    def _epoch_batches(self, epoch: int) -> Iterator[np.ndarray]:
+        """The epoch's batches in stream order (the last may be short)."""
         pending_idx = np.empty(0, dtype=np.int64)
         pending_atoms = np.empty(0, dtype=np.int64)
-        after = False
         for indices, natoms, last in self._windows(epoch):
-            if padding and not after:
-                after = last
-                continue
             pending_idx = np.concatenate([pending_idx, indices])
             pending_atoms = np.concatenate([pending_atoms, natoms])
             used = 0
-            for stop in self._cuts(pending_atoms, flush=last and not padding):
+            for stop in self._cuts(pending_atoms, flush=last):
                 yield pending_idx[used:stop]
                 used = stop
             pending_idx, pending_atoms = pending_idx[used:], pending_atoms[used:]
-            if last and not padding:
-                return
-
-    def _global_batches(self, epoch: int) -> Iterator[np.ndarray]:
-        """All batches of the epoch, for all ranks; their number is a multiple of world_size.
-
-        To reach the multiple, the last batches are halved (each half stays within the bound),
-        so that every structure of the epoch is still used exactly as often as drawn; only if
-        too few batches can be halved are batches of the following draws appended.
-        """
-        world = self.world_size
-        if world == 1:
-            yield from self._epoch_batches(epoch)
-            return
-        held: deque[np.ndarray] = deque()
-        count = 0
-        for batch in self._epoch_batches(epoch):
-            held.append(batch)
-            if len(held) > 2 * world:
-                yield held.popleft()
-                count += 1
-        tail = list(held)
-        missing = -(count + len(tail)) % world
-        for k in range(len(tail) - 1, -1, -1):
-            if missing == 0:
-                break
-            if len(tail[k]) >= 2:
-                half = (len(tail[k]) + 1) // 2
-                tail[k : k + 1] = [tail[k][:half], tail[k][half:]]
-                missing -= 1
-        yield from tail
-        if missing:
-            for batch, _ in zip(self._epoch_batches(epoch, padding=True), range(missing)):
-                yield batch
 
     def _cuts(self, natoms: np.ndarray, flush: bool) -> Iterator[int]:
         """End positions of the complete batches in ``natoms`` (and of a short last one if flush)."""
@@ -335,32 +269,28 @@ class MultiDatabaseSampler(Sampler[list[int]]):
     # -- torch interface ---------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[list[int]]:
-        """This rank's batches of the current epoch from the saved position; then epoch += 1."""
-        epoch, skip, local = self.epoch, self.position, 0
+        """The batches of the current epoch from the saved position; then epoch += 1."""
+        epoch, skip, count = self.epoch, self.position, 0
         self._active_epoch = epoch
-        for number, batch in enumerate(self._global_batches(epoch)):
-            if number % self.world_size != self.rank:
-                continue
-            if local >= skip:
-                self.position = local + 1
+        for number, batch in enumerate(self._epoch_batches(epoch)):
+            if number >= skip:
+                self.position = number + 1
                 yield batch.tolist()
-            local += 1
-        self._length_cache[epoch] = local
+            count = number + 1
+        self._length_cache[epoch] = count
         if self.epoch == epoch:
             self.epoch, self.position = epoch + 1, 0
 
     def __len__(self) -> int:
-        """Batches per rank in the current epoch (the same on every rank)."""
+        """Batches in the current epoch."""
         return self.epoch_length(self.epoch)
 
     def epoch_length(self, epoch: int) -> int:
-        """Batches per rank in epoch ``epoch``."""
+        """Batches in epoch ``epoch``."""
         if epoch not in self._length_cache:
             if self.spec.batch_size is not None:
                 draws = sum(self._cumulative(self.epoch_size, self._phases(epoch)))
-                batches = -(-draws // self.spec.batch_size)
-                self._length_cache[epoch] = -(-batches // self.world_size)
+                self._length_cache[epoch] = -(-draws // self.spec.batch_size)
             else:
-                total = sum(1 for _ in self._global_batches(epoch))
-                self._length_cache[epoch] = total // self.world_size
+                self._length_cache[epoch] = sum(1 for _ in self._epoch_batches(epoch))
         return self._length_cache[epoch]

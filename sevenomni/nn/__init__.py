@@ -1,11 +1,13 @@
 """The equivariant network: configuration, layers and the multi-task model."""
 
-from sevenomni.nn.config import COMMON_CHANNEL, ModelConfig
+from sevenomni.nn.config import Architecture, ModelConfig
 from sevenomni.nn.model import SevenOmniModel
 from sevenomni.nn.task import EnergyScale, TaskEmbedding, TaskEnergyScale, TaskLinear, TaskShift, TaskSpecific
+from sevenomni.nn.task_names import COMMON_CHANNEL, Tasks
 
 __all__ = [
     "COMMON_CHANNEL",
+    "Architecture",
     "EnergyScale",
     "ModelConfig",
     "SevenOmniModel",
@@ -14,4 +16,5 @@ __all__ = [
     "TaskLinear",
     "TaskShift",
     "TaskSpecific",
+    "Tasks",
 ]

@@ -9,20 +9,43 @@ from pydantic import Field, field_validator, model_validator
 
 from sevenomni.base import StrictModel
 from sevenomni.nn.backend import TPBackend
+from sevenomni.nn.task_names import Tasks
 
-COMMON_CHANNEL = "common"
-TASK_EMBEDDING_SITES = ("si1", "si2", "readout")
+TaskEmbeddingSite = Literal["si1", "si2", "readout"]  # where θT may be added: two self-interactions, the readout
 
 
-class ModelConfig(StrictModel):
-    """Architecture of a SevenNet-MF-style multi-task NequIP network.
+def element_symbols(elements: list) -> list[str]:
+    """Chemical symbols (given as symbols or atomic numbers), unique, sorted by atomic number."""
+    symbols = []
+    for e in elements:
+        if isinstance(e, int) and 0 < e < len(chemical_symbols):
+            symbols.append(chemical_symbols[e])
+        elif isinstance(e, str) and e in atomic_numbers and e != "X":
+            symbols.append(e)
+        else:
+            raise ValueError(f"unknown element {e!r}")
+    if len(set(symbols)) != len(symbols):
+        raise ValueError(f"elements must be unique: {symbols}")
+    return sorted(symbols, key=lambda s: atomic_numbers[s])
 
-    ``tasks`` are the computational protocols (one output channel each); ``elements`` the
-    chemical species the model knows. Everything else fixes the network's shape.
+
+def check_neighbor_normalization(avg_num_neighbors: float | list[float], num_layers: int) -> None:
+    """One positive divisor, or one per layer."""
+    values = avg_num_neighbors if isinstance(avg_num_neighbors, list) else [avg_num_neighbors]
+    if isinstance(avg_num_neighbors, list) and len(values) != num_layers:
+        raise ValueError(f"avg_num_neighbors has {len(values)} entries, num_layers is {num_layers}")
+    if any(v <= 0 for v in values):
+        raise ValueError(f"avg_num_neighbors must be positive: {avg_num_neighbors}")
+
+
+class Architecture(StrictModel):
+    """The network's shape: every hyperparameter except the tasks, elements and neighbour normalization.
+
+    :class:`ModelConfig` adds those three to make a complete model; the run config's ``model``
+    section (``sevenomni.train.config.ModelSection``) adds them as optional, to be filled in from
+    the data. One schema, so a bad value in a run config is an error before any data is read.
     """
 
-    tasks: list[str] = Field(min_length=1)
-    elements: list[str] = Field(min_length=1)
     channels: int = Field(32, ge=1)
     lmax: int = Field(2, ge=0, le=6)
     parity: Literal["o3", "so3"] = "o3"
@@ -36,43 +59,13 @@ class ModelConfig(StrictModel):
     polynomial_p: int = Field(6, ge=1)
     xplor_on: float | None = None
     self_connection: Literal["linear", "species"] = "species"
-    task_embedding_sites: list[Literal["si1", "si2", "readout"]] = Field(
-        default_factory=lambda: ["si1", "si2"]
-    )
+    task_embedding_sites: list[TaskEmbeddingSite] = Field(default_factory=lambda: ["si1", "si2"])
     sh_normalize: bool = True
-    avg_num_neighbors: float | list[float] = 1.0
     scale_per_task: bool = True
     scale_per_element: bool = False
-    readout_hidden: int | None = None
+    readout_hidden: int | None = Field(None, ge=1)
     dtype: Literal["float32", "float64"] = "float32"
     tp_backend: TPBackend = Field("auto", description="tensor-product implementation, see sevenomni.nn.backend")
-
-    @field_validator("tasks")
-    @classmethod
-    def _tasks_unique(cls, tasks: list[str]) -> list[str]:
-        lowered = [t.lower() for t in tasks]
-        if any(not t.strip() for t in tasks):
-            raise ValueError("task names must be non-empty")
-        if COMMON_CHANNEL in lowered:
-            raise ValueError(f"'{COMMON_CHANNEL}' is reserved for the common-PES channel")
-        if len(set(lowered)) != len(lowered):
-            raise ValueError(f"task names must be unique (case-insensitive): {tasks}")
-        return tasks
-
-    @field_validator("elements", mode="before")
-    @classmethod
-    def _elements_as_symbols(cls, elements: list) -> list[str]:
-        symbols = []
-        for e in elements:
-            if isinstance(e, int) and 0 < e < len(chemical_symbols):
-                symbols.append(chemical_symbols[e])
-            elif isinstance(e, str) and e in atomic_numbers and e != "X":
-                symbols.append(e)
-            else:
-                raise ValueError(f"unknown element {e!r}")
-        if len(set(symbols)) != len(symbols):
-            raise ValueError(f"elements must be unique: {symbols}")
-        return sorted(symbols, key=lambda s: atomic_numbers[s])
 
     @field_validator("hidden_irreps")
     @classmethod
@@ -104,19 +97,38 @@ class ModelConfig(StrictModel):
         return sites
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ModelConfig":
-        if isinstance(self.avg_num_neighbors, list):
-            if len(self.avg_num_neighbors) != self.num_layers:
-                raise ValueError(
-                    f"avg_num_neighbors has {len(self.avg_num_neighbors)} entries, "
-                    f"num_layers is {self.num_layers}"
-                )
-        denominators = self.denominators
-        if any(d <= 0 for d in denominators):
-            raise ValueError(f"avg_num_neighbors must be positive: {self.avg_num_neighbors}")
+    def _xplor_window(self) -> Architecture:
         if self.envelope == "xplor":
             if self.xplor_on is None or not 0 < self.xplor_on < self.cutoff:
                 raise ValueError("envelope 'xplor' needs 0 < xplor_on < cutoff")
+        return self
+
+
+class ModelConfig(Architecture):
+    """Architecture of a SevenNet-MF-style multi-task NequIP network.
+
+    ``tasks`` are the computational protocols (one output channel each); ``elements`` the
+    chemical species the model knows. Everything else fixes the network's shape.
+    """
+
+    tasks: list[str] = Field(min_length=1)
+    elements: list[str] = Field(min_length=1)
+    avg_num_neighbors: float | list[float] = 1.0
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks_unique(cls, tasks: list[str]) -> list[str]:
+        Tasks(tasks)  # the rules of task names live there
+        return tasks
+
+    @field_validator("elements", mode="before")
+    @classmethod
+    def _elements_as_symbols(cls, elements: list) -> list[str]:
+        return element_symbols(elements)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelConfig:
+        check_neighbor_normalization(self.avg_num_neighbors, self.num_layers)
         return self
 
     @property

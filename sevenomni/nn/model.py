@@ -14,11 +14,12 @@ from sevenomni.base import MIN_CELL_VOLUME
 from sevenomni.keys import ATOMIC_ENERGIES, ENERGY, FORCES, STRESS
 from sevenomni.nn.backend import check_backend
 from sevenomni.nn.compiled import DOUBLE_BACKWARD_FALLBACK, compiled_atomic_energies
-from sevenomni.nn.config import COMMON_CHANNEL, ModelConfig
+from sevenomni.nn.config import ModelConfig
 from sevenomni.nn.interaction import Interaction
 from sevenomni.nn.radial import BesselBasis, PolynomialCutoff, XPLORCutoff
 from sevenomni.nn.slicing import split_slices_in
 from sevenomni.nn.task import EnergyScale, TaskEmbedding, TaskEnergyScale, TaskLinear, TaskShift, TaskSpecific
+from sevenomni.nn.task_names import Tasks, is_common
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -109,7 +110,7 @@ class SevenOmniModel(nn.Module):
         scale_class = TaskEnergyScale if config.scale_per_task else EnergyScale
         self.energy_scale = scale_class(num_tasks if config.scale_per_task else 1, num_species, config.scale_per_element)
 
-    def set_tp_backend(self, backend: str) -> "SevenOmniModel":
+    def set_tp_backend(self, backend: str) -> SevenOmniModel:
         """Compute the convolutions with ``backend`` (``e3nn``, ``cueq``, ``auto``); the weights stay as they are."""
         check_backend(backend)
         for layer in self.layers:
@@ -120,7 +121,7 @@ class SevenOmniModel(nn.Module):
     # ------------------------------------------------------------------ parameters by role
     @property
     def tasks(self) -> list[str]:
-        return list(self.config.tasks)
+        return Tasks(self.config.tasks)
 
     @property
     def elements(self) -> list[str]:
@@ -166,10 +167,7 @@ class SevenOmniModel(nn.Module):
 
     def task_index(self, task: str) -> int:
         """Index of a task name (case-insensitive); ValueError listing the valid names."""
-        lowered = [t.lower() for t in self.tasks]
-        if task.lower() not in lowered:
-            raise ValueError(f"unknown task {task!r}; this model's tasks are {self.tasks}")
-        return lowered.index(task.lower())
+        return self.tasks.index(task)
 
     def resolve_channel(self, task: str | None, shift_from: str | None = None) -> tuple[int, bool]:
         """Map a channel name to (task index for shift/scale, whether θT is dropped).
@@ -178,7 +176,7 @@ class SevenOmniModel(nn.Module):
         PES (θT = 0) with the shift and scale of ``shift_from`` (the only task if there is one);
         ``shift_from`` with any other channel is an error (a task channel has its own shifts).
         """
-        common = task is not None and task.lower() == COMMON_CHANNEL
+        common = is_common(task)
         if shift_from is not None and not common:
             raise ValueError(
                 f"shift_task {shift_from!r} goes only with the 'common' channel; "
@@ -226,7 +224,7 @@ class SevenOmniModel(nn.Module):
         atomic = self.readout_energy(self.readout_hidden(x, theta_task)).squeeze(-1)
         return self.energy_scale(species, node_task) * atomic + self.energy_shift(species, node_task)
 
-    def set_compiled(self, compiled: bool = True) -> "SevenOmniModel":
+    def set_compiled(self, compiled: bool = True) -> SevenOmniModel:
         """Run :meth:`atomic_energies` through ``torch.compile`` (see :mod:`sevenomni.nn.compiled`)."""
         self.compiled = bool(compiled)
         return self
@@ -300,7 +298,7 @@ class SevenOmniModel(nn.Module):
     # ------------------------------------------------------------------ tasks
     def append_task(self, name: str, like: str | None = None) -> None:
         """Add a task channel; existing channels are unchanged, the new one starts on the common PES."""
-        if name.lower() == COMMON_CHANNEL or name.lower() in [t.lower() for t in self.tasks]:
+        if is_common(name) or name in self.tasks:
             raise ValueError(f"task {name!r} is reserved or exists already ({self.tasks})")
         like_index = self.task_index(like) if like is not None else None
         for module in self.modules():

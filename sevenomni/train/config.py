@@ -11,40 +11,34 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sevenomni.base import StrictModel
 from sevenomni.data.spec import DatabaseSpec, SamplingSpec
-from sevenomni.nn.backend import TPBackend
+from sevenomni.nn.config import Architecture, check_neighbor_normalization, element_symbols
 
 
 class ConfigError(ValueError):
     """A run configuration that cannot be used; the message names the offending key."""
 
 
-class ModelSection(StrictModel):
-    """Architecture; tasks come from the databases, elements from the data unless given."""
+class ModelSection(Architecture):
+    """The ``model`` section: an :class:`Architecture`; tasks come from the databases, elements
+    and the neighbour normalization from the data unless given."""
 
     elements: list[str] | None = None
-    channels: int = 32
-    lmax: int = 2
-    parity: Literal["o3", "so3"] = "o3"
-    num_layers: int = 3
-    cutoff: float = 5.0
-    num_radial: int = 8
-    radial_trainable: bool = True
-    radial_mlp: list[int] = Field(default_factory=lambda: [64, 64])
-    envelope: Literal["polynomial", "xplor"] = "polynomial"
-    polynomial_p: int = 6
-    xplor_on: float | None = None
-    self_connection: Literal["linear", "species"] = "species"
-    task_embedding_sites: list[Literal["si1", "si2", "readout"]] = Field(
-        default_factory=lambda: ["si1", "si2"]
-    )
     avg_num_neighbors: float | list[float] | Literal["auto"] = "auto"
-    readout_hidden: int | None = None
-    dtype: Literal["float32", "float64"] = "float32"
-    tp_backend: TPBackend = "auto"
     init_from: str | None = None
 
+    @field_validator("elements", mode="before")
+    @classmethod
+    def _elements_as_symbols(cls, elements: list | None) -> list[str] | None:
+        return None if elements is None else element_symbols(elements)
+
     @model_validator(mode="after")
-    def _nothing_beside_init_from(self) -> "ModelSection":
+    def _neighbor_normalization(self) -> ModelSection:
+        if self.avg_num_neighbors != "auto":
+            check_neighbor_normalization(self.avg_num_neighbors, self.num_layers)
+        return self
+
+    @model_validator(mode="after")
+    def _nothing_beside_init_from(self) -> ModelSection:
         """A model started from a checkpoint has its architecture: other keys would be ignored."""
         if self.init_from is not None:
             extra = sorted(self.model_fields_set - {"init_from", "tp_backend"})
@@ -151,7 +145,7 @@ class StageSection(StrictModel):
     schedule: ScheduleSection | None = None
 
     @model_validator(mode="after")
-    def _length(self) -> "StageSection":
+    def _length(self) -> StageSection:
         if (self.steps is None) == (self.epochs is None):
             raise ValueError(f"stage {self.name!r}: give exactly one of 'steps' or 'epochs'")
         if self.ratios is not None and set(self.ratios) != set(self.databases):
@@ -166,7 +160,7 @@ class RunConfig(StrictModel):
     stages: list[StageSection] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _stages_name_known_databases(self) -> "RunConfig":
+    def _stages_name_known_databases(self) -> RunConfig:
         known = [d.name for d in self.data.databases]
         for stage in self.stages:
             unknown = [name for name in stage.databases if name not in known]

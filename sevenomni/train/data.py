@@ -9,12 +9,13 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
-from sevenomni.data.dataset import LMDBDataset, worker_collate
+from sevenomni.data.dataset import LMDBDataset, database_datasets, worker_collate
 from sevenomni.data.graph import collate
 from sevenomni.data.ingest import cached_store
 from sevenomni.data.sampler import MultiDatabaseSampler
 from sevenomni.data.spec import DatabaseSpec, SamplingSpec
-from sevenomni.data.store import StoreReader, is_store
+from sevenomni.data.store import is_store
+from sevenomni.nn import Tasks
 from sevenomni.train.distributed import DistributedContext
 
 
@@ -60,39 +61,30 @@ def resolve_store(paths: str | list[str], spec: DatabaseSpec, cache_dir: Path, c
 
 def build_databases(
     specs: list[DatabaseSpec],
-    tasks: list[str],
+    tasks: Tasks,
     cutoff: float,
     cache_dir: Path,
     ctx: DistributedContext,
     trained: set[str],
 ) -> list[Database]:
-    """Open every database's store and split it into training and validation indices.
+    """Open every database's store and split it (:func:`sevenomni.data.dataset.database_datasets`).
 
     A database that no stage trains on (a test set) is evaluation-only: all of it validates.
     """
-    lowered = [t.lower() for t in tasks]
     databases = []
     for index, spec in enumerate(specs):
-        if spec.task.lower() not in lowered:
+        if spec.task not in tasks:
             raise ValueError(f"database {spec.name!r} has task {spec.task!r}, which no stage trains: {tasks}")
-        task_index = lowered.index(spec.task.lower())
+        task_index = tasks.index(spec.task)
         store = resolve_store(spec.path, spec, cache_dir, ctx)
-        size = len(StoreReader(store))
-        split = spec.split
         if spec.name not in trained:
-            train_indices = np.arange(0)
-            valid = LMDBDataset(store, cutoff, task_index, index)
-        elif split.valid_path is not None:
-            valid_store = resolve_store(split.valid_path, spec, cache_dir, ctx)
-            train_indices, valid = np.arange(size), LMDBDataset(valid_store, cutoff, task_index, index)
-        else:
-            order = np.random.default_rng(split.seed).permutation(size)
-            num_valid = int(round(split.valid_fraction * size))
-            if split.valid_fraction > 0 and size > 1:
-                num_valid = min(max(num_valid, 1), size - 1)
-            valid_indices, train_indices = np.sort(order[:num_valid]), np.sort(order[num_valid:])
-            valid = LMDBDataset(store, cutoff, task_index, index, valid_indices) if num_valid else None
-        train = LMDBDataset(store, cutoff, task_index, index, train_indices)
+            empty = LMDBDataset(store, cutoff, task_index, index, np.arange(0))
+            databases.append(Database(spec, index, task_index, empty, LMDBDataset(store, cutoff, task_index, index)))
+            continue
+        valid_stores = None
+        if spec.split.valid_path is not None:
+            valid_stores = [resolve_store(spec.split.valid_path, spec, cache_dir, ctx)]
+        train, valid = database_datasets(spec, [store], cutoff, task_index, index, valid_stores=valid_stores)
         databases.append(Database(spec, index, task_index, train, valid))
     return databases
 

@@ -29,7 +29,16 @@ def build_optimizer(model: torch.nn.Module, config: OptimizerSection) -> torch.o
 
 
 class LearningRateSchedule:
-    """Warmup, then constant / cosine / linear decay over a stage, or reduce-on-plateau."""
+    """Warmup, then constant / cosine / linear decay over a stage, or reduce-on-plateau.
+
+    Hand-written, not ``torch.optim.lr_scheduler``, for two reasons. (1) Same numbers: torch's
+    ``LambdaLR`` computes ``base_lr * factor``, which for the warmup ramp differs in the last bit
+    from ``base_lr * (step + 1) / (warmup + 1)`` (27 of the 50 warmup steps of the ablation
+    recipes), so every run trained so far would change; ``CosineAnnealingLR`` is recursive and
+    drifts from the closed form. (2) ``ReduceLROnPlateau`` writes the learning rate itself and
+    cannot follow a warmup (``SequentialLR`` does not accept it). The state is plain data
+    (``state_dict``), so a resumed run continues exactly.
+    """
 
     def __init__(self, optimizer: torch.optim.Optimizer, config: ScheduleSection, base_lr: float, total_steps: int):
         self.optimizer, self.config = optimizer, config
@@ -90,7 +99,13 @@ class LearningRateSchedule:
 
 
 class ExponentialMovingAverage:
-    """Shadow weights w̄ ← d·w̄ + (1-d)·w, swapped in for validation and export."""
+    """Shadow weights w̄ ← d·w̄ + (1-d)·w, swapped in for validation and export.
+
+    Not ``torch.optim.swa_utils.AveragedModel``: its first update copies the weights instead of
+    averaging them (different numbers from every EMA run trained so far), and it keeps a deep copy
+    of the whole module (tensor-product backends, compiled graphs) where only the parameters are
+    averaged. The update itself is torch's fused ``lerp_``, as in ``get_ema_multi_avg_fn``.
+    """
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.model, self.decay = model, decay

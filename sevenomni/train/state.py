@@ -1,11 +1,40 @@
-"""Random-number-generator state capture, so a resumed run replays the identical sequence."""
+"""A run's progress through its curriculum, and the random-number-generator state: what a
+resumed run needs, beside the weights and the optimizer, to replay the identical sequence."""
 
 from __future__ import annotations
 
+import math
 import random
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+
+
+@dataclass
+class TrainingProgress:
+    """Where a run stands; saved in every checkpoint as plain data (``progress``)."""
+
+    stage_index: int = 0  # the stage being trained (== number of stages when done)
+    stage_step: int = 0  # optimizer steps taken in that stage
+    global_step: int = 0  # optimizer steps taken in the run
+    epoch: int = 0  # epoch of the stage's sampler
+    batches_in_epoch: int = 0  # batches drawn in that epoch, skipped steps included
+    introduced: list[str] = field(default_factory=list)  # tasks whose shifts are fitted and θT trained
+    bad_steps: int = 0  # consecutive non-finite steps
+    skipped_steps: int = 0  # all non-finite steps of the run
+    best_metric: float = math.inf  # best validation metric so far (train.best_metric, own channels)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> TrainingProgress:
+        return cls(**saved)
+
+    def next_stage(self) -> None:
+        self.stage_index += 1
+        self.stage_step, self.epoch, self.batches_in_epoch = 0, 0, 0
 
 
 def capture_rng() -> dict:

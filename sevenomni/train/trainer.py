@@ -16,22 +16,23 @@ import torch
 from tqdm import tqdm
 
 from sevenomni.checkpoint import TRAINING_STATE_FORMAT, atomic_save, read_training_state, save_checkpoint
-from sevenomni.data.statistics import average_num_neighbors, force_rms
-from sevenomni.keys import ENERGY, FORCES, STRESS
-from sevenomni.loading import load_model
+from sevenomni.keys import LABELS
 from sevenomni.logs import FILE_ONLY, log_to_file
 from sevenomni.nn import ModelConfig, SevenOmniModel
 from sevenomni.train.config import RunConfig, StageSection, save_config
 from sevenomni.train.curriculum import fit_task_shift, reset_task_embedding
-from sevenomni.train.data import build_databases, plain_loader, stage_loader, stage_sampler
+from sevenomni.train.data import plain_loader, stage_loader, stage_sampler
 from sevenomni.train.distributed import DistributedContext, setup_distributed
 from sevenomni.train.logger import MetricsLogger
 from sevenomni.train.loss import EnergyForceStressLoss
 from sevenomni.train.optim import ExponentialMovingAverage, LearningRateSchedule, build_optimizer
-from sevenomni.train.regularization import WeightPenalty, task_embedding_norm
+from sevenomni.train.regularization import WeightPenalty
 from sevenomni.train.report import energy_shift_line, final_table, progress_line, start_up_summary, validation_line
 from sevenomni.train.run_directory import locked_run_directory
-from sevenomni.train.state import capture_rng, restore_rng, seed_everything
+from sevenomni.train.setup import build_model, open_databases, run_tasks, starting_model, trained_task_indices
+from sevenomni.train.state import TrainingProgress, capture_rng, restore_rng, seed_everything
+from sevenomni.train.step import OptimizerStep
+from sevenomni.train.validation import validation_rows
 from sevenomni.version import __version__
 
 log = logging.getLogger(__name__)
@@ -85,94 +86,46 @@ class Trainer:
     def _set_up(self, resume: bool, trust_pickle: bool, state: dict[str, Any] | None) -> None:
         config = self.config
         seed_everything(config.train.seed)
-        # A run started from a checkpoint keeps its tasks (already trained: never re-introduced)
-        # and appends the data's new ones; task indices are the model's, not the config's.
-        init_from = config.model.init_from
-        self._initial = load_model(init_from, trust_pickle=trust_pickle) if init_from else None
-        known = [] if self._initial is None else self._initial.tasks
-        self.tasks = known + [t for t in config.tasks if t.lower() not in [k.lower() for k in known]]
-        cutoff = self._cutoff()
-        trained = {name for stage in config.stages for name in stage.databases}
-        self.databases = build_databases(
-            config.data.databases, self.tasks, cutoff, Path(config.data.cache_dir), self.ctx, trained
-        )
+        start = starting_model(config, trust_pickle)
+        trained_before = [] if start is None else start.tasks.as_list()  # never re-introduced
+        self.tasks = run_tasks(config, start)
+        cutoff = config.model.cutoff if start is None else start.cutoff
+        self.databases = open_databases(config, self.tasks, cutoff, self.ctx)
         self.by_name = {d.spec.name: d for d in self.databases}
         saved = (state or read_training_state(self.run_dir / "checkpoints" / "last.pt")) if resume else None
         self.resumed = saved is not None
         if saved is not None:
-            self.model = SevenOmniModel(ModelConfig(**saved["model_config"])).to(self.device)
+            self.model = SevenOmniModel(ModelConfig(**saved["model_config"]))
         else:
-            self.model = self._build_model(cutoff).to(self.device)
-        self._initial = None
-        self.model.set_tp_backend(config.model.tp_backend).set_compiled(config.train.compile)
+            self.model = build_model(config, self.tasks, self.databases, start)
+        self.model.to(self.device).set_tp_backend(config.model.tp_backend).set_compiled(config.train.compile)
         if config.train.freeze == "shared":
             for _, parameter in self.model.shared_parameters():
                 parameter.requires_grad_(False)
         self.optimizer = build_optimizer(self.model, config.train.optimizer)
-        trained_tasks = [self.tasks.index(t) for t in self.tasks if t.lower() in [c.lower() for c in config.tasks]]
         self.penalty = WeightPenalty(
             self.model,
             config.train.regularization.mode,
             config.train.regularization.strength,
-            tasks=None if len(trained_tasks) == len(self.tasks) else trained_tasks,
+            tasks=trained_task_indices(self.tasks, config),
         )
         weights = torch.tensor(
-            [[d.spec.loss_weights.get(k, 1.0) for k in (ENERGY, FORCES, STRESS)] for d in self.databases],
-            dtype=self.model.dtype,
+            [[d.spec.loss_weights.get(k, 1.0) for k in LABELS] for d in self.databases], dtype=self.model.dtype
         )
         self.loss = EnergyForceStressLoss(config.train.loss, weights)
         self.ema = ExponentialMovingAverage(self.model, config.train.ema_decay) if config.train.ema_decay else None
+        self.train_step = OptimizerStep(self.model, self.loss, self.penalty, self.optimizer, self.ema, self.ctx, config.train)
         self.logger = MetricsLogger(
             self.run_dir, config.train.wandb, config.model_dump(mode="json"), enabled=self.ctx.is_main
         )
-        # Progress through the curriculum.
-        self.stage_index, self.stage_step, self.global_step = 0, 0, 0
-        self.epoch, self.batches_in_epoch = 0, 0
-        self.introduced: list[str] = list(known)
-        self.bad_steps, self.skipped_steps = 0, 0
-        self.best_metric = math.inf
+        self.progress = TrainingProgress(introduced=trained_before)
         self._last_validation: tuple[int, list[dict[str, Any]]] | None = None  # (step, rows), reused by _finish
         self.schedule: LearningRateSchedule | None = None
+        self._saved_schedule: dict | None = None  # a resumed run's schedule state, loaded by its stage
         self._stop_signal: int | None = None
         if saved is not None:
             self._load_state(saved)
-            self.logger.rewind(self.global_step)
-
-    # ------------------------------------------------------------------ setup
-    def _cutoff(self) -> float:
-        if self._initial is not None:
-            return self._initial.cutoff
-        return self.config.model.cutoff
-
-    def _build_model(self, cutoff: float) -> SevenOmniModel:
-        section = self.config.model
-        if self._initial is not None:
-            model, self._initial = self._initial, None
-            for task in self.tasks[len(model.tasks) :]:
-                model.append_task(task)
-            return model.train()
-        elements = section.elements or self._data_elements()
-        hyper = section.model_dump(exclude={"elements", "init_from", "avg_num_neighbors"})
-        avg = section.avg_num_neighbors
-        if avg == "auto":
-            avg = self._statistic(average_num_neighbors, cutoff)
-        model = SevenOmniModel(ModelConfig(tasks=self.tasks, elements=elements, avg_num_neighbors=avg, **hyper))
-        rms = self._statistic(force_rms)
-        if rms > 0:
-            with torch.no_grad():
-                model.energy_scale.weight.fill_(rms)
-        return model.train()
-
-    def _data_elements(self) -> list[str]:
-        elements: set[str] = set()
-        for database in self.databases:
-            elements |= set(database.train.elements)
-        return sorted(elements)
-
-    def _statistic(self, function, *args) -> float:
-        """A statistic over a seeded subsample of the first stage's training data."""
-        first = [self.by_name[name].train for name in self.config.stages[0].databases]
-        return float(function(first, *args, sample=self.config.data.statistics_sample, seed=self.config.train.seed))
+            self.logger.rewind(self.progress.global_step)
 
     # ------------------------------------------------------------------ state
     def _state(self) -> dict[str, Any]:
@@ -185,17 +138,7 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema else None,
             "rng": capture_rng(),
             "config": self.config.model_dump(mode="json"),
-            "progress": {
-                "stage_index": self.stage_index,
-                "stage_step": self.stage_step,
-                "global_step": self.global_step,
-                "epoch": self.epoch,
-                "batches_in_epoch": self.batches_in_epoch,
-                "introduced": list(self.introduced),
-                "bad_steps": self.bad_steps,
-                "skipped_steps": self.skipped_steps,
-                "best_metric": self.best_metric,
-            },
+            "progress": self.progress.as_dict(),
         }
 
     def save_state(self, name: str) -> None:
@@ -207,13 +150,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None and state["ema"] is not None:
             self.ema.load_state_dict(state["ema"])
-        progress = state["progress"]
-        self.stage_index, self.stage_step = progress["stage_index"], progress["stage_step"]
-        self.global_step, self.epoch = progress["global_step"], progress["epoch"]
-        self.batches_in_epoch, self.introduced = progress["batches_in_epoch"], progress["introduced"]
-        self.bad_steps, self.skipped_steps = progress["bad_steps"], progress["skipped_steps"]
-        self.best_metric = progress["best_metric"]
-        self._resumed_schedule = state["schedule"]
+        self.progress = TrainingProgress.from_dict(state["progress"])
+        self._saved_schedule = state["schedule"]
         restore_rng(state["rng"])
 
     # ------------------------------------------------------------------ curriculum
@@ -222,7 +160,7 @@ class Trainer:
         for name in stage.databases:
             database = self.by_name[name]
             task = self.tasks[database.task_index]
-            if task in self.introduced:
+            if task in self.progress.introduced:
                 continue
             own = [self.by_name[n].train for n in stage.databases if self.by_name[n].task_index == database.task_index]
             reset_task_embedding(self.model, database.task_index)
@@ -231,61 +169,11 @@ class Trainer:
             indices = np.random.default_rng(self.config.train.seed).choice(len(subset), count, replace=False)
             loader = plain_loader(torch.utils.data.Subset(subset, np.sort(indices)), batch_size=16)
             shifts = fit_task_shift(self.model, loader, database.task_index, self.device)
-            self.introduced.append(task)
+            self.progress.introduced.append(task)
             self._say(energy_shift_line(task, self.model.elements, shifts, count))
 
     def _stage_length(self, stage: StageSection, batches_per_epoch: int) -> int:
         return stage.steps if stage.steps is not None else stage.epochs * batches_per_epoch
-
-    # ------------------------------------------------------------------ training
-    def _train_step(self, batch) -> dict[str, float] | None:
-        """One optimizer step; None if the loss or gradients were not finite (step skipped).
-
-        ``batch`` is None on a rank with no share of the global batch: it still takes part in
-        every collective (zero counts, only the penalty's gradient), so no rank waits forever.
-        Every rank calls the same collectives in the same order with tensors on the training
-        device, and all ranks agree to skip or to step.
-        """
-        model, config = self.model, self.config.train
-        if batch is None:
-            terms = self.loss.nothing(self.device, model.dtype)
-        else:
-            batch = batch.to(self.device)
-            want_stress = config.loss.stress > 0 and bool(batch.has_stress.any())
-            prediction = model(
-                batch, compute_forces=config.loss.forces > 0, compute_stress=want_stress, create_graph=True
-            )
-            terms = self.loss(prediction, batch)
-        counts = torch.stack([term.count for term in terms.values()]).detach().double()
-        self.ctx.all_sum(counts)
-        loss = self.penalty() / self.ctx.world_size
-        logged = {}
-        for (name, term), count in zip(terms.items(), counts.tolist()):
-            contribution = term.total / max(count, 1.0)
-            loss = loss + self.loss.term_weights[name] * contribution
-            logged[f"loss_{name}"] = float(contribution.detach())
-        self.optimizer.zero_grad(set_to_none=True)
-        finite = torch.isfinite(loss.detach()).to(torch.float64).reshape(1)
-        self.ctx.all_sum(finite)
-        if finite.item() < self.ctx.world_size:
-            return None
-        if loss.requires_grad:
-            loss.backward()
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        self.ctx.sum_gradients(trainable)  # after it, every rank holds the same gradients
-        if not all(bool(torch.isfinite(p.grad).all()) for p in trainable if p.grad is not None):
-            self.optimizer.zero_grad(set_to_none=True)
-            return None
-        if config.optimizer.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip)
-        self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update()
-        logged["loss"] = sum(self.loss.term_weights[k[5:]] * v for k, v in logged.items())
-        logged["penalty"] = float(self.penalty().detach())
-        logged["theta_t_norm"] = task_embedding_norm(model)
-        logged["lr"] = self.optimizer.param_groups[0]["lr"]
-        return logged
 
     def _handle_signal(self, signum, frame) -> None:
         self._stop_signal = signum
@@ -306,8 +194,8 @@ class Trainer:
                     for row in rows:
                         self.logger.log("initial", row, 0)
                     self._say(validation_line("initial validation (step 0)", rows))
-            while self.stage_index < len(self.config.stages):
-                self._run_stage(self.config.stages[self.stage_index])
+            while self.progress.stage_index < len(self.config.stages):
+                self._run_stage(self.config.stages[self.progress.stage_index])
             self._finish()
         except BaseException as error:
             # The command line shows the error; train.log keeps it too.
@@ -322,8 +210,8 @@ class Trainer:
 
     def _say_start(self) -> None:
         if self.resumed:
-            stage = self.config.stages[min(self.stage_index, len(self.config.stages) - 1)].name
-            self._say(f"sevenomni {__version__}: resuming {self.run_dir} at step {self.global_step} (stage {stage})")
+            stage = self.config.stages[min(self.progress.stage_index, len(self.config.stages) - 1)].name
+            self._say(f"sevenomni {__version__}: resuming {self.run_dir} at step {self.progress.global_step} (stage {stage})")
         else:
             self._say(f"sevenomni {__version__}: training into {self.run_dir}")
         for line in start_up_summary(self.model, self.databases, self.device, self.ctx.world_size):
@@ -332,111 +220,96 @@ class Trainer:
     def _run_stage(self, stage: StageSection) -> None:
         config = self.config.train
         databases = [self.by_name[name] for name in stage.databases]
-        if self.stage_step == 0:
+        if self.progress.stage_step == 0:
             self._introduce_tasks(stage)
         sampler = stage_sampler(databases, stage.ratios, self.config.data.sampling)
         length = self._stage_length(stage, len(sampler))
         self.schedule = LearningRateSchedule(
             self.optimizer, stage.schedule or config.schedule, stage.lr or config.optimizer.lr, length
         )
-        resumed = getattr(self, "_resumed_schedule", None)
-        if resumed is not None:
-            self.schedule.load_state_dict(resumed)
-            self._resumed_schedule = None
+        if self._saved_schedule is not None:
+            self.schedule.load_state_dict(self._saved_schedule)
+            self._saved_schedule = None
         # A bar on a terminal; elsewhere (a batch job's log) a line every tenth of the stage.
         bar = self.ctx.is_main and config.progress_bar and sys.stderr.isatty()
-        progress = tqdm(total=length, initial=self.stage_step, desc=f"stage {stage.name}", disable=not bar, dynamic_ncols=True)
+        progress = tqdm(total=length, initial=self.progress.stage_step, desc=f"stage {stage.name}", disable=not bar, dynamic_ncols=True)
         report_every = max(1, length // 10)
-        started, start_step = time.perf_counter(), self.stage_step
-        while self.stage_step < length:
-            sampler.set_epoch(self.epoch)
-            sampler.load_state_dict({"epoch": self.epoch, "position": self.batches_in_epoch})
+        started, start_step = time.perf_counter(), self.progress.stage_step
+        while self.progress.stage_step < length:
+            sampler.set_epoch(self.progress.epoch)
+            sampler.load_state_dict({"epoch": self.progress.epoch, "position": self.progress.batches_in_epoch})
             for batch in stage_loader(databases, sampler, self.ctx, self.config.data.num_workers):
-                logged = self._train_step(batch)
-                self.batches_in_epoch += 1
+                logged = self.train_step(batch)
+                self.progress.batches_in_epoch += 1
                 if logged is None:
-                    self.bad_steps += 1
-                    self.skipped_steps += 1
-                    if self.skipped_steps & (self.skipped_steps - 1) == 0:  # warn at 1, 2, 4, 8, ... skips
+                    self.progress.bad_steps += 1
+                    self.progress.skipped_steps += 1
+                    if self.progress.skipped_steps & (self.progress.skipped_steps - 1) == 0:  # warn at 1, 2, 4, 8, ... skips
                         self._say(
-                            f"stage {stage.name!r}, step {self.global_step + 1}: non-finite loss or gradient, "
-                            f"step skipped ({self.skipped_steps} skipped so far, {self.bad_steps} in a row; "
-                            f"next warning at {2 * self.skipped_steps})",
+                            f"stage {stage.name!r}, step {self.progress.global_step + 1}: non-finite loss or gradient, "
+                            f"step skipped ({self.progress.skipped_steps} skipped so far, {self.progress.bad_steps} in a row; "
+                            f"next warning at {2 * self.progress.skipped_steps})",
                             logging.WARNING,
                         )
-                    if self.bad_steps >= config.max_bad_steps:
+                    if self.progress.bad_steps >= config.max_bad_steps:
                         last = self.run_dir / "checkpoints" / "last.pt"
                         saved = f"the last good checkpoint is {last}" if last.is_file() else "no checkpoint was saved yet"
                         raise TrainingDiverged(
-                            f"{self.bad_steps} consecutive steps had a non-finite loss or gradient "
-                            f"(stage {stage.name!r}, step {self.global_step}); {saved}. "
+                            f"{self.progress.bad_steps} consecutive steps had a non-finite loss or gradient "
+                            f"(stage {stage.name!r}, step {self.progress.global_step}); {saved}. "
                             "Lower the learning rate or check the data."
                         )
                 else:
-                    self.bad_steps = 0
-                    self.stage_step += 1
-                    self.global_step += 1
+                    self.progress.bad_steps = 0
+                    self.progress.stage_step += 1
+                    self.progress.global_step += 1
                     self.schedule.step()
                     progress.update(1)
                     progress.set_postfix(loss=f"{logged['loss']:.4g}", refresh=False)
-                    if not bar and (self.stage_step % report_every == 0 or self.stage_step == length):
-                        seconds = (time.perf_counter() - started) / (self.stage_step - start_step)
-                        self._say(progress_line(stage.name, self.stage_step, length, logged["loss"], seconds))
-                    row = {"stage": stage.name, "epoch": self.epoch, **logged, "skipped_steps": self.skipped_steps}
-                    self.logger.log("train", row, self.global_step)
-                    if config.validate_every and self.global_step % config.validate_every == 0:
+                    if not bar and (self.progress.stage_step % report_every == 0 or self.progress.stage_step == length):
+                        seconds = (time.perf_counter() - started) / (self.progress.stage_step - start_step)
+                        self._say(progress_line(stage.name, self.progress.stage_step, length, logged["loss"], seconds))
+                    row = {"stage": stage.name, "epoch": self.progress.epoch, **logged, "skipped_steps": self.progress.skipped_steps}
+                    self.logger.log("train", row, self.progress.global_step)
+                    if config.validate_every and self.progress.global_step % config.validate_every == 0:
                         self._validate(stage)
-                    if self.global_step % config.checkpoint_every == 0:
+                    if self.progress.global_step % config.checkpoint_every == 0:
                         self.save_state("last")
                 if self._stop_signal is not None:
                     self.save_state("last")
                     raise TrainingInterrupted(
-                        f"stopped by signal {self._stop_signal} at step {self.global_step}; "
+                        f"stopped by signal {self._stop_signal} at step {self.progress.global_step}; "
                         f"resume with --resume {self.run_dir}"
                     )
-                if self.stage_step >= length:
+                if self.progress.stage_step >= length:
                     break
             else:
-                self.epoch += 1
-                self.batches_in_epoch = 0
+                self.progress.epoch += 1
+                self.progress.batches_in_epoch = 0
                 if not config.validate_every:
                     self._validate(stage)
         progress.close()
-        if not config.validate_every or self.global_step % config.validate_every:
+        if not config.validate_every or self.progress.global_step % config.validate_every:
             self._validate(stage)
-        self.stage_index += 1
-        self.stage_step, self.epoch, self.batches_in_epoch = 0, 0, 0
+        self.progress.next_stage()
         self.save_state("last")
-        self.save_state(f"stage-{self.stage_index}-{stage.name}")
+        self.save_state(f"stage-{self.progress.stage_index}-{stage.name}")
 
     # ------------------------------------------------------------------ validation
     def validation_metrics(self) -> list[dict[str, Any]]:
         """Metrics for every database's validation split on its own channel (and all, if asked)."""
-        from sevenomni.train.validation import evaluate
-
-        rows = []
         with self._exported_weights():
-            for database in self.databases:
-                if database.valid is None or self.tasks[database.task_index] not in self.introduced:
-                    continue
-                channels: list[tuple[str | None, str | None]] = [(None, None)]
-                if self.config.train.validation_channels == "all":
-                    own = self.tasks[database.task_index]
-                    channels += [(t, None) for t in self.introduced if t != own] + [("common", own)]
-                for channel, shift_task in channels:
-                    metrics = evaluate(
-                        self.model, plain_loader(database.valid, batch_size=16), self.device, channel, shift_task
-                    )
-                    name = channel or self.tasks[database.task_index]
-                    rows.append({"database": database.spec.name, "channel": name, "own": channel is None, **metrics})
-        return rows
+            return validation_rows(
+                self.model, self.databases, self.tasks, self.progress.introduced,
+                self.config.train.validation_channels, self.device,
+            )
 
     def _validate(self, stage: StageSection) -> None:
         if self.ctx.is_main:
             rows = self.validation_metrics()
-            self._last_validation = (self.global_step, rows)
+            self._last_validation = (self.progress.global_step, rows)
             for row in rows:
-                self.logger.log("validation", {"stage": stage.name, "epoch": self.epoch, **row}, self.global_step)
+                self.logger.log("validation", {"stage": stage.name, "epoch": self.progress.epoch, **row}, self.progress.global_step)
             own = [row[self.config.train.best_metric] for row in rows if row["own"]]
             own = [value for value in own if math.isfinite(value)]
             best = ""
@@ -444,12 +317,12 @@ class Trainer:
                 metric = float(np.mean(own))
                 if self.schedule is not None:
                     self.schedule.observe(metric)
-                if metric < self.best_metric:
-                    self.best_metric = metric
+                if metric < self.progress.best_metric:
+                    self.progress.best_metric = metric
                     self.save_state("best")
                     self._export(self.run_dir / "model_best.pt")
                     best = " (best so far: model_best.pt)"
-            self._say(validation_line(f"validation at step {self.global_step}", rows) + best)
+            self._say(validation_line(f"validation at step {self.progress.global_step}", rows) + best)
         self.ctx.barrier()
 
     def _exported_weights(self) -> contextlib.AbstractContextManager:
@@ -458,7 +331,7 @@ class Trainer:
 
     def _export(self, path: Path) -> None:
         with self._exported_weights():
-            save_checkpoint(self.model, path, global_step=self.global_step)
+            save_checkpoint(self.model, path, global_step=self.progress.global_step)
 
     def _finish(self) -> None:
         """Export the final model (EMA weights if enabled), the final metrics and the training curves."""
@@ -467,13 +340,13 @@ class Trainer:
             return
         self._export(self.run_dir / "model.pt")
         last = self._last_validation
-        rows = last[1] if last is not None and last[0] == self.global_step else self.validation_metrics()
+        rows = last[1] if last is not None and last[0] == self.progress.global_step else self.validation_metrics()
         for row in rows:
-            self.logger.log("final", row, self.global_step)
+            self.logger.log("final", row, self.progress.global_step)
         self.final_metrics = rows
         for line in final_table(rows, self.run_dir / "model.pt"):
             self._say(line)
-        self._say(f"skipped steps (non-finite loss or gradient): {self.skipped_steps}")
+        self._say(f"skipped steps (non-finite loss or gradient): {self.progress.skipped_steps}")
         from sevenomni.analysis.plots import write_run_plot  # a figure of the metrics just written
 
         self._say(f"training curves: {write_run_plot(self.run_dir)}")

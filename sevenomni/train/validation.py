@@ -1,43 +1,47 @@
-"""Validation metrics per database and per channel."""
+"""Validation during training: the scoring pass of ``sevenomni eval`` over the validation splits.
+
+Each database's validation split is scored on its own task's channel and, with
+``train.validation_channels: all``, on every other introduced task's channel and on the common
+PES with its own task's shifts. Graphs are built once per batch whatever the number of channels.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 
-from sevenomni.analysis.metrics import ErrorAccumulator
-from sevenomni.nn import SevenOmniModel
+from sevenomni.analysis.evaluate import Channel, evaluate_databases
+from sevenomni.analysis.evaluate import Database as ScoredDatabase
+from sevenomni.nn import COMMON_CHANNEL, SevenOmniModel, Tasks
+from sevenomni.train.data import Database
 
-METRIC_NAMES = ("energy_mae", "forces_mae", "forces_rmse", "stress_mae", "structures")
+VALIDATION_BATCH_SIZE = 16
 
 
-def evaluate(
+def validation_rows(
     model: SevenOmniModel,
-    batches: Iterable,
+    databases: Sequence[Database],
+    tasks: Tasks,
+    introduced: Sequence[str],
+    channels: Literal["own", "all"],
     device: torch.device,
-    channel: str | None = None,
-    shift_task: str | None = None,
-) -> dict[str, float]:
-    """Energy MAE (meV/atom), force MAE and RMSE (eV/Å), stress MAE (eV/Å³) over ``batches``.
+) -> list[dict]:
+    """One row per (database, channel): the metrics of :class:`sevenomni.analysis.metrics.ErrorAccumulator`.
 
-    ``channel`` None evaluates each structure on its own task; a task name or ``"common"``
-    (with ``shift_task``'s shifts) evaluates every structure on that channel. The full set of
-    metrics is :class:`sevenomni.analysis.metrics.ErrorAccumulator`'s.
+    Databases without a validation split, or whose task is not introduced yet, are left out.
     """
-    override = None if channel is None else model.resolve_channel(channel, shift_task)
-    was_training = model.training
-    model.eval()
-    errors = ErrorAccumulator()
-    for batch in batches:
-        batch = batch.to(device)
-        common = False
-        if override is not None:
-            batch.task = torch.full_like(batch.task, override[0])
-            common = override[1]
-        want_stress = bool(batch.has_stress.any())
-        out = model(batch, common=common, compute_forces=True, compute_stress=want_stress, create_graph=False)
-        errors.add(batch, out)
-    model.train(was_training)
-    summary = errors.summary()
-    return {name: summary[name] for name in METRIC_NAMES}
+    scored = []
+    for database in databases:
+        own = tasks[database.task_index]
+        if database.valid is None or own not in introduced:
+            continue
+        chosen = [Channel(own, database.task_index, False)]
+        if channels == "all":
+            chosen += [Channel(task, tasks.index(task), False) for task in introduced if task != own]
+            chosen.append(Channel(COMMON_CHANNEL, database.task_index, True))
+        scored.append(ScoredDatabase(database.spec.name, str(database.spec.path), database.valid, own, chosen))
+    if not scored:
+        return []
+    return evaluate_databases(model, scored, batch_size=VALIDATION_BATCH_SIZE, device=device).rows

@@ -29,6 +29,7 @@ from sevenomni.data.readers.common import (
     RecordStream,
     Rejected,
     SourceError,
+    SourceFormat,
     guarded,
     validate_record,
 )
@@ -161,3 +162,11 @@ def read_ase_file(path: str | Path, keys: LabelKeys) -> RecordStream:
     if fmt in ("db", "json"):
         return read_ase_db(path, keys)
     return read_with_ase(path, keys, fmt)
+
+
+SOURCE_FORMAT = SourceFormat(
+    name="ase",
+    read=read_ase_file,
+    summary="anything ``ase.io`` reads: extxyz (frame-streamed), ASE db, OUTCAR, vasprun.xml, …",
+    fallback=True,
+)

@@ -23,6 +23,7 @@ from sevenomni.data.readers.common import (
     LabelLookup,
     RecordStream,
     SourceError,
+    SourceFormat,
     guarded,
     validate_record,
 )
@@ -122,3 +123,12 @@ def aselmdb_files(path: str | Path) -> list[Path]:
     if path.is_dir():
         return sorted(path.glob("*.aselmdb"))
     return [path]
+
+
+SOURCE_FORMAT = SourceFormat(
+    name="aselmdb",
+    read=read_aselmdb,
+    summary="fairchem ``.aselmdb`` files, or a directory of them (OMat24, OMol25, OC20)",
+    suffixes=(".aselmdb",),
+    count=count_rows,
+)

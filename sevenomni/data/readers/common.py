@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,25 @@ REASONS = (
     NON_FINITE, BAD_POSITIONS, NO_ATOMS, ZERO_VOLUME, CLOSE_ATOMS, FORCES_SHAPE, STRESS_SHAPE,
     MISSING_ENERGY, MISSING_LABEL, UNKNOWN_ELEMENT, UNREADABLE,
 )
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    """A reader, as the registry sees it: each reader module defines one as ``SOURCE_FORMAT``.
+
+    ``sevenomni.data.readers`` finds every module of its package that has one, so a new reader
+    is one new file. Detection of a file's format (``--format auto``) tries the formats whose
+    ``suffixes`` end the file name and whose ``claims`` (if any) accepts the file; a file no
+    format claims is read by the fallback format (``ase``).
+    """
+
+    name: str
+    read: Callable[..., RecordStream]  # (path, LabelKeys) -> stream of Record | Rejected
+    summary: str
+    suffixes: tuple[str, ...] = ()  # lower-case file-name endings
+    claims: Callable[[Path], bool] | None = None  # a closer look at a file with a matching suffix
+    count: Callable[[Path], int] | None = None  # number of records, cheaply (for a progress bar)
+    fallback: bool = False
 
 
 class InvalidRecordError(ValueError):
@@ -80,7 +100,7 @@ class LabelKeys:
 
     def unset_generic(self) -> LabelKeys:
         """For native formats: the generic ``REF_*`` names count as unset (the format's own labels)."""
-        unset = lambda key: None if key in GENERIC_KEYS else key  # noqa: E731
+        unset = lambda key: None if key in GENERIC_KEYS else key
         return replace(self, energy=unset(self.energy), forces=unset(self.forces), stress=unset(self.stress))
 
 

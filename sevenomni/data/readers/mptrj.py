@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -29,6 +30,7 @@ from sevenomni.data.readers.common import (
     LabelLookup,
     RecordStream,
     SourceError,
+    SourceFormat,
     guarded,
     validate_record,
 )
@@ -108,3 +110,22 @@ def read_mptrj(path: str | Path, keys: LabelKeys, stream: bool | None = None) ->
         for frame_id, frame in frames.items():
             yield guarded(source, index, partial(frame_to_record, frame, source, index, frame_id, keys))
             index += 1
+
+
+def is_mptrj_json(path: Path) -> bool:
+    """MPtrj JSON is keyed by material ids (``mp-…``); ASE's JSON database by row ids (``1``, ``ids``)."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as handle:
+        head = handle.read(1 << 16).decode("utf-8", errors="replace")
+    match = re.match(r'\s*\{\s*"([^"]*)"', head)
+    first = match.group(1) if match else None
+    return not (first is None or first.isdigit() or first in ("ids", "nextid"))
+
+
+SOURCE_FORMAT = SourceFormat(
+    name="mptrj",
+    read=read_mptrj,
+    summary="``MPtrj_2022.9_full.json`` layout (streamed with ijson)",
+    suffixes=(".json", ".json.gz"),
+    claims=is_mptrj_json,
+)

@@ -24,6 +24,7 @@ from sevenomni.data.readers.common import (
     RecordStream,
     Rejected,
     SourceError,
+    SourceFormat,
     guarded,
     validate_record,
 )
@@ -134,3 +135,12 @@ def read_spice(path: str | Path, keys: LabelKeys) -> RecordStream:
                 )
                 yield guarded(source, index, build)
                 index += 1
+
+
+SOURCE_FORMAT = SourceFormat(
+    name="spice",
+    read=read_spice,
+    summary="SPICE-2 HDF5",
+    suffixes=(".h5", ".hdf5"),
+    count=count_conformations,
+)

@@ -1,0 +1,82 @@
+"""Task identity: the ordered task names of a model, matched case-insensitively, and the common channel.
+
+Every layer that turns a task name into an index (model, trainer, data, evaluation, calculator)
+goes through :class:`Tasks`, so the rules live here once: names are non-empty, unique without
+regard to case, and ``common`` is reserved for the common PES (θT = 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+COMMON_CHANNEL = "common"
+
+
+def is_common(name: str | None) -> bool:
+    """Whether ``name`` is the common-PES channel (any case)."""
+    return name is not None and name.lower() == COMMON_CHANNEL
+
+
+class Tasks(tuple):
+    """An immutable, ordered tuple of task names with case-insensitive lookup.
+
+    ``Tasks(["PBE", "r2scan"]).index("pbe") == 0``; an unknown name is a ValueError that lists
+    the known ones. Equal to a list or tuple of the same names in the same spelling; written to
+    JSON as a list.
+    """
+
+    def __new__(cls, names: Iterable[str] = ()) -> Tasks:
+        names = list(names)
+        for name in names:
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"task names must be non-empty strings, got {name!r}")
+            if is_common(name):
+                raise ValueError(f"'{COMMON_CHANNEL}' is reserved for the common-PES channel")
+        lowered = [name.lower() for name in names]
+        if len(set(lowered)) != len(lowered):
+            raise ValueError(f"task names must be unique (case-insensitive): {names}")
+        return super().__new__(cls, names)
+
+    def _lowered(self) -> list[str]:
+        return [name.lower() for name in self]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._lowered()
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (list, tuple)):
+            return list(self) == list(other)
+        return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = tuple.__hash__
+
+    def __repr__(self) -> str:
+        return repr(list(self))  # messages show the names as a plain list
+
+    def index(self, name: str, start: int = 0, stop: int | None = None) -> int:
+        """Position of ``name`` (any case); ValueError naming the known tasks."""
+        lowered = self._lowered()
+        stop = len(lowered) if stop is None else stop
+        key = name.lower() if isinstance(name, str) else name
+        if key not in lowered[start:stop]:
+            raise ValueError(f"unknown task {name!r}; the tasks are {list(self)}")
+        return lowered.index(key, start, stop)
+
+    def canonical(self, name: str) -> str:
+        """The stored spelling of ``name``."""
+        return self[self.index(name)]
+
+    def extended(self, names: Iterable[str]) -> Tasks:
+        """These tasks followed by those of ``names`` not among them yet (first spelling wins)."""
+        combined = Tasks(self)
+        for name in names:
+            if name not in combined:
+                combined = Tasks([*combined, name])
+        return combined
+
+    def as_list(self) -> list[str]:
+        return list(self)

@@ -1,0 +1,75 @@
+"""What a run trains: its tasks, its databases and its model, built from the run config.
+
+A run started from a checkpoint (``model.init_from``) keeps that model's tasks, in its order
+(already trained: never re-introduced), and appends the data's new ones; the architecture is the
+checkpoint's. A fresh model takes its elements and neighbour normalization from the data unless
+the config gives them, and its energy scale from the force RMS of the first stage's data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from sevenomni.data.statistics import average_num_neighbors, force_rms
+from sevenomni.loading import load_model
+from sevenomni.nn import ModelConfig, SevenOmniModel, Tasks
+from sevenomni.train.config import RunConfig
+from sevenomni.train.data import Database, build_databases
+from sevenomni.train.distributed import DistributedContext
+
+
+def starting_model(config: RunConfig, trust_pickle: bool) -> SevenOmniModel | None:
+    """The checkpoint ``model.init_from`` names, or None for a fresh model."""
+    source = config.model.init_from
+    return load_model(source, trust_pickle=trust_pickle) if source else None
+
+
+def run_tasks(config: RunConfig, start: SevenOmniModel | None) -> Tasks:
+    """The starting model's tasks (if any), then the config's tasks it does not have yet."""
+    known = Tasks() if start is None else start.tasks
+    return known.extended(config.tasks)
+
+
+def open_databases(
+    config: RunConfig, tasks: Tasks, cutoff: float, ctx: DistributedContext
+) -> list[Database]:
+    trained = {name for stage in config.stages for name in stage.databases}
+    return build_databases(config.data.databases, tasks, cutoff, Path(config.data.cache_dir), ctx, trained)
+
+
+def first_stage_statistic(config: RunConfig, databases: list[Database], function: Callable, *args) -> float:
+    """A statistic over a seeded subsample of the first stage's training data."""
+    by_name = {d.spec.name: d for d in databases}
+    first = [by_name[name].train for name in config.stages[0].databases]
+    return float(function(first, *args, sample=config.data.statistics_sample, seed=config.train.seed))
+
+
+def build_model(
+    config: RunConfig, tasks: Tasks, databases: list[Database], start: SevenOmniModel | None
+) -> SevenOmniModel:
+    """The model to train: ``start`` with the new tasks appended, or a fresh one sized by the data."""
+    if start is not None:
+        for task in tasks[len(start.tasks) :]:
+            start.append_task(task)
+        return start.train()
+    section = config.model
+    elements = section.elements or sorted({element for d in databases for element in d.train.elements})
+    avg = section.avg_num_neighbors
+    if avg == "auto":
+        avg = first_stage_statistic(config, databases, average_num_neighbors, section.cutoff)
+    architecture = section.model_dump(exclude={"elements", "init_from", "avg_num_neighbors"})
+    model = SevenOmniModel(ModelConfig(tasks=tasks.as_list(), elements=elements, avg_num_neighbors=avg, **architecture))
+    rms = first_stage_statistic(config, databases, force_rms)
+    if rms > 0:
+        with torch.no_grad():
+            model.energy_scale.weight.fill_(rms)
+    return model.train()
+
+
+def trained_task_indices(tasks: Tasks, config: RunConfig) -> list[int] | None:
+    """Indices of the tasks this run's data trains, or None when it trains all of them."""
+    indices = [index for index, task in enumerate(tasks) if task in Tasks(config.tasks)]
+    return None if len(indices) == len(tasks) else indices

@@ -1,0 +1,78 @@
+"""One optimizer step of a (possibly multi-process) run: loss, penalty, agreement, update."""
+
+from __future__ import annotations
+
+import torch
+
+from sevenomni.nn import SevenOmniModel
+from sevenomni.train.config import TrainSection
+from sevenomni.train.distributed import DistributedContext
+from sevenomni.train.loss import EnergyForceStressLoss
+from sevenomni.train.optim import ExponentialMovingAverage
+from sevenomni.train.regularization import WeightPenalty, task_embedding_norm
+
+
+class OptimizerStep:
+    """Call with a batch: one optimizer step; returns the logged values, or None if the loss or
+    gradients were not finite (the step is skipped, the weights unchanged).
+
+    ``batch`` is None on a rank with no share of the global batch: it still takes part in
+    every collective (zero counts, only the penalty's gradient), so no rank waits forever.
+    Every rank calls the same collectives in the same order with tensors on the training
+    device, and all ranks agree to skip or to step.
+    """
+
+    def __init__(
+        self,
+        model: SevenOmniModel,
+        loss: EnergyForceStressLoss,
+        penalty: WeightPenalty,
+        optimizer: torch.optim.Optimizer,
+        ema: ExponentialMovingAverage | None,
+        ctx: DistributedContext,
+        settings: TrainSection,
+    ):
+        self.model, self.loss, self.penalty, self.optimizer = model, loss, penalty, optimizer
+        self.ema, self.ctx, self.settings = ema, ctx, settings
+
+    def __call__(self, batch) -> dict[str, float] | None:
+        model, config, device = self.model, self.settings, self.ctx.device
+        if batch is None:
+            terms = self.loss.nothing(device, model.dtype)
+        else:
+            batch = batch.to(device)
+            want_stress = config.loss.stress > 0 and bool(batch.has_stress.any())
+            prediction = model(
+                batch, compute_forces=config.loss.forces > 0, compute_stress=want_stress, create_graph=True
+            )
+            terms = self.loss(prediction, batch)
+        counts = torch.stack([term.count for term in terms.values()]).detach().double()
+        self.ctx.all_sum(counts)
+        loss = self.penalty() / self.ctx.world_size
+        logged = {}
+        for (name, term), count in zip(terms.items(), counts.tolist()):
+            contribution = term.total / max(count, 1.0)
+            loss = loss + self.loss.term_weights[name] * contribution
+            logged[f"loss_{name}"] = float(contribution.detach())
+        self.optimizer.zero_grad(set_to_none=True)
+        finite = torch.isfinite(loss.detach()).to(torch.float64).reshape(1)
+        self.ctx.all_sum(finite)
+        if finite.item() < self.ctx.world_size:
+            return None
+        if loss.requires_grad:
+            loss.backward()
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.ctx.sum_gradients(trainable)  # after it, every rank holds the same gradients
+        if not all(bool(torch.isfinite(p.grad).all()) for p in trainable if p.grad is not None):
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
+        if config.optimizer.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.optimizer.grad_clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update()
+        logged["loss"] = sum(self.loss.term_weights[k[5:]] * v for k, v in logged.items())
+        logged["penalty"] = float(self.penalty().detach())
+        logged["theta_t_norm"] = task_embedding_norm(model)
+        logged["lr"] = self.optimizer.param_groups[0]["lr"]
+        return logged

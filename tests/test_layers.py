@@ -1,0 +1,73 @@
+"""The package's layering: every import goes down (README, "Code map"), so no import circle exists."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "sevenomni"
+
+# Lowest first. A module may import modules of a strictly lower layer, and of its own unit
+# (the subpackage, or the module itself); nn and data share a rank and must not import each other.
+LAYERS = {
+    "sevenomni.base": 0, "sevenomni.keys": 0, "sevenomni.version": 0, "sevenomni.files": 0,
+    "sevenomni.logs": 0, "sevenomni.devices": 0,
+    "sevenomni.nn": 1, "sevenomni.data": 1,
+    "sevenomni.checkpoint": 2,
+    "sevenomni.interop": 3,
+    "sevenomni.loading": 4,
+    "sevenomni.dispersion": 5,
+    "sevenomni.calculator": 6,
+    "sevenomni.analysis": 7,
+    "sevenomni.train": 8,
+    "sevenomni.cli": 9, "sevenomni": 9,
+}
+
+
+def unit(module: str) -> str:
+    """The layered unit a dotted module name belongs to: ``sevenomni.nn.model`` -> ``sevenomni.nn``."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def imports() -> list[tuple[str, str, int]]:
+    """(importing module, imported sevenomni module, line) for every import, lazy ones included."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "sevenomni":
+                found.append((module, node.module, node.lineno))
+            elif isinstance(node, ast.Import):
+                found += [(module, a.name, node.lineno) for a in node.names if a.name.split(".")[0] == "sevenomni"]
+    return found
+
+
+def test_every_unit_has_a_layer():
+    units = {unit(m) for m, _, _ in imports()} | {unit(t) for _, t, _ in imports()}
+    assert units <= set(LAYERS), sorted(units - set(LAYERS))
+
+
+def test_every_import_goes_down():
+    upward = []
+    for module, target, line in imports():
+        source_unit, target_unit = unit(module), unit(target)
+        if source_unit == target_unit:
+            continue
+        if LAYERS[target_unit] >= LAYERS[source_unit]:
+            upward.append(f"{module}:{line} imports {target}")
+    assert not upward, "\n".join(upward)
+
+
+def test_the_rule_catches_a_back_edge(tmp_path, monkeypatch):
+    """A data module importing nn (the edge this test was written against) is reported."""
+    fake = tmp_path / "sevenomni" / "data"
+    fake.mkdir(parents=True)
+    (fake / "spec.py").write_text("from sevenomni.nn.config import Architecture\n")
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path / "sevenomni")
+    try:
+        test_every_import_goes_down()
+    except AssertionError as error:
+        assert "sevenomni.data.spec:1 imports sevenomni.nn.config" in str(error)
+    else:
+        raise AssertionError("the back-edge was not reported")
