@@ -21,6 +21,9 @@ def info(args: argparse.Namespace) -> None:
     print(f"tasks:      {', '.join(model.tasks)}")
     print(f"elements:   {' '.join(model.elements)} ({len(model.elements)})")
     print(f"cutoff:     {model.cutoff} Å")
+    if model.linear_correction is not None:
+        factors = model.linear_correction.weight.view(-1).tolist()
+        print(f"linear correction: {', '.join(f'{t} {c:.4f}' for t, c in zip(model.tasks, factors))}")
     print("hyperparameters:")
     for key, value in config.items():
         if key not in ("tasks", "elements"):

@@ -2,13 +2,22 @@
 
 from sevenomni.nn.config import Architecture, ModelConfig
 from sevenomni.nn.model import SevenOmniModel
-from sevenomni.nn.task import EnergyScale, TaskEmbedding, TaskEnergyScale, TaskLinear, TaskShift, TaskSpecific
+from sevenomni.nn.task import (
+    EnergyScale,
+    LinearCorrection,
+    TaskEmbedding,
+    TaskEnergyScale,
+    TaskLinear,
+    TaskShift,
+    TaskSpecific,
+)
 from sevenomni.nn.task_names import COMMON_CHANNEL, Tasks
 
 __all__ = [
     "COMMON_CHANNEL",
     "Architecture",
     "EnergyScale",
+    "LinearCorrection",
     "ModelConfig",
     "SevenOmniModel",
     "TaskEmbedding",

@@ -114,6 +114,9 @@ class ModelConfig(Architecture):
     tasks: list[str] = Field(min_length=1)
     elements: list[str] = Field(min_length=1)
     avg_num_neighbors: float | list[float] = 1.0
+    linear_correction: bool = Field(
+        False, description="a per-task scalar on the shift-free energy (see sevenomni.nn.task.LinearCorrection)"
+    )
 
     @field_validator("tasks")
     @classmethod

@@ -18,7 +18,15 @@ from sevenomni.nn.config import ModelConfig
 from sevenomni.nn.interaction import Interaction
 from sevenomni.nn.radial import BesselBasis, PolynomialCutoff, XPLORCutoff
 from sevenomni.nn.slicing import split_slices_in
-from sevenomni.nn.task import EnergyScale, TaskEmbedding, TaskEnergyScale, TaskLinear, TaskShift, TaskSpecific
+from sevenomni.nn.task import (
+    EnergyScale,
+    LinearCorrection,
+    TaskEmbedding,
+    TaskEnergyScale,
+    TaskLinear,
+    TaskShift,
+    TaskSpecific,
+)
 from sevenomni.nn.task_names import Tasks, is_common
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -109,6 +117,7 @@ class SevenOmniModel(nn.Module):
         self.energy_shift = TaskShift(num_tasks, num_species)
         scale_class = TaskEnergyScale if config.scale_per_task else EnergyScale
         self.energy_scale = scale_class(num_tasks if config.scale_per_task else 1, num_species, config.scale_per_element)
+        self.linear_correction = LinearCorrection(num_tasks) if config.linear_correction else None
 
     def set_tp_backend(self, backend: str) -> SevenOmniModel:
         """Compute the convolutions with ``backend`` (``e3nn``, ``cueq``, ``auto``); the weights stay as they are."""
@@ -222,7 +231,18 @@ class SevenOmniModel(nn.Module):
         for layer in self.layers:
             x = layer(x, species_onehot, edge_index, edge_sh, edge_radial, theta_task)
         atomic = self.readout_energy(self.readout_hidden(x, theta_task)).squeeze(-1)
-        return self.energy_scale(species, node_task) * atomic + self.energy_shift(species, node_task)
+        scale = self.energy_scale(species, node_task)
+        if self.linear_correction is not None:
+            scale = scale * self.linear_correction(species, node_task)
+        return scale * atomic + self.energy_shift(species, node_task)
+
+    def enable_linear_correction(self) -> SevenOmniModel:
+        """Give the model its per-task linear correction (all 1: predictions unchanged), if it has none."""
+        if self.linear_correction is None:
+            reference = self.energy_scale.weight
+            self.linear_correction = LinearCorrection(len(self.tasks)).to(reference.device, reference.dtype)
+            self.config = self.config.model_copy(update={"linear_correction": True})
+        return self
 
     def set_compiled(self, compiled: bool = True) -> SevenOmniModel:
         """Run :meth:`atomic_energies` through ``torch.compile`` (see :mod:`sevenomni.nn.compiled`)."""

@@ -10,6 +10,9 @@ selective penalty, optimizer groups, freezing, appending a task) finds them by m
 * :class:`TaskShift` (and :class:`TaskEnergyScale` when the scale is per task) — per-task,
   per-element energy references. Task specific but never penalized: functionals differ in
   absolute energies by design.
+* :class:`LinearCorrection` (optional) — one scalar c_t per task multiplying the task's
+  shift-free energy, 1 until trained: the linear correction of PES softening (fine-tuning with
+  every other parameter frozen, ``train.freeze: all_but_linear_correction``).
 
 :class:`TaskLinear` (shared linear + TaskEmbedding) is numerically the same as appending the
 task one-hot to the input of the linear layer, as SevenNet-MF does.
@@ -87,6 +90,14 @@ class TaskEnergyScale(EnergyScale, TaskSpecific):
     def append_task(self, like: int | None = None) -> None:
         row = self.weight.new_ones(1, self.weight.shape[1]) if like is None else self.weight[like : like + 1]
         self.weight = nn.Parameter(torch.cat([self.weight.detach(), row.detach()]))
+
+
+class LinearCorrection(TaskEnergyScale):
+    """c[t]: one scalar per task multiplying that task's shift-free energy (and so its forces and
+    stress); initialized to 1, so a model is unchanged until the correction is trained."""
+
+    def __init__(self, num_tasks: int):
+        super().__init__(num_tasks, 1, per_element=False)
 
 
 def scalar_indices(irreps: o3.Irreps) -> torch.Tensor:

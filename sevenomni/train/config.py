@@ -100,8 +100,11 @@ class TrainSection(StrictModel):
     threads: int | None = Field(
         None, ge=1, description="torch CPU threads per process (None: torch's default); 1 is often fastest for small models"
     )
-    freeze: Literal["none", "shared"] = Field(
-        "none", description="shared: train only θT, shifts and scales (the other channels' predictions stay fixed)"
+    freeze: Literal["none", "shared", "all_but_linear_correction"] = Field(
+        "none",
+        description="shared: train only θT, shifts and scales (the other channels' predictions stay fixed); "
+        "all_but_linear_correction: train only one scalar per task on its shift-free energy (seed 004's linear "
+        "correction; added to the model, initialized to 1)",
     )
     loss: LossSection = Field(default_factory=LossSection)
     regularization: RegularizationSection = Field(default_factory=RegularizationSection)
@@ -166,8 +169,10 @@ class RunConfig(StrictModel):
             unknown = [name for name in stage.databases if name not in known]
             if unknown:
                 raise ValueError(f"stage {stage.name!r} names unknown database(s) {unknown}; known: {known}")
-        if self.train.freeze == "shared" and self.model.init_from is None:
-            raise ValueError("train.freeze: shared keeps the shared weights as they are: set model.init_from")
+        if self.train.freeze != "none" and self.model.init_from is None:
+            raise ValueError(
+                f"train.freeze: {self.train.freeze} keeps a trained model's weights as they are: set model.init_from"
+            )
         return self
 
     @property

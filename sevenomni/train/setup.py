@@ -69,6 +69,19 @@ def build_model(
     return model.train()
 
 
+def freeze(model: SevenOmniModel, mode: str) -> None:
+    """Leave trainable only what ``train.freeze`` names (``none``: everything)."""
+    if mode == "none":
+        return
+    if mode == "all_but_linear_correction":
+        model.enable_linear_correction()
+        trainable = {id(model.linear_correction.weight)}
+    else:  # shared: the task-specific parameters train, θC stays
+        trainable = {id(parameter) for _, parameter in model.task_parameters()}
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in trainable)
+
+
 def trained_task_indices(tasks: Tasks, config: RunConfig) -> list[int] | None:
     """Indices of the tasks this run's data trains, or None when it trains all of them."""
     indices = [index for index, task in enumerate(tasks) if task in Tasks(config.tasks)]

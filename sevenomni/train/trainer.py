@@ -29,7 +29,7 @@ from sevenomni.train.optim import ExponentialMovingAverage, LearningRateSchedule
 from sevenomni.train.regularization import WeightPenalty
 from sevenomni.train.report import energy_shift_line, final_table, progress_line, start_up_summary, validation_line
 from sevenomni.train.run_directory import locked_run_directory
-from sevenomni.train.setup import build_model, open_databases, run_tasks, starting_model, trained_task_indices
+from sevenomni.train.setup import build_model, freeze, open_databases, run_tasks, starting_model, trained_task_indices
 from sevenomni.train.state import TrainingProgress, capture_rng, restore_rng, seed_everything
 from sevenomni.train.step import OptimizerStep
 from sevenomni.train.validation import validation_rows
@@ -99,9 +99,7 @@ class Trainer:
         else:
             self.model = build_model(config, self.tasks, self.databases, start)
         self.model.to(self.device).set_tp_backend(config.model.tp_backend).set_compiled(config.train.compile)
-        if config.train.freeze == "shared":
-            for _, parameter in self.model.shared_parameters():
-                parameter.requires_grad_(False)
+        freeze(self.model, config.train.freeze)
         self.optimizer = build_optimizer(self.model, config.train.optimizer)
         self.penalty = WeightPenalty(
             self.model,
