@@ -13,6 +13,7 @@ from ase.calculators.calculator import Calculator, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from sevenomni.base import DEFAULT_MIN_DISTANCE, MIN_CELL_VOLUME
+from sevenomni.baseline import cached_baseline
 from sevenomni.data.graph import atoms_to_graph, closest_pair, collate, describe_pair
 from sevenomni.devices import resolve_device
 from sevenomni.dispersion import D3Correction, d3_settings
@@ -61,12 +62,15 @@ def predict(
     checkpoint, a run directory, a SevenNet checkpoint). ``task`` names the channel (``"common"``
     for the common PES, with ``shift_task``'s shifts). A structure whose prediction is not finite
     (e.g. two atoms at one position) raises :class:`PredictionError` naming its index in
-    ``structures`` and the atoms that coincide.
+    ``structures`` and the atoms that coincide. A channel trained by Δ-learning returns model +
+    baseline (energy, forces, stress; no per-atom ``energies``, which the baseline does not give).
     """
     device = resolve_device(device)
     if not isinstance(model, SevenOmniModel):
         model = load_model(model).to(device)
     task_index, common = model.resolve_channel(task, shift_task)
+    spec = model.baseline_of(model.tasks[task_index])
+    baseline = cached_baseline(spec) if spec is not None else None
     pending: list[Atoms] = []
     done = 0
 
@@ -89,6 +93,10 @@ def predict(
             if has_stress(atoms):
                 stress = out[STRESS][index].detach().cpu().double().numpy()
                 result["stress"] = full_3x3_to_voigt_6_stress(stress)
+            if baseline is not None:
+                del result["energies"]
+                for key, value in baseline(atoms, stress="stress" in result).items():
+                    result[key] = result[key] + value
             check_finite(result, atoms, first + index)
             results.append(result)
             start = stop
@@ -154,30 +162,24 @@ class SevenOmniCalculator(Calculator):
                 raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
             model = copy.deepcopy(model).to(DTYPES[dtype])
             model.config = model.config.model_copy(update={"dtype": dtype})
-        model.resolve_channel(task, shift_task)
+        task_index, _ = model.resolve_channel(task, shift_task)
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.task = task
         self.shift_task = shift_task
         settings = d3_settings(d3)
         self.d3 = D3Correction(settings) if settings is not None else None
-        if self.d3 is not None:
+        if self.d3 is not None or model.baseline_of(model.tasks[task_index]) is not None:
+            # D3 and Δ-learning baselines give no per-atom energies
             self.implemented_properties = [p for p in type(self).implemented_properties if p != "energies"]
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         (result,) = predict(self.model, [self.atoms], self.task, self.shift_task, device=self.device)
-        self.results = {
-            "energy": result["energy"],
-            "free_energy": result["energy"],
-            "energies": result["energies"],
-            "forces": result["forces"],
-        }
-        if "stress" in result:
-            self.results["stress"] = result["stress"]
+        self.results = {"free_energy": result["energy"], **result}
         if self.d3 is not None:
             dispersion = self.d3(self.atoms, stress="stress" in result)
-            del self.results["energies"]
+            self.results.pop("energies", None)
             for key, value in dispersion.items():
                 self.results[key] = self.results[key] + value
             self.results["free_energy"] = self.results["energy"]

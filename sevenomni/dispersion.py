@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from ase import Atoms
+
+from sevenomni.baseline import calculator_results
 
 D3_DAMPINGS = ("d3bj", "d3zero", "d3bjm", "d3zerom", "d3op")
 D3_INSTALL_HINT = "pip install dftd3 (or the project's d3 extra: pip install -e '.[d3]')"
@@ -67,12 +68,4 @@ class D3Correction:
             ) from None
 
     def __call__(self, atoms: Atoms, stress: bool) -> dict[str, Any]:
-        structure = atoms.copy()
-        structure.calc = self.calculator
-        result: dict[str, Any] = {
-            "energy": float(structure.get_potential_energy()),
-            "forces": np.asarray(structure.get_forces(), dtype=np.float64),
-        }
-        if stress:
-            result["stress"] = np.asarray(structure.get_stress(), dtype=np.float64)
-        return result
+        return calculator_results(self.calculator, atoms, stress)

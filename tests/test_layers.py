@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sevenomni"
 LAYERS = {
     "sevenomni.base": 0, "sevenomni.keys": 0, "sevenomni.version": 0, "sevenomni.files": 0,
     "sevenomni.logs": 0, "sevenomni.devices": 0,
+    "sevenomni.baseline": 0.5,
     "sevenomni.nn": 1, "sevenomni.data": 1,
     "sevenomni.checkpoint": 2,
     "sevenomni.interop": 3,

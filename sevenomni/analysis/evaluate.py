@@ -21,11 +21,12 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.io import write as write_structures
-from ase.stress import full_3x3_to_voigt_6_stress
+from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from sevenomni.analysis.metrics import ErrorAccumulator
+from sevenomni.baseline import Baseline, cached_baseline
 from sevenomni.calculator import has_stress, resolve_device
 from sevenomni.data.dataset import LMDBDataset, worker_collate
 from sevenomni.data.graph import collate
@@ -222,6 +223,24 @@ def evaluation_mode(model: torch.nn.Module):
         model.train(was_training)
 
 
+def with_baseline(prediction: dict, batch, baseline: Baseline) -> dict:
+    """``prediction`` (energy, forces, stress of a batch) plus the baseline's, structure by structure."""
+    energy, forces = prediction[ENERGY].detach().clone(), prediction[FORCES].detach().clone()
+    stress = prediction[STRESS].detach().clone() if STRESS in prediction else None
+    ptr = batch.ptr.tolist()
+    for i, atoms in enumerate(batch_structures(batch)):
+        added = baseline(atoms, stress=stress is not None and has_stress(atoms))
+        energy[i] += added[ENERGY]
+        forces[ptr[i] : ptr[i + 1]] += torch.as_tensor(added[FORCES], dtype=forces.dtype, device=forces.device)
+        if STRESS in added:
+            full = voigt_6_to_full_3x3_stress(added[STRESS])
+            stress[i] += torch.as_tensor(full, dtype=stress.dtype, device=stress.device)
+    combined = {ENERGY: energy, FORCES: forces}
+    if stress is not None:
+        combined[STRESS] = stress
+    return combined
+
+
 def evaluate_databases(
     model: SevenOmniModel,
     databases: Sequence[Database],
@@ -231,11 +250,15 @@ def evaluate_databases(
     predictions_dir: str | os.PathLike | None = None,
     prefix: str = "sevenomni",
     progress: bool = False,
+    add_baselines: bool = True,
 ) -> Evaluation:
     """Score every database on its channels (:func:`choose_channels` first).
 
     With ``predictions_dir``, writes ``<database>.extxyz`` there: each structure with its labels
     (``REF_*``) and, per channel, ``{prefix}_{channel}_energy`` / ``_forces`` / ``_stress``.
+    A channel trained by Δ-learning predicts model + baseline against reference labels; with
+    ``add_baselines=False`` (labels that are already reference − baseline, as in training
+    validation) it is scored as the model alone.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
@@ -269,6 +292,9 @@ def evaluate_databases(
                             batch, common=channel.common, compute_forces=True,
                             compute_stress=bool(batch.pbc.any()), create_graph=False,
                         )
+                        spec = model.baseline_of(model.tasks[channel.task_index]) if add_baselines else None
+                        if spec is not None:
+                            prediction = with_baseline(prediction, batch, cached_baseline(spec))
                         accumulator.add(batch, prediction)
                         if structures is not None:
                             attach_predictions(structures, batch, prediction, f"{prefix}_{channel.name}")

@@ -21,11 +21,15 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ase import Atoms
+from ase.stress import voigt_6_to_full_3x3_stress
+
 from sevenomni.base import DEFAULT_MIN_DISTANCE
+from sevenomni.baseline import Baseline, BaselineError, BaselineSpec
 from sevenomni.data.readers import (
     LabelKeys,
     Rejected,
@@ -34,6 +38,7 @@ from sevenomni.data.readers import (
     expand_sources,
     read_source,
 )
+from sevenomni.data.readers.common import BASELINE_FAILED
 from sevenomni.data.store import (
     EncodedRecord,
     Record,
@@ -42,6 +47,7 @@ from sevenomni.data.store import (
     is_store,
     prepare_record,
 )
+from sevenomni.keys import ENERGY, FORCES, STRESS
 
 _CHUNK = 256
 _MAX_EXAMPLES = 20
@@ -74,9 +80,32 @@ class IngestReport:
         return "\n".join(lines)
 
 
-def _chunks(path: Path, format: str, keys: LabelKeys) -> Iterator[list[Record | Rejected]]:
+def subtract_baseline(record: Record, baseline: Baseline) -> Record | Rejected:
+    """The record with the baseline's energy, forces and stress subtracted from its labels (Δ targets);
+    Rejected (``baseline_failed``) if the baseline cannot compute the structure."""
+    atoms = Atoms(numbers=record.numbers, positions=record.positions, cell=record.cell, pbc=record.pbc)
+    try:
+        result = baseline(atoms, stress=record.stress is not None)
+    except BaselineError as error:
+        return Rejected(record.source, record.index, BASELINE_FAILED, str(error))
+    origin = {label: f"{where} - {baseline.spec.label}" for label, where in (record.origin or {}).items()}
+    return replace(
+        record,
+        energy=None if record.energy is None else record.energy - result[ENERGY],
+        forces=None if record.forces is None else record.forces - result[FORCES],
+        stress=None if record.stress is None else record.stress - voigt_6_to_full_3x3_stress(result[STRESS]),
+        origin=origin,
+    )
+
+
+def _chunks(
+    path: Path, format: str, keys: LabelKeys, baseline: BaselineSpec | None = None
+) -> Iterator[list[Record | Rejected]]:
+    subtracted = Baseline(baseline) if baseline is not None else None
     chunk: list[Record | Rejected] = []
     for item in read_source(path, format, keys):
+        if subtracted is not None and isinstance(item, Record):
+            item = subtract_baseline(item, subtracted)
         chunk.append(item)
         if len(chunk) >= _CHUNK:
             yield chunk
@@ -85,11 +114,11 @@ def _chunks(path: Path, format: str, keys: LabelKeys) -> Iterator[list[Record | 
         yield chunk
 
 
-def _worker(path: Path, format: str, keys: LabelKeys, spool: Path) -> None:
+def _worker(path: Path, format: str, keys: LabelKeys, baseline: BaselineSpec | None, spool: Path) -> None:
     """Read one file into a spool of pickled chunks; on failure write the message to ``.err``."""
     try:
         with open(spool, "wb") as handle:
-            for chunk in _chunks(path, format, keys):
+            for chunk in _chunks(path, format, keys, baseline):
                 encoded = [item if isinstance(item, Rejected) else prepare_record(item) for item in chunk]
                 pickle.dump(encoded, handle, protocol=pickle.HIGHEST_PROTOCOL)
     except BaseException as error:  # noqa: BLE001 - reported by the parent, which raises
@@ -108,7 +137,7 @@ def _read_spool(spool: Path) -> Iterator[list[Record | EncodedRecord | Rejected]
 
 
 def _parallel(
-    files: list[tuple[Path, str]], keys: LabelKeys, workers: int, scratch: Path
+    files: list[tuple[Path, str]], keys: LabelKeys, baseline: BaselineSpec | None, workers: int, scratch: Path
 ) -> Iterator[list[Record | EncodedRecord | Rejected]]:
     """Read up to ``workers`` files at once, each into its own spool file on disk (so a worker
     never waits for the writer, and memory stays flat); yield the spools' chunks in file order."""
@@ -121,7 +150,7 @@ def _parallel(
         nonlocal started
         while started < len(files) and sum(p.is_alive() for p in processes.values()) < workers:
             process = context.Process(
-                target=_worker, args=(*files[started], keys, spool_dir / f"{started}.pkl"), daemon=True
+                target=_worker, args=(*files[started], keys, baseline, spool_dir / f"{started}.pkl"), daemon=True
             )
             process.start()
             processes[started] = process
@@ -174,6 +203,7 @@ def ingest(
     min_distance: float = DEFAULT_MIN_DISTANCE,
     overwrite: bool = False,
     progress: bool = False,
+    baseline: BaselineSpec | None = None,
 ) -> IngestReport:
     """Read ``sources`` (files, ``.aselmdb`` directories, stores) into a new store at ``out``.
 
@@ -185,7 +215,8 @@ def ingest(
     Records with two atoms nearer than ``min_distance`` Å (periodic images included; 0: no
     check) are bad (``close_atoms``). A bad record raises :class:`~sevenomni.data.readers.InvalidRecordError` naming the file and
     record index, unless ``skip_bad``: then it is skipped and counted by reason (the counts are
-    stored in the metadata under ``"skipped"``).
+    stored in the metadata under ``"skipped"``). With a ``baseline`` (Δ-learning), the stored
+    labels are reference − baseline (a structure the baseline fails on is bad: ``baseline_failed``).
     """
     if isinstance(sources, (str, os.PathLike)):
         sources = [sources]
@@ -206,9 +237,9 @@ def ingest(
     totals = [count_hint(path, fmt) for path, fmt in files]
     total = sum(totals) if all(t is not None for t in totals) else None
     if workers > 1 and len(files) > 1:
-        chunks = _parallel(files, keys, min(workers, len(files)), Path(out))
+        chunks = _parallel(files, keys, baseline, min(workers, len(files)), Path(out))
     else:
-        chunks = (chunk for path, fmt in files for chunk in _chunks(path, fmt, keys))
+        chunks = (chunk for path, fmt in files for chunk in _chunks(path, fmt, keys, baseline))
     with StoreWriter(out, overwrite=overwrite) as writer, _progress(total, progress) as bar:
         try:
             for chunk in chunks:
@@ -240,6 +271,7 @@ def ingest(
                 "inputs": [{"path": str(p), "format": f} for p, f in files],
                 "energy_key": energy_key, "forces_key": forces_key, "stress_key": stress_key,
                 "require_energy": require_energy, "min_distance": min_distance, "skip_bad": skip_bad,
+                "baseline": None if baseline is None else baseline.model_dump(mode="json"),
             },
         })
     return IngestReport(
@@ -252,12 +284,13 @@ def cached_store(
     paths: str | list[str], cache_dir: str | os.PathLike, *, energy_key: str | None = None,
     forces_key: str | None = None, stress_key: str | None = None, skip_bad: bool = False,
     min_distance: float = DEFAULT_MIN_DISTANCE, workers: int = 1, progress: bool = False,
-    name: str = "store", create: bool = True,
+    name: str = "store", create: bool = True, baseline: BaselineSpec | None = None,
 ) -> list[str]:
     """Store directories for a database's ``path``: stores as they are, raw files ingested once.
 
     Raw files are ingested together into ``cache_dir/<name>-<hash>``, keyed by their absolute
-    paths, sizes, modification times, the label keys and the validation settings, and reused
+    paths, sizes, modification times, the label keys, the validation settings and the Δ-learning
+    ``baseline`` (labels are stored minus it), and reused
     while those are unchanged.
     Runs sharing ``cache_dir`` may ingest the same files at once: the first to finish wins and
     the others use its store. ``create=False`` only names the cached store (e.g. on ranks that
@@ -272,12 +305,15 @@ def cached_store(
     for p in raw:
         stat = Path(p).stat()
         fingerprint.append([str(Path(p).resolve()), stat.st_size, stat.st_mtime_ns])
-    key = json.dumps([fingerprint, energy_key, forces_key, stress_key, skip_bad, min_distance]).encode()
+    settings = [fingerprint, energy_key, forces_key, stress_key, skip_bad, min_distance]
+    if baseline is not None:  # (no entry without one: stores cached before baselines existed stay valid)
+        settings.append(baseline.model_dump(mode="json"))
+    key = json.dumps(settings).encode()
     out = Path(cache_dir) / f"{name}-{hashlib.sha256(key).hexdigest()[:16]}"
     if create and not is_store(out):
         try:
             ingest(raw, out, energy_key, forces_key, stress_key, skip_bad=skip_bad, workers=workers,
-                   min_distance=min_distance, overwrite=out.exists(), progress=progress)
+                   min_distance=min_distance, overwrite=out.exists(), progress=progress, baseline=baseline)
         except StoreError:
             if not is_store(out):  # not a concurrent run's finished store of the same files
                 raise

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from sevenomni.base import DEFAULT_MIN_DISTANCE, StrictModel
+from sevenomni.baseline import BaselineSpec
 from sevenomni.keys import LABELS
 
 
@@ -48,6 +49,11 @@ class DatabaseSpec(StrictModel):
     min_distance: float = Field(DEFAULT_MIN_DISTANCE, ge=0.0, allow_inf_nan=False)
     loss_weights: dict[str, float] = Field(default_factory=lambda: {k: 1.0 for k in LABELS})
     split: SplitSpec = Field(default_factory=SplitSpec)
+    baseline: BaselineSpec | None = Field(
+        None,
+        description="Δ-learning: the task learns reference − baseline (gfn2-xtb, gfn1-xtb, or an ASE calculator "
+        "module:Class with kwargs), computed once at ingest; its calculator channel adds the baseline back",
+    )
 
     @field_validator("path")
     @classmethod

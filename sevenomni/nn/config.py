@@ -8,6 +8,7 @@ from ase.data import atomic_numbers, chemical_symbols
 from pydantic import Field, field_validator, model_validator
 
 from sevenomni.base import StrictModel
+from sevenomni.baseline import BaselineSpec
 from sevenomni.nn.backend import TPBackend
 from sevenomni.nn.task_names import Tasks
 
@@ -114,6 +115,9 @@ class ModelConfig(Architecture):
     tasks: list[str] = Field(min_length=1)
     elements: list[str] = Field(min_length=1)
     avg_num_neighbors: float | list[float] = 1.0
+    baselines: dict[str, BaselineSpec] = Field(
+        default_factory=dict, description="Δ-learning: per task, the baseline its channel is trained on top of"
+    )
     linear_correction: bool = Field(
         False, description="a per-task scalar on the shift-free energy (see sevenomni.nn.task.LinearCorrection)"
     )
@@ -132,6 +136,9 @@ class ModelConfig(Architecture):
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
         check_neighbor_normalization(self.avg_num_neighbors, self.num_layers)
+        unknown = [task for task in self.baselines if task not in self.tasks]
+        if unknown:
+            raise ValueError(f"baselines name unknown task(s) {unknown}; the tasks are {self.tasks}")
         return self
 
     @property

@@ -11,6 +11,7 @@ from e3nn import o3
 from torch import nn
 
 from sevenomni.base import MIN_CELL_VOLUME
+from sevenomni.baseline import BaselineSpec
 from sevenomni.keys import ATOMIC_ENERGIES, ENERGY, FORCES, STRESS
 from sevenomni.nn.backend import check_backend
 from sevenomni.nn.compiled import DOUBLE_BACKWARD_FALLBACK, compiled_atomic_energies
@@ -236,6 +237,19 @@ class SevenOmniModel(nn.Module):
             scale = scale * self.linear_correction(species, node_task)
         return scale * atomic + self.energy_shift(species, node_task)
 
+    def baseline_of(self, task: str) -> BaselineSpec | None:
+        """The Δ-learning baseline ``task``'s channel is trained on top of (None: it predicts the reference)."""
+        canonical = self.tasks.canonical(task)
+        return self.config.baselines.get(canonical)
+
+    def set_baseline(self, task: str, baseline: BaselineSpec | None) -> None:
+        """Record that ``task`` learns reference − ``baseline`` (its predictions need the baseline added)."""
+        baselines = dict(self.config.baselines)
+        baselines.pop(self.tasks.canonical(task), None)
+        if baseline is not None:
+            baselines[self.tasks.canonical(task)] = baseline
+        self.config = self.config.model_copy(update={"baselines": baselines})
+
     def enable_linear_correction(self) -> SevenOmniModel:
         """Give the model its per-task linear correction (all 1: predictions unchanged), if it has none."""
         if self.linear_correction is None:
@@ -272,7 +286,7 @@ class SevenOmniModel(nn.Module):
         node_task = graph_task.view(-1)[batch]
 
         # Geometry in float64 (precise edge vectors even for large coordinates), network in dtype.
-        positions = graph.pos.to(torch.float64)
+        positions = graph.pos.detach().to(torch.float64)  # never mark the caller's tensor as requiring grad
         cell = graph.cell.to(torch.float64).view(num_graphs, 3, 3)
         inputs = []
         if compute_forces:

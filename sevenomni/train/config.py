@@ -10,6 +10,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sevenomni.base import StrictModel
+from sevenomni.baseline import BaselineSpec
 from sevenomni.data.spec import DatabaseSpec, SamplingSpec
 from sevenomni.nn.config import Architecture, check_neighbor_normalization, element_symbols
 
@@ -174,6 +175,29 @@ class RunConfig(StrictModel):
                 f"train.freeze: {self.train.freeze} keeps a trained model's weights as they are: set model.init_from"
             )
         return self
+
+    @model_validator(mode="after")
+    def _one_baseline_per_task(self) -> RunConfig:
+        """All databases of a task learn the same targets: the same Δ-learning baseline, or none."""
+        chosen: dict[str, tuple[str, BaselineSpec | None]] = {}
+        for database in self.data.databases:
+            task = database.task.lower()
+            if task not in chosen:
+                chosen[task] = (database.name, database.baseline)
+            elif chosen[task][1] != database.baseline:
+                first, baseline = chosen[task]
+                raise ValueError(
+                    f"databases {first!r} and {database.name!r} share task {database.task!r} but not its "
+                    f"Δ-learning baseline ({baseline and baseline.label} vs {database.baseline and database.baseline.label})"
+                )
+        return self
+
+    def baseline_of(self, task: str) -> BaselineSpec | None:
+        """The Δ-learning baseline of ``task``'s databases (None: they learn the reference itself)."""
+        for database in self.data.databases:
+            if database.task.lower() == task.lower():
+                return database.baseline
+        return None
 
     @property
     def tasks(self) -> list[str]:

@@ -52,6 +52,7 @@ def resolve_store(paths: str | list[str], spec: DatabaseSpec, cache_dir: Path, c
         forces_key=spec.forces_key,
         stress_key=spec.stress_key,
         min_distance=spec.min_distance,
+        baseline=spec.baseline,
         name=spec.name,
         create=ctx.is_main,
     )

@@ -50,11 +50,13 @@ def first_stage_statistic(config: RunConfig, databases: list[Database], function
 def build_model(
     config: RunConfig, tasks: Tasks, databases: list[Database], start: SevenOmniModel | None
 ) -> SevenOmniModel:
-    """The model to train: ``start`` with the new tasks appended, or a fresh one sized by the data."""
+    """The model to train: ``start`` with the new tasks appended, or a fresh one sized by the data;
+    either way with each task's Δ-learning baseline recorded (see :func:`record_baselines`)."""
     if start is not None:
-        for task in tasks[len(start.tasks) :]:
+        known = start.tasks
+        for task in tasks[len(known) :]:
             start.append_task(task)
-        return start.train()
+        return record_baselines(start, config, known).train()
     section = config.model
     elements = section.elements or sorted({element for d in databases for element in d.train.elements})
     avg = section.avg_num_neighbors
@@ -66,7 +68,23 @@ def build_model(
     if rms > 0:
         with torch.no_grad():
             model.energy_scale.weight.fill_(rms)
-    return model.train()
+    return record_baselines(model, config, Tasks()).train()
+
+
+def record_baselines(model: SevenOmniModel, config: RunConfig, trained_before: Tasks) -> SevenOmniModel:
+    """Give each task the baseline its databases declare. A task the starting model already had
+    keeps its targets: a config that changes its baseline is an error."""
+    for task in model.tasks:
+        wanted = config.baseline_of(task) if task in Tasks(config.tasks) else model.baseline_of(task)
+        if task in trained_before and wanted != model.baseline_of(task):
+            had, asked = model.baseline_of(task), wanted
+            raise ValueError(
+                f"task {task!r} was trained on {'reference − ' + had.label if had else 'the reference itself'}; "
+                f"the config's databases give it {'baseline ' + asked.label if asked else 'no baseline'}. "
+                "Use a new task name for other targets."
+            )
+        model.set_baseline(task, wanted)
+    return model
 
 
 def freeze(model: SevenOmniModel, mode: str) -> None:

@@ -44,4 +44,5 @@ def validation_rows(
         scored.append(ScoredDatabase(database.spec.name, str(database.spec.path), database.valid, own, chosen))
     if not scored:
         return []
-    return evaluate_databases(model, scored, batch_size=VALIDATION_BATCH_SIZE, device=device).rows
+    # The validation labels of a Δ-learning task are reference − baseline already.
+    return evaluate_databases(model, scored, batch_size=VALIDATION_BATCH_SIZE, device=device, add_baselines=False).rows
