@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sevenomni.analysis.cli import register as register_analysis_commands  # eval, analyze, plot
 
     register_analysis_commands(commands)
+    from sevenomni.dbs import register as register_dbs_commands  # `sevenomni dbs select|label`
+
+    register_dbs_commands(commands)
     return parser
 
 

@@ -11,6 +11,8 @@ from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 
 pytest.importorskip("tblite")
 
+from training_helpers import BASE, TINY  # noqa: E402
+
 from sevenomni import SevenOmniCalculator, load_model, predict  # noqa: E402
 from sevenomni.analysis.evaluate import choose_channels, evaluate_databases, open_databases  # noqa: E402
 from sevenomni.baseline import BaselineError, BaselineSpec, build_calculator  # noqa: E402
@@ -18,7 +20,6 @@ from sevenomni.data.ingest import ingest  # noqa: E402
 from sevenomni.data.store import StoreReader  # noqa: E402
 from sevenomni.train.config import ConfigError, load_config  # noqa: E402
 from sevenomni.train.trainer import Trainer  # noqa: E402
-from training_helpers import BASE, TINY  # noqa: E402
 
 GFN2 = BaselineSpec.model_validate("gfn2-xtb")
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from ase.io import read, write
-
 from analysis_helpers import tiny_model
+from ase.io import read, write
+from training_helpers import TINY
+
 from sevenomni import load_model, predict, save_checkpoint
 from sevenomni.train.config import ConfigError, load_config
 from sevenomni.train.trainer import Trainer
-from training_helpers import TINY
 
 
 def labelled_by(model, structures, task):

@@ -224,13 +224,7 @@ class SevenOmniModel(nn.Module):
         theta_task: torch.Tensor | None,
     ) -> torch.Tensor:
         """The network: edge vectors → energy of each atom (``theta_task=None``: θT dropped)."""
-        edge_len = edge_vec.norm(dim=-1)
-        edge_radial = self.radial_basis(edge_len) * self.envelope(edge_len).unsqueeze(-1)
-        edge_sh = self.spherical_harmonics(edge_vec)
-        species_onehot = torch.nn.functional.one_hot(species, len(self.elements)).to(edge_vec.dtype)
-        x = self.species_embedding(species_onehot)
-        for layer in self.layers:
-            x = layer(x, species_onehot, edge_index, edge_sh, edge_radial, theta_task)
+        x = self.node_features(edge_vec, edge_index, species, theta_task)
         atomic = self.readout_energy(self.readout_hidden(x, theta_task)).squeeze(-1)
         scale = self.energy_scale(species, node_task)
         if self.linear_correction is not None:
@@ -258,6 +252,38 @@ class SevenOmniModel(nn.Module):
             self.config = self.config.model_copy(update={"linear_correction": True})
         return self
 
+    def node_features(
+        self, edge_vec: torch.Tensor, edge_index: torch.Tensor, species: torch.Tensor, theta_task: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The interaction layers' output: ``channels`` invariant (0e) features per atom."""
+        edge_len = edge_vec.norm(dim=-1)
+        edge_radial = self.radial_basis(edge_len) * self.envelope(edge_len).unsqueeze(-1)
+        edge_sh = self.spherical_harmonics(edge_vec)
+        species_onehot = torch.nn.functional.one_hot(species, len(self.elements)).to(edge_vec.dtype)
+        x = self.species_embedding(species_onehot)
+        for layer in self.layers:
+            x = layer(x, species_onehot, edge_index, edge_sh, edge_radial, theta_task)
+        return x
+
+    @torch.no_grad()
+    def invariant_features(self, graph) -> torch.Tensor:
+        """Per atom of a batched graph, the last layer's invariant features on the common PES (θT = 0)."""
+        positions = graph.pos.detach().to(torch.float64)
+        cell = graph.cell.to(torch.float64).view(-1, 3, 3)
+        edge_vec = self._edge_vectors(graph, positions, cell, self._graph_of_atoms(graph))
+        return self.node_features(edge_vec, graph.edge_index, self.species(graph.atomic_numbers), None)
+
+    def _graph_of_atoms(self, graph) -> torch.Tensor:
+        if getattr(graph, "batch", None) is not None:
+            return graph.batch
+        return graph.pos.new_zeros(graph.pos.shape[0], dtype=torch.long)
+
+    def _edge_vectors(self, graph, positions: torch.Tensor, cell: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """r_j − r_i + S·cell per edge, in float64 from the (possibly strained) geometry, then in the model's dtype."""
+        sender, receiver = graph.edge_index
+        lattice_offset = torch.bmm(graph.cell_shift.to(torch.float64).unsqueeze(1), cell[batch[receiver]]).squeeze(1)
+        return (positions[sender] - positions[receiver] + lattice_offset).to(self.dtype)
+
     def set_compiled(self, compiled: bool = True) -> SevenOmniModel:
         """Run :meth:`atomic_energies` through ``torch.compile`` (see :mod:`sevenomni.nn.compiled`)."""
         self.compiled = bool(compiled)
@@ -273,9 +299,7 @@ class SevenOmniModel(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Evaluate a batched graph. ``common=True`` drops θT (the common PES)."""
         dtype = self.dtype
-        batch = graph.batch if getattr(graph, "batch", None) is not None else graph.pos.new_zeros(
-            graph.pos.shape[0], dtype=torch.long
-        )
+        batch = self._graph_of_atoms(graph)
         num_graphs = graph.cell.shape[0]
         species = self.species(graph.atomic_numbers)
         graph_task = getattr(graph, "task", None)
@@ -299,9 +323,7 @@ class SevenOmniModel(nn.Module):
             cell = cell + torch.bmm(cell, symmetric)
             inputs.append(strain)
 
-        sender, receiver = graph.edge_index
-        lattice_offset = torch.bmm(graph.cell_shift.to(torch.float64).unsqueeze(1), cell[batch[receiver]]).squeeze(1)
-        edge_vec = (positions[sender] - positions[receiver] + lattice_offset).to(dtype)
+        edge_vec = self._edge_vectors(graph, positions, cell, batch)
 
         if create_graph is None:
             create_graph = self.training
