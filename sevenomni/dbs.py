@@ -96,18 +96,25 @@ def farthest_points(features: np.ndarray, count: int, seed: int) -> np.ndarray:
 
 
 def select(
-    store: str | os.PathLike, fraction: float, strategy: str = "random", model: SevenOmniModel | None = None,
-    channels: tuple[str, str] | None = None, seed: int = 0, device: str | torch.device = "auto",
+    store: str | os.PathLike, fraction: float | None = None, strategy: str = "random",
+    model: SevenOmniModel | None = None, channels: tuple[str, str] | None = None, seed: int = 0,
+    device: str | torch.device = "auto", count: int | None = None,
 ) -> dict[str, Any]:
-    """A selection record: ``round(fraction · n)`` (at least 1) indices of ``store`` chosen by ``strategy``."""
+    """A selection record: ``count`` indices of ``store``, or ``round(fraction · n)`` (at least 1),
+    chosen by ``strategy``."""
     if not is_store(store):
         raise SelectionError(f"{store}: not a sevenomni store (ingest raw files with `sevenomni data ingest`)")
-    if not 0 < fraction <= 1:
+    if (fraction is None) == (count is None):
+        raise SelectionError("give exactly one of --fraction and --count")
+    if fraction is not None and not 0 < fraction <= 1:
         raise SelectionError(f"--fraction must be in (0, 1], got {fraction}")
     if strategy not in STRATEGIES:
         raise SelectionError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     size = len(StoreReader(store))
-    count = max(1, round(fraction * size))
+    if count is None:
+        count = max(1, round(fraction * size))
+    elif not 1 <= count <= size:
+        raise SelectionError(f"--count must be between 1 and the store's {size} structures, got {count}")
     record: dict[str, Any] = {
         "format": SELECTION_FORMAT, "store": str(Path(store).resolve()), "size": size, "strategy": strategy,
         "fraction": fraction, "seed": seed,
@@ -274,7 +281,7 @@ def load_selection_model(source: str, trust_pickle: bool) -> SevenOmniModel:
 def _select_command(args) -> None:
     model = load_selection_model(args.model, args.trust_pickle) if args.model else None
     channels = tuple(args.channels) if args.channels else None
-    record = select(args.store, args.fraction, args.strategy, model, channels, args.seed, args.device)
+    record = select(args.store, args.fraction, args.strategy, model, channels, args.seed, args.device, args.count)
     write_selection(record, args.out)
     scored = f", scores {record['scores'][0]:.4g} to {record['scores'][-1]:.4g}" if "scores" in record else ""
     print(f"selected {len(record['indices'])} of {record['size']} structures ({args.strategy}{scored}) -> {args.out}")
@@ -300,7 +307,9 @@ def register(commands) -> None:
     actions = dbs.add_subparsers(dest="action", required=True)
     chooser = actions.add_parser("select", help="choose a fraction of a store's structures to relabel")
     chooser.add_argument("store", help="a sevenomni store (e.g. a cached ingest, or `sevenomni data ingest` output)")
-    chooser.add_argument("--fraction", type=float, required=True, help="share of the store to select, in (0, 1]")
+    size = chooser.add_mutually_exclusive_group(required=True)
+    size.add_argument("--fraction", type=float, help="share of the store to select, in (0, 1]")
+    size.add_argument("--count", type=int, help="number of structures to select")
     chooser.add_argument("--strategy", choices=STRATEGIES, default="random",
                          help="random; fps: farthest points of the model's invariant features; disagreement: "
                               "largest force difference between two channels of the model")

@@ -36,8 +36,11 @@ def test_random_selection_is_seeded_and_sized(store):
     first, again = select(store, 0.2, "random", seed=3), select(store, 0.2, "random", seed=3)
     assert first["indices"] == again["indices"] != select(store, 0.2, "random", seed=4)["indices"]
     assert len(first["indices"]) == round(0.2 * size) == len(set(first["indices"]))
+    assert len(select(store, count=7)["indices"]) == 7
     with pytest.raises(SelectionError, match="fraction"):
         select(store, 1.5)
+    with pytest.raises(SelectionError, match="exactly one"):
+        select(store, 0.1, count=3)
     with pytest.raises(SelectionError, match="needs a model"):
         select(store, 0.1, "fps")
 

@@ -122,7 +122,9 @@ class TrainSection(StrictModel):
     )
     validate_every: int = Field(0, ge=0, description="steps between validations; 0 = every epoch/stage end")
     checkpoint_every: int = Field(50, ge=1)
-    best_metric: str = "forces_mae"
+    best_metric: str = Field(
+        "forces_mae", description="validation metric (mean over the own channels of trained databases) that picks model_best.pt"
+    )
     validation_channels: Literal["own", "all"] = "own"
     max_bad_steps: int = Field(20, ge=1)
     progress_bar: bool = True

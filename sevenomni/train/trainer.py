@@ -308,7 +308,10 @@ class Trainer:
             self._last_validation = (self.progress.global_step, rows)
             for row in rows:
                 self.logger.log("validation", {"stage": stage.name, "epoch": self.progress.epoch, **row}, self.progress.global_step)
-            own = [row[self.config.train.best_metric] for row in rows if row["own"]]
+            # The best model is chosen on the validation splits of trained databases, never on
+            # evaluation-only (test) sets.
+            trained = {name for stage in self.config.stages for name in stage.databases}
+            own = [row[self.config.train.best_metric] for row in rows if row["own"] and row["database"] in trained]
             own = [value for value in own if math.isfinite(value)]
             best = ""
             if own:
