@@ -239,6 +239,23 @@ def evaluate_model(model_path: Path, sets: dict[str, list]) -> dict:
     return metrics
 
 
+def validation_metrics(run_dir: Path) -> dict:
+    """The run's final validation on its own channels, for choosing λ without the test sets.
+
+    Per database that is not a test set (the validation splits of the trained databases, and the
+    DBS when the arm does not train on it): force and energy MAE. ``selection_forces_mae`` is
+    their mean force MAE, the criterion the λ sweeps are chosen on.
+    """
+    rows = [json.loads(line) for line in (run_dir / "final.jsonl").read_text().splitlines() if line.strip()]
+    per_database = {
+        row["database"]: {"forces_mae": row["forces_mae"], "energy_mae": row["energy_mae"]}
+        for row in rows
+        if row["own"] and not row["database"].startswith("test_")
+    }
+    values = [entry["forces_mae"] for entry in per_database.values()]
+    return {"databases": per_database, "selection_forces_mae": float(np.mean(values)) if values else None}
+
+
 def transfer_floor(sets: dict[str, list]) -> dict:
     """GFN1 vs GFN2 labels on the same test molecules: the best a copy of the other method can do."""
     gfn1, gfn2 = reference(sets["molecule_gfn1"]), reference(sets["molecule_gfn2"])
@@ -378,7 +395,8 @@ def aggregate(runs: list[dict]) -> dict[str, dict]:
     for arm in dict.fromkeys(run["arm"] for run in runs):
         values: dict[str, list[float]] = {}
         for run in (r for r in runs if r["arm"] == arm):
-            for key, value in flatten({**run["metrics"], "train_wall_s": run["train_wall_s"]}).items():
+            scores = {"validation_forces_mae": run["validation"]["selection_forces_mae"]}
+            for key, value in flatten({**run["metrics"], **scores, "train_wall_s": run["train_wall_s"]}).items():
                 values.setdefault(key, []).append(value)
         summary[arm] = {
             key: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else None, "n": len(v)}
@@ -551,6 +569,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "train_wall_s": sum(a["wall_s"] for a in record["attempts"]),
             "attempts": record["attempts"],
             "metrics": metrics,
+            "validation": validation_metrics(run_dir),
         })
         print(f"[ablation] {name} seed {seed}: molecule@gfn1 force MAE "
               f"{metrics['molecule_gfn1']['forces_mae']:.4f} eV/Å, ‖θT‖ {metrics['theta_t_norm']:.3f}")

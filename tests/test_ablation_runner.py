@@ -111,6 +111,12 @@ def test_runner_on_tiny_data_writes_json_table_and_plot(tmp_path):
             assert run["metrics"]["molecule_gfn1"][metric] > 0
         assert run["metrics"]["crystal_gfn1"]["stress_mae"] > 0
     assert "molecule_gfn2" not in runs["single"]["metrics"]
+    # λ is chosen on validation: the trained databases' validation splits and, where untrained, the DBS.
+    validation = runs["multi_task"]["validation"]
+    assert set(validation["databases"]) == {"crystal_gfn1", "molecule_gfn2", "dbs_molecule_gfn1"}
+    assert validation["selection_forces_mae"] == pytest.approx(
+        np.mean([entry["forces_mae"] for entry in validation["databases"].values()])
+    )
     assert runs["multi_task"]["metrics"]["molecule_gfn1_on_gfn2_channel"]["forces_mae"] > 0
     summary = result["summary"]["multi_task"]["molecule_gfn1.forces_mae"]
     assert summary["n"] == 1 and summary["std"] is None
@@ -125,3 +131,23 @@ def test_runner_on_tiny_data_writes_json_table_and_plot(tmp_path):
     again = [json.loads((tmp_path / "work" / "tiny" / arm / "seed0" / "ablation_run.json").read_text())
              for arm in ("single", "multi_task")]
     assert again == records
+
+
+def test_sweeps_select_lambda_on_validation_and_report_the_test_preference(tmp_path):
+    spec = importlib.util.spec_from_file_location("ablation_sweeps", ROOT / "benchmarks" / "ablation_sweeps.py")
+    sweeps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweeps)
+
+    def result(strength, validation, test):
+        runs = [{"arm": "multi_task", "seed": 0, "metrics": {"theta_t_norm": 1.0, "molecule_gfn1": {"forces_mae": test}},
+                 "validation": {"selection_forces_mae": validation}}]
+        summary = {"validation_forces_mae": {"mean": validation}, "molecule_gfn1.forces_mae": {"mean": test}}
+        return {"extra_overrides": [f"train.regularization.strength={strength}"], "runs": runs,
+                "summary": {"multi_task": summary}}
+
+    for strength, validation, test in (("1e-2", 0.3, 0.5), ("1e-1", 0.2, 0.4), ("1", 0.25, 0.3)):
+        (tmp_path / f"ablation_lambda_{strength}.json").write_text(json.dumps(result(strength, validation, test)))
+    sweeps.main(["--results", str(tmp_path)])
+    chosen = json.loads((tmp_path / "ablation_sweeps.json").read_text())["modes"]["task"]
+    assert chosen["selected_lambda"] == 0.1 and chosen["test_preferred_lambda"] == 1.0
+    assert "0.1 (selected)" in (tmp_path / "ablation_sweeps.md").read_text()
