@@ -19,7 +19,6 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = {"task": ("ablation_lambda_", "multi_task", "Multi, L2 θT"), "all": ("ablation_all_lambda_", "multi_all", "Multi, L2 all")}
