@@ -25,7 +25,7 @@ from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from sevenomni.analysis.metrics import ErrorAccumulator
+from sevenomni.analysis.metrics import ChannelSpread, ErrorAccumulator
 from sevenomni.baseline import Baseline, cached_baseline
 from sevenomni.calculator import has_stress, resolve_device
 from sevenomni.data.dataset import LMDBDataset, worker_collate
@@ -277,6 +277,8 @@ def evaluate_databases(
             atoms_total = int(np.asarray(database.dataset.atom_counts).sum())
             every = max(1, -(-3 * atoms_total // PARITY_POINTS))
             errors = {c: ErrorAccumulator(sample_every=every if c == plotted else 0) for c in database.channels}
+            own = next((c for c in database.channels if not c.common and c.name == database.own), None)
+            spreads = {c: ChannelSpread() for c in database.channels if own is not None and c != own}
             loader = DataLoader(
                 database.dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                 collate_fn=worker_collate if workers else collate,
@@ -286,6 +288,7 @@ def evaluate_databases(
                 for batch in loader:
                     batch = batch.to(device)
                     structures = batch_structures(batch) if handle is not None else None
+                    predictions = {}
                     for channel, accumulator in errors.items():
                         batch.task = torch.full_like(batch.task, channel.task_index)
                         prediction = model(
@@ -296,14 +299,21 @@ def evaluate_databases(
                         if spec is not None:
                             prediction = with_baseline(prediction, batch, cached_baseline(spec))
                         accumulator.add(batch, prediction)
+                        if spreads:
+                            predictions[channel] = prediction
                         if structures is not None:
                             attach_predictions(structures, batch, prediction, f"{prefix}_{channel.name}")
+                    for channel, spread in spreads.items():
+                        spread.add(batch, predictions[channel], predictions[own])
                     if structures is not None:
                         write_structures(handle, structures, format="extxyz")
                     bar.update(int(batch.num_atoms.numel()))
             for channel, accumulator in errors.items():
-                own = not channel.common and channel.name == database.own
-                rows.append({"database": database.name, "channel": channel.name, "own": own, **accumulator.summary()})
+                spread = spreads[channel].summary() if channel in spreads else ChannelSpread().summary()
+                if channel == own:
+                    spread = {key: 0.0 for key in spread}
+                row = {"database": database.name, "channel": channel.name, "own": channel == own}
+                rows.append({**row, **accumulator.summary(), **spread})
             if plotted is not None:
                 samples[database.name] = (plotted.name, errors[plotted].samples)
     return Evaluation(rows, samples, time.perf_counter() - start, total)
@@ -313,15 +323,18 @@ def format_table(rows: Sequence[dict]) -> str:
     """Rows as a fixed-width table (own channel marked with *)."""
     header = (
         f"{'database':<24}{'channel':<12}{'E MAE':>9}{'E RMSE':>9}{'cMAE':>9}"
-        f"{'F MAE':>9}{'F RMSE':>9}{'σ MAE':>10}{'scale':>7}"
+        f"{'F MAE':>9}{'F RMSE':>9}{'σ MAE':>10}{'scale':>7}{'spread':>8}"
     )
-    units = f"{'':<24}{'':<12}{'meV/at':>9}{'meV/at':>9}{'meV/at':>9}{'eV/Å':>9}{'eV/Å':>9}{'eV/Å³':>10}{'':>7}"
+    units = (
+        f"{'':<24}{'':<12}{'meV/at':>9}{'meV/at':>9}{'meV/at':>9}{'eV/Å':>9}{'eV/Å':>9}{'eV/Å³':>10}{'':>7}{'eV/Å':>8}"
+    )
     lines = [header, units]
     for row in rows:
         channel = row["channel"] + ("*" if row["own"] else "")
         lines.append(
             f"{row['database']:<24}{channel:<12}{row['energy_mae']:>9.2f}{row['energy_rmse']:>9.2f}"
             f"{row['energy_cmae']:>9.2f}{row['forces_mae']:>9.4f}{row['forces_rmse']:>9.4f}"
-            f"{row['stress_mae']:>10.5f}{row['softening_scale']:>7.3f}"
+            f"{row['stress_mae']:>10.5f}{row['softening_scale']:>7.3f}{row['channel_spread_forces']:>8.4f}"
         )
+    lines.append("spread = RMS force difference from the database's own channel, structure by structure (channel_spread)")
     return "\n".join(lines)

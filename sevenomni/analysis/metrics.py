@@ -143,3 +143,38 @@ class ErrorAccumulator:
             "softening_scale": self.sums["forces_cross"] / reference_sq if reference_sq > 0 else nan,
             "structures": float(self.structures),
         }
+
+
+class ChannelSpread:
+    """How far one channel's predictions lie from another's (a database's own channel), structure
+    by structure: the gap between channels in function space, whatever the size of θT.
+
+    ``channel_spread_forces``: mean over structures of the RMS difference of their force components (eV/Å).
+    ``channel_spread_energy``: MAE of the per-atom energy differences after removing their mean over the
+    database (meV/atom), so that a constant offset between energy references does not count.
+    """
+
+    def __init__(self):
+        self.force_rms: list[np.ndarray] = []
+        self.energy: list[np.ndarray] = []
+
+    def add(self, batch, prediction: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> None:
+        dtype = torch.float64
+        num_atoms = batch.num_atoms.view(-1).to(dtype)
+        graph_of_node = getattr(batch, "batch", None)
+        if graph_of_node is None:
+            graph_of_node = torch.zeros_like(batch.atomic_numbers)
+        squared = (prediction[FORCES].detach().to(dtype) - reference[FORCES].detach().to(dtype)).pow(2).sum(dim=1)
+        per_structure = squared.new_zeros(num_atoms.numel()).index_add(0, graph_of_node, squared)
+        self.force_rms.append(torch.sqrt(per_structure / (3 * num_atoms)).cpu().numpy())
+        difference = (prediction[ENERGY].detach().to(dtype) - reference[ENERGY].detach().to(dtype)) / num_atoms
+        self.energy.append(difference.cpu().numpy())
+
+    def summary(self) -> dict[str, float]:
+        if not self.force_rms:
+            return {"channel_spread_energy": float("nan"), "channel_spread_forces": float("nan")}
+        energy = np.concatenate(self.energy)
+        return {
+            "channel_spread_energy": 1000.0 * float(np.abs(energy - energy.mean()).mean()),
+            "channel_spread_forces": float(np.concatenate(self.force_rms).mean()),
+        }

@@ -58,7 +58,19 @@ def validation_line(label: str, rows: list[dict[str, Any]]) -> str:
         for row in rows
         if row["own"]
     ]
-    return f"{label}: {'; '.join(errors)}"
+    line = f"{label}: {'; '.join(errors)}"
+    spread = channel_spread(rows)
+    if spread is not None:
+        line += f"; channel spread {spread:.4f} eV/Å"
+    return line
+
+
+def channel_spread(rows: list[dict[str, Any]]) -> float | None:
+    """Mean RMS force difference between a database's own channel and its other channels (and the
+    common PES), over the rows of a validation with ``validation_channels: all``; None without any."""
+    values = [row.get("channel_spread_forces") for row in rows if not row["own"]]
+    values = [value for value in values if value is not None and value == value]
+    return sum(values) / len(values) if values else None
 
 
 def final_table(rows: list[dict[str, Any]], model_path: Path) -> list[str]:
