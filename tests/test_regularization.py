@@ -54,3 +54,62 @@ def test_none_penalty_is_zero(model):
     assert float(WeightPenalty(model, "none", 1.0)()) == 0.0
     with pytest.raises(ValueError, match="task, all or none"):
         WeightPenalty(model, "shared", 1.0)
+
+
+# ---------------------------------------------------------------------------- function-space penalty
+def function_space_penalty(model, structures, task):
+    """Total of the function-space terms on a batch of ``structures`` (all of ``task``), and its gradients."""
+    from sevenomni.data.graph import atoms_to_graph, collate
+    from sevenomni.train.regularization import FunctionSpacePenalty
+
+    graphs = []
+    for atoms in structures:
+        graph = atoms_to_graph(atoms, model.cutoff)
+        graph.task = torch.tensor([model.task_index(task)])
+        graphs.append(graph)
+    batch = collate(graphs)
+    model.zero_grad(set_to_none=True)
+    prediction = model(batch, compute_forces=True, compute_stress=False, create_graph=True)
+    terms = FunctionSpacePenalty(0.5)(model, batch, prediction)
+    total = sum(term.total / term.count for term in terms.values())
+    total.backward()
+    return float(total), {name: p.grad for name, p in model.named_parameters()}
+
+
+def test_function_space_penalty_is_zero_without_task_embeddings():
+    from conftest import structures
+
+    model = make_model(task_embedding_sites=["si1", "si2", "readout"])
+    with torch.no_grad():
+        for _, parameter in model.task_embedding_parameters():
+            parameter.zero_()
+    total, grads = function_space_penalty(model, list(structures().values()), "crystal")
+    assert total == 0.0
+    assert all(g is None or torch.count_nonzero(g) == 0 for g in grads.values())
+
+
+def test_function_space_penalty_reaches_theta_t_of_the_batch_task_and_theta_c_not_the_shifts():
+    from conftest import structures
+
+    model = make_model(task_embedding_sites=["si1", "si2", "readout"])
+    total, grads = function_space_penalty(model, list(structures().values()), "crystal")
+    assert total > 0
+    crystal, molecule = model.task_index("crystal"), model.task_index("molecule")
+    for name, parameter in model.task_embedding_parameters():
+        assert torch.count_nonzero(grads[name][crystal]) > 0, name
+        assert torch.count_nonzero(grads[name][molecule]) == 0, name  # no molecule structure in the batch
+    assert grads["energy_shift.weight"] is None or torch.count_nonzero(grads["energy_shift.weight"]) == 0
+    shared = [name for name, _ in model.shared_parameters() if grads[name] is not None]
+    assert any(torch.count_nonzero(grads[name]) > 0 for name in shared)
+
+
+def test_function_space_penalty_trains_and_logs(tmp_path):
+    from sevenomni.train.config import load_config
+    from sevenomni.train.trainer import Trainer
+    from training_helpers import make_run
+
+    raw = make_run(tmp_path, count=8, overrides={"train.regularization.function_space": 0.5, "stages.0.steps": 2})
+    trainer = Trainer(load_config(raw=raw))
+    trainer.run()
+    header = (tmp_path / "run" / "train.csv").read_text().splitlines()[0]
+    assert "loss_function_space_energy" in header and "loss_function_space_forces" in header

@@ -75,6 +75,11 @@ class LossSection(StrictModel):
 class RegularizationSection(StrictModel):
     mode: Literal["task", "all", "none"] = "task"
     strength: float = Field(1e-3, ge=0)
+    function_space: float = Field(
+        0.0, ge=0,
+        description="λ_f of sevenomni.train.regularization.FunctionSpacePenalty: the squared gap between each "
+        "structure's task channel and the common PES (0: off; one extra forward per step)",
+    )
 
 
 class ScheduleSection(StrictModel):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
+from sevenomni.keys import ENERGY, FORCES
 from sevenomni.nn import SevenOmniModel
+from sevenomni.train.loss import LossTerm
 
 
 class WeightPenalty:
@@ -46,3 +48,41 @@ def task_embedding_norm(model: SevenOmniModel) -> float:
     """‖θT‖: the Frobenius norm over all task-embedding tables."""
     with torch.no_grad():
         return float(sum(p.pow(2).sum() for _, p in model.task_embedding_parameters()) ** 0.5)
+
+
+class FunctionSpacePenalty:
+    """λ_f · [mean over structures of (ΔE/N)² + mean over force components of ΔF²], where Δ is a
+    structure's own task channel minus the common PES (θT = 0) with that task's shifts and scale.
+
+    It penalizes the gap between channels in function space, which the L2 norm of θT does not
+    bound: the shared weights can amplify a small θT. It costs one extra forward (and backward)
+    of the batch at θT = 0. Zero when θT = 0; the shifts cancel in Δ, so they get no gradient.
+    Terms come as sums with counts (see :class:`~sevenomni.train.loss.LossTerm`) for distributed
+    normalization; forces only when the step computes them.
+    """
+
+    ENERGY_TERM, FORCES_TERM = "function_space_energy", "function_space_forces"
+
+    def __init__(self, strength: float):
+        self.strength = float(strength)
+
+    @property
+    def term_weights(self) -> dict[str, float]:
+        return {self.ENERGY_TERM: self.strength, self.FORCES_TERM: self.strength}
+
+    def nothing(self, device: torch.device, dtype: torch.dtype) -> dict[str, LossTerm]:
+        zero = torch.zeros((), device=device, dtype=dtype)
+        return {name: LossTerm(zero, zero) for name in self.term_weights}
+
+    def __call__(self, model: SevenOmniModel, batch, prediction: dict[str, torch.Tensor]) -> dict[str, LossTerm]:
+        with_forces = FORCES in prediction
+        common = model(batch, common=True, compute_forces=with_forces, compute_stress=False, create_graph=True)
+        dtype = prediction[ENERGY].dtype
+        num_atoms = batch.num_atoms.view(-1).to(dtype)
+        energy = ((prediction[ENERGY] - common[ENERGY]) / num_atoms).pow(2)
+        terms = self.nothing(prediction[ENERGY].device, dtype)
+        terms[self.ENERGY_TERM] = LossTerm(energy.sum(), torch.tensor(float(energy.numel()), device=energy.device, dtype=dtype))
+        if with_forces:
+            forces = (prediction[FORCES] - common[FORCES]).pow(2)
+            terms[self.FORCES_TERM] = LossTerm(forces.sum(), torch.tensor(float(forces.numel()), device=forces.device, dtype=dtype))
+        return terms

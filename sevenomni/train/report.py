@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ def channel_spread(rows: list[dict[str, Any]]) -> float | None:
     """Mean RMS force difference between a database's own channel and its other channels (and the
     common PES), over the rows of a validation with ``validation_channels: all``; None without any."""
     values = [row.get("channel_spread_forces") for row in rows if not row["own"]]
-    values = [value for value in values if value is not None and value == value]
+    values = [value for value in values if value is not None and not math.isnan(value)]
     return sum(values) / len(values) if values else None
 
 

@@ -9,7 +9,7 @@ from sevenomni.train.config import TrainSection
 from sevenomni.train.distributed import DistributedContext
 from sevenomni.train.loss import EnergyForceStressLoss
 from sevenomni.train.optim import ExponentialMovingAverage
-from sevenomni.train.regularization import WeightPenalty, task_embedding_norm
+from sevenomni.train.regularization import FunctionSpacePenalty, WeightPenalty, task_embedding_norm
 
 
 class OptimizerStep:
@@ -27,18 +27,23 @@ class OptimizerStep:
         model: SevenOmniModel,
         loss: EnergyForceStressLoss,
         penalty: WeightPenalty,
+        function_space: FunctionSpacePenalty | None,
         optimizer: torch.optim.Optimizer,
         ema: ExponentialMovingAverage | None,
         ctx: DistributedContext,
         settings: TrainSection,
     ):
         self.model, self.loss, self.penalty, self.optimizer = model, loss, penalty, optimizer
+        self.function_space = function_space
         self.ema, self.ctx, self.settings = ema, ctx, settings
+        self.term_weights = {**loss.term_weights, **(function_space.term_weights if function_space else {})}
 
     def __call__(self, batch) -> dict[str, float] | None:
         model, config, device = self.model, self.settings, self.ctx.device
         if batch is None:
             terms = self.loss.nothing(device, model.dtype)
+            if self.function_space is not None:
+                terms |= self.function_space.nothing(device, model.dtype)
         else:
             batch = batch.to(device)
             want_stress = config.loss.stress > 0 and bool(batch.has_stress.any())
@@ -46,13 +51,15 @@ class OptimizerStep:
                 batch, compute_forces=config.loss.forces > 0, compute_stress=want_stress, create_graph=True
             )
             terms = self.loss(prediction, batch)
+            if self.function_space is not None:
+                terms |= self.function_space(model, batch, prediction)
         counts = torch.stack([term.count for term in terms.values()]).detach().double()
         self.ctx.all_sum(counts)
         loss = self.penalty() / self.ctx.world_size
         logged = {}
         for (name, term), count in zip(terms.items(), counts.tolist()):
             contribution = term.total / max(count, 1.0)
-            loss = loss + self.loss.term_weights[name] * contribution
+            loss = loss + self.term_weights[name] * contribution
             logged[f"loss_{name}"] = float(contribution.detach())
         self.optimizer.zero_grad(set_to_none=True)
         finite = torch.isfinite(loss.detach()).to(torch.float64).reshape(1)
@@ -71,7 +78,7 @@ class OptimizerStep:
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update()
-        logged["loss"] = sum(self.loss.term_weights[k[5:]] * v for k, v in logged.items())
+        logged["loss"] = sum(self.term_weights[k[5:]] * v for k, v in logged.items())
         logged["penalty"] = float(self.penalty().detach())
         logged["theta_t_norm"] = task_embedding_norm(model)
         logged["lr"] = self.optimizer.param_groups[0]["lr"]

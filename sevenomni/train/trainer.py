@@ -26,7 +26,7 @@ from sevenomni.train.distributed import DistributedContext, setup_distributed
 from sevenomni.train.logger import MetricsLogger
 from sevenomni.train.loss import EnergyForceStressLoss
 from sevenomni.train.optim import ExponentialMovingAverage, LearningRateSchedule, build_optimizer
-from sevenomni.train.regularization import WeightPenalty
+from sevenomni.train.regularization import FunctionSpacePenalty, WeightPenalty
 from sevenomni.train.report import energy_shift_line, final_table, progress_line, start_up_summary, validation_line
 from sevenomni.train.run_directory import locked_run_directory
 from sevenomni.train.setup import build_model, freeze, open_databases, run_tasks, starting_model, trained_task_indices
@@ -112,7 +112,11 @@ class Trainer:
         )
         self.loss = EnergyForceStressLoss(config.train.loss, weights)
         self.ema = ExponentialMovingAverage(self.model, config.train.ema_decay) if config.train.ema_decay else None
-        self.train_step = OptimizerStep(self.model, self.loss, self.penalty, self.optimizer, self.ema, self.ctx, config.train)
+        strength = config.train.regularization.function_space
+        function_space = FunctionSpacePenalty(strength) if strength > 0 else None
+        self.train_step = OptimizerStep(
+            self.model, self.loss, self.penalty, function_space, self.optimizer, self.ema, self.ctx, config.train
+        )
         self.logger = MetricsLogger(
             self.run_dir, config.train.wandb, config.model_dump(mode="json"), enabled=self.ctx.is_main
         )
