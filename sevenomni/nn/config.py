@@ -61,6 +61,11 @@ class Architecture(StrictModel):
     xplor_on: float | None = None
     self_connection: Literal["linear", "species"] = "species"
     task_embedding_sites: list[TaskEmbeddingSite] = Field(default_factory=lambda: ["si1", "si2"])
+    task_embedding_norm: bool = Field(
+        False,
+        description="scale-invariant θT: RMS-normalize the 0e outputs of each layer that carries θT after adding "
+        "it, so the shared weights cannot amplify θT (see sevenomni.nn.task.TaskLinear)",
+    )
     sh_normalize: bool = True
     scale_per_task: bool = True
     scale_per_element: bool = False

@@ -126,6 +126,7 @@ class Interaction(nn.Module):
         *,
         num_tasks_si1: int,
         num_tasks_si2: int,
+        normalize_task_scalars: bool = False,
         num_radial: int,
         radial_mlp: list[int],
         denominator: float,
@@ -137,12 +138,12 @@ class Interaction(nn.Module):
         self.irreps_out = self.gate.irreps_out
         pre_gate = self.gate.irreps_in
         self.self_connection = SelfConnection(self.irreps_in, irreps_species, pre_gate, self_connection)
-        self.si1 = TaskLinear(self.irreps_in, self.irreps_in, num_tasks_si1)
+        self.si1 = TaskLinear(self.irreps_in, self.irreps_in, num_tasks_si1, normalize_task_scalars)
         self.conv = Convolution(self.irreps_in, irreps_sh, pre_gate, num_radial, radial_mlp, denominator)
         # SI-2 reads the convolution output with the blocks of one irrep merged: one linear path per
         # irrep instead of one per tensor-product path. The features' flat layout is the same, and as
         # the gate input holds each irrep once, so is the flat weight layout (older files load as-is).
-        self.si2 = TaskLinear(self.conv.irreps_out.simplify(), pre_gate, num_tasks_si2)
+        self.si2 = TaskLinear(self.conv.irreps_out.simplify(), pre_gate, num_tasks_si2, normalize_task_scalars)
 
     def forward(
         self,

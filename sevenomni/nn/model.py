@@ -103,6 +103,7 @@ class SevenOmniModel(nn.Module):
                 wanted,
                 num_tasks_si1=num_tasks if "si1" in sites else 0,
                 num_tasks_si2=num_tasks if "si2" in sites else 0,
+                normalize_task_scalars=config.task_embedding_norm,
                 num_radial=config.num_radial,
                 radial_mlp=config.radial_mlp,
                 denominator=denominator,
@@ -113,7 +114,9 @@ class SevenOmniModel(nn.Module):
         self.layers = nn.ModuleList(layers)
 
         readout_hidden = o3.Irreps(f"{config.hidden_readout}x0e")
-        self.readout_hidden = TaskLinear(irreps, readout_hidden, num_tasks if "readout" in sites else 0)
+        self.readout_hidden = TaskLinear(
+            irreps, readout_hidden, num_tasks if "readout" in sites else 0, config.task_embedding_norm
+        )
         self.readout_energy = o3.Linear(readout_hidden, o3.Irreps("1x0e"))
         self.energy_shift = TaskShift(num_tasks, num_species)
         scale_class = TaskEnergyScale if config.scale_per_task else EnergyScale

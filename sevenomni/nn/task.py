@@ -111,18 +111,30 @@ def scalar_indices(irreps: o3.Irreps) -> torch.Tensor:
 
 
 class TaskLinear(nn.Module):
-    """W_C · x + θT[task] on the 0e outputs; a plain shared linear map if ``num_tasks`` is 0."""
+    """W_C · x + θT[task] on the 0e outputs; a plain shared linear map if ``num_tasks`` is 0.
 
-    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, num_tasks: int):
+    ``normalize`` (scale-invariant θT, ``ModelConfig.task_embedding_norm``): where θT is added, the
+    0e outputs are then divided by their RMS over the channels of each atom, on every channel
+    (the common PES included), so the shared weights cannot amplify θT's share by growing.
+    """
+
+    EPSILON = 1e-6
+
+    def __init__(self, irreps_in: o3.Irreps, irreps_out: o3.Irreps, num_tasks: int, normalize: bool = False):
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
         self.irreps_out = o3.Irreps(irreps_out)
         self.linear = o3.Linear(self.irreps_in, self.irreps_out)
         self.register_buffer("scalar_index", scalar_indices(self.irreps_out), persistent=False)
         self.embedding = TaskEmbedding(num_tasks, len(self.scalar_index)) if num_tasks else None
+        self.normalize = bool(normalize) and self.embedding is not None
 
     def forward(self, x: torch.Tensor, node_task: torch.Tensor | None) -> torch.Tensor:
         out = self.linear(x)
-        if self.embedding is None or node_task is None:
-            return out
-        return out.index_add(1, self.scalar_index, self.embedding(node_task).to(out.dtype))
+        if self.embedding is not None and node_task is not None:
+            out = out.index_add(1, self.scalar_index, self.embedding(node_task).to(out.dtype))
+        if self.normalize:
+            scalars = out.index_select(1, self.scalar_index)
+            rms = torch.sqrt(scalars.pow(2).mean(dim=1, keepdim=True) + self.EPSILON)
+            out = out.index_copy(1, self.scalar_index, scalars / rms)
+        return out
