@@ -32,7 +32,7 @@ from ase.io import write
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from sevenomni.baseline import BaselineError, build_calculator, calculator_results
+from sevenomni.baseline import build_calculator, calculator_results
 from sevenomni.calculator import has_stress, resolve_device
 from sevenomni.data.dataset import LMDBDataset
 from sevenomni.data.graph import collate
@@ -268,18 +268,11 @@ def label(
     return LabelReport(str(out), labelled, dict(skipped), len(done))
 
 
-def load_selection_model(source: str, trust_pickle: bool) -> SevenOmniModel:
-    from sevenomni.loading import load_model
-
-    try:
-        return load_model(source, trust_pickle=trust_pickle)
-    except (OSError, ValueError, BaselineError) as error:
-        raise SelectionError(f"--model {source}: {error}") from None
-
-
 # ----------------------------------------------------------------------------------- command line
 def _select_command(args) -> None:
-    model = load_selection_model(args.model, args.trust_pickle) if args.model else None
+    from sevenomni.loading import load_model
+
+    model = load_model(args.model, trust_pickle=args.trust_pickle) if args.model else None
     channels = tuple(args.channels) if args.channels else None
     record = select(args.store, args.fraction, args.strategy, model, channels, args.seed, args.device, args.count)
     write_selection(record, args.out)
