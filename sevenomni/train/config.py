@@ -207,6 +207,11 @@ class RunConfig(StrictModel):
         return None
 
     @property
+    def trained_databases(self) -> set[str]:
+        """Names of the databases some stage trains on (the others are evaluation-only)."""
+        return {name for stage in self.stages for name in stage.databases}
+
+    @property
     def tasks(self) -> list[str]:
         """Tasks in order of first appearance over the stages."""
         by_name = {d.name: d.task for d in self.data.databases}

@@ -36,8 +36,9 @@ def run_tasks(config: RunConfig, start: SevenOmniModel | None) -> Tasks:
 def open_databases(
     config: RunConfig, tasks: Tasks, cutoff: float, ctx: DistributedContext
 ) -> list[Database]:
-    trained = {name for stage in config.stages for name in stage.databases}
-    return build_databases(config.data.databases, tasks, cutoff, Path(config.data.cache_dir), ctx, trained)
+    return build_databases(
+        config.data.databases, tasks, cutoff, Path(config.data.cache_dir), ctx, config.trained_databases
+    )
 
 
 def first_stage_statistic(config: RunConfig, databases: list[Database], function: Callable, *args) -> float:
@@ -74,8 +75,9 @@ def build_model(
 def record_baselines(model: SevenOmniModel, config: RunConfig, trained_before: Tasks) -> SevenOmniModel:
     """Give each task the baseline its databases declare. A task the starting model already had
     keeps its targets: a config that changes its baseline is an error."""
+    configured = Tasks(config.tasks)
     for task in model.tasks:
-        wanted = config.baseline_of(task) if task in Tasks(config.tasks) else model.baseline_of(task)
+        wanted = config.baseline_of(task) if task in configured else model.baseline_of(task)
         if task in trained_before and wanted != model.baseline_of(task):
             had, asked = model.baseline_of(task), wanted
             raise ValueError(
@@ -102,5 +104,6 @@ def freeze(model: SevenOmniModel, mode: str) -> None:
 
 def trained_task_indices(tasks: Tasks, config: RunConfig) -> list[int] | None:
     """Indices of the tasks this run's data trains, or None when it trains all of them."""
-    indices = [index for index, task in enumerate(tasks) if task in Tasks(config.tasks)]
+    configured = Tasks(config.tasks)
+    indices = [index for index, task in enumerate(tasks) if task in configured]
     return None if len(indices) == len(tasks) else indices

@@ -314,7 +314,7 @@ class Trainer:
                 self.logger.log("validation", {"stage": stage.name, "epoch": self.progress.epoch, **row}, self.progress.global_step)
             # The best model is chosen on the validation splits of trained databases, never on
             # evaluation-only (test) sets.
-            trained = {name for stage in self.config.stages for name in stage.databases}
+            trained = self.config.trained_databases
             own = [row[self.config.train.best_metric] for row in rows if row["own"] and row["database"] in trained]
             own = [value for value in own if math.isfinite(value)]
             best = ""
