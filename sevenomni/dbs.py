@@ -32,7 +32,7 @@ from ase.io import write
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from sevenomni.baseline import build_calculator, calculator_results
+from sevenomni.baseline import BaselineSpec, build_calculator, cached_baseline, calculator_results
 from sevenomni.calculator import has_stress, resolve_device
 from sevenomni.data.dataset import LMDBDataset
 from sevenomni.data.graph import collate
@@ -175,17 +175,10 @@ class LabelReport:
         return line
 
 
-_WORKER_CALCULATOR: dict[str, Any] = {}
-
-
 def _label_chunk(job: tuple[str, list[int], str, str, dict[str, Any]]) -> None:
     """Label one chunk of the selection; write ``chunk-K.traj`` and ``chunk-K.json`` atomically."""
     store, indices, target, calculator, kwargs = job
-    key = json.dumps([calculator, kwargs], sort_keys=True)
-    if key not in _WORKER_CALCULATOR:
-        _WORKER_CALCULATOR.clear()
-        _WORKER_CALCULATOR[key] = build_calculator(calculator, kwargs)
-    calc = _WORKER_CALCULATOR[key]
+    calc = cached_baseline(BaselineSpec(calculator=calculator, kwargs=kwargs)).calculator  # built once per process
     labelled, skipped = [], Counter()
     with StoreReader(store) as reader:
         for index in indices:
