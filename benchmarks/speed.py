@@ -9,10 +9,12 @@ interleaved (one call of every variant per round), so a change in the machine's 
 the load average is recorded beside each case.
 
 GPU (when CUDA is present): the 7net-Omni size (128 channels, lmax 3, 5 layers, 6 Å cutoff) with
-random weights built by SevenNet and imported, diamond Si from 1,000 to 10,648 atoms, sevenomni e3nn
-vs cueq vs SevenNet (e3nn and cuEquivariance), ms/call and ns/day.
+random weights built by SevenNet and imported, diamond Si from 1,000 to 21,952 atoms, sevenomni e3nn
+vs cueq vs SevenNet (e3nn and cuEquivariance), ms/call and ns/day; and force training of 7net-0 on
+a larger batch of the bundled data, as on the CPU.
 
-``python benchmarks/speed.py`` writes ``benchmarks/results/speed.{json,md,png}``.
+``python benchmarks/speed.py`` writes ``benchmarks/results/speed.{json,md,png}``;
+``python benchmarks/speed.py --gpu-only`` runs the GPU cases alone into ``speed_gpu.{json,md,png}``.
 """
 
 from __future__ import annotations
@@ -61,6 +63,12 @@ def load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def finish_device_work(device: str) -> None:
+    """Wait for queued GPU kernels, so a wall-clock interval covers the work it launched."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
 def summary(times: list[float]) -> dict:
     return {
         "median": statistics.median(times),
@@ -94,22 +102,31 @@ def inference_variants(model, device: str, cueq: bool, compiled: bool) -> dict:
 
 
 def time_calls(variants: dict, atoms, rounds: int, warmup: int = 1) -> dict:
-    """ms per energy+forces+stress call, rounds interleaved over variants."""
+    """ms per energy+forces+stress call, rounds interleaved over variants.
+
+    A variant that runs out of GPU memory on its warm-up call is left out of the rounds and
+    reported as ``{"out_of_memory": message}``, so one variant's limit does not lose the others'.
+    """
     copies = {name: atoms.copy() for name in variants}
-    first = {}
+    first, failed = {}, {}
     for name, calc in variants.items():
         copies[name].calc = calc
         start = time.perf_counter()
-        for _ in range(warmup):
-            calc.calculate(copies[name], ["energy", "forces", "stress"])
+        try:
+            for _ in range(warmup):
+                calc.calculate(copies[name], ["energy", "forces", "stress"])
+        except torch.cuda.OutOfMemoryError as error:
+            failed[name] = {"out_of_memory": str(error).splitlines()[0]}
+            torch.cuda.empty_cache()
+            continue
         first[name] = (time.perf_counter() - start) * 1e3
-    times = {name: [] for name in variants}
+    times = {name: [] for name in first}
     for _ in range(rounds):
-        for name, calc in variants.items():
+        for name in first:
             start = time.perf_counter()
-            calc.calculate(copies[name], ["energy", "forces", "stress"])
+            variants[name].calculate(copies[name], ["energy", "forces", "stress"])
             times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: summary(t) | {"first_call": first[name]} for name, t in times.items()}
+    return {name: summary(t) | {"first_call": first[name]} for name, t in times.items()} | failed
 
 
 def time_md(variants: dict, atoms, steps: int, rounds: int) -> dict:
@@ -197,8 +214,10 @@ def time_training(device: str, batch_size: int, rounds: int) -> dict:
     rates = {name: [] for name in steps}
     for _ in range(rounds):
         for name, (step, optimizer) in steps.items():
+            finish_device_work(device)
             start = time.perf_counter()
             step(optimizer)
+            finish_device_work(device)
             rates[name].append(batch_size / (time.perf_counter() - start))
     atoms = sum(len(a) for a, _, _ in batch)
     return {
@@ -251,24 +270,34 @@ def gpu_cases(repeats: tuple[int, ...], rounds: int) -> list[dict]:
                 "system": f"Si {len(atoms)}",
                 "atoms": len(atoms),
                 "ms_per_call": times,
-                "ns_per_day": {n: NS_PER_DAY_PER_STEP_PER_S * 1e3 / t["median"] for n, t in times.items()},
+                "ns_per_day": {n: NS_PER_DAY_PER_STEP_PER_S * 1e3 / t["median"] for n, t in times.items() if "median" in t},
                 "load": load(),
             }
         )
-        print(cases[-1]["system"], {n: round(t["median"], 1) for n, t in times.items()}, flush=True)
+        print(cases[-1]["system"], {n: round(t["median"], 1) if "median" in t else "OOM" for n, t in times.items()}, flush=True)
+        if not cases[-1]["ns_per_day"]:
+            break  # every variant out of memory: larger cells cannot fit either
     return cases
 
 
 # ------------------------------------------------------------------------------------ report
-def ratio(case_values: dict, key: str = "median", inverse: bool = False) -> dict:
-    """sevenomni variant / SevenNet (time ratios: < 1 is faster; rate ratios: > 1 is faster)."""
-    reference = case_values.get("SevenNet")
-    if reference is None:
-        return {}
+def reference_of(name: str, names) -> str | None:
+    """The SevenNet variant a sevenomni variant is compared with: the same backend where both ran it
+    ("sevenomni cueq" → "SevenNet cueq"), else plain "SevenNet"."""
+    words = name.split()[1:]
+    for k in range(len(words), 0, -1):
+        if (candidate := "SevenNet " + " ".join(words[:k])) in names:
+            return candidate
+    return "SevenNet" if "SevenNet" in names else None
+
+
+def ratio(case_values: dict, key: str = "median") -> dict:
+    """sevenomni variant / its SevenNet reference (time ratios: < 1 is faster; rate ratios: > 1 is faster)."""
+    timed = {name: values for name, values in case_values.items() if key in values}
     return {
-        name: (values[key] / reference[key])
-        for name, values in case_values.items()
-        if name != "SevenNet"
+        name: values[key] / timed[reference][key]
+        for name, values in timed.items()
+        if name.startswith("sevenomni") and (reference := reference_of(name, timed)) is not None
     }
 
 
@@ -292,6 +321,9 @@ def write_markdown(report: dict, path: Path) -> None:
             else ("structures/s", case["structures_per_s"], "higher")
         )
         for name, value in values.items():
+            if "out_of_memory" in value:
+                lines.append(f"| {case['kind']} {case['system']} | {name} | out of memory | | | | {case['load']} |")
+                continue
             r = case["ratio_to_sevenn"].get(name)
             first = f"{value['first_call'] / 1e3:.1f} s" if "first_call" in value else ""
             lines.append(
@@ -300,7 +332,8 @@ def write_markdown(report: dict, path: Path) -> None:
             )
     lines += [
         "",
-        "Ratios are sevenomni / SevenNet of the medians: for ms/call below 1 is faster, for rates above 1.",
+        "Ratios are sevenomni / SevenNet of the medians (on the GPU, SevenNet with the same backend): for",
+        "ms/call below 1 is faster, for rates above 1.",
         "First call: the warm-up call of each calculator (compiled: includes compilation, or loading it from",
         "the in-process/on-disk cache). cueq on CPU is cuEquivariance's PyTorch fallback.",
     ]
@@ -319,36 +352,33 @@ def plot(report: dict, path: Path) -> None:
     for name in names:
         points = [(c["atoms"], c["steps_per_s"][name]["median"] * NS_PER_DAY_PER_STEP_PER_S) for c in md if name in c["steps_per_s"]]
         axis.plot(*zip(*points), marker="o", label=name)
-    for case in report["cases"]:
-        if case["kind"] == "gpu inference":
-            for name, value in case["ns_per_day"].items():
-                axis.scatter(case["atoms"], value, marker="x")
+    gpu = [c for c in report["cases"] if c["kind"] == "gpu inference"]
+    for name in sorted({n for c in gpu for n in c["ns_per_day"]}):
+        points = [(c["atoms"], c["ns_per_day"][name]) for c in gpu if name in c["ns_per_day"]]
+        axis.plot(*zip(*points), marker="x", linestyle="--", label=f"GPU {name}")
     axis.set_xscale("log")
     axis.set_yscale("log")
     axis.set_xlabel("atoms (diamond Si)")
     axis.set_ylabel("ns/day (1 fs steps)")
-    axis.set_title("MD speed, 7net-0 weights, CPU")
+    title = "MD speed, 7net-0 weights, CPU" if md else ""
+    if gpu:
+        title += ("; " if title else "") + f"GPU inference, 7net-Omni size ({report['machine']['gpu']})"
+    axis.set_title(title, fontsize=9)
     axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, nargs="+", default=[1, 2, 3, 4], help="Si cubic cells per axis (8 n³ atoms)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--md-steps", type=int, default=3)
-    parser.add_argument("--skip-compiled", action="store_true", help="leave out the compiled variant (quick checks)")
-    parser.add_argument("--train-batch", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cueq-max-atoms", type=int, default=512, help="largest cell for the CPU cueq fallback")
-    parser.add_argument("--gpu-repeats", type=int, nargs="+", default=[5, 8, 11, 14])
-    parser.add_argument("--out", type=Path, default=RESULTS / "speed")
-    args = parser.parse_args(argv)
+def training_case(device: str, batch_size: int, rounds: int) -> dict:
+    before = load()
+    training = time_training(device, batch_size, rounds)
+    system = f"{training['batch_structures']} structures, {training['batch_atoms']} atoms"
+    kind = "training" if device == "cpu" else f"{device} training"
+    print(kind, {n: round(r["median"], 2) for n, r in training["structures_per_s"].items()}, flush=True)
+    return {"kind": kind, "system": system, **training, "load": [before, load()]}
 
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(args.threads)
-    started, clock = time.strftime("%Y-%m-%d %H:%M:%S"), time.perf_counter()
+
+def cpu_cases(args) -> list[dict]:
     model = sevenomni.load_model("7net-0", tp_backend="e3nn")
     cases = []
     systems = [(f"Si {8 * r**3}", silicon(r)) for r in args.repeats] + [("ethanol", ethanol())]
@@ -361,14 +391,37 @@ def main(argv=None) -> None:
         rates = time_md(variants, atoms, args.md_steps, rounds)
         cases.append({"kind": "md", "system": system, "atoms": len(atoms), "steps_per_s": rates, "load": [before, load()]})
         print(system, {n: round(t["median"], 1) for n, t in times.items()}, {n: round(r["median"], 2) for n, r in rates.items()}, flush=True)
-    before = load()
-    training = time_training("cpu", args.train_batch, args.rounds)
-    cases.append({"kind": "training", "system": f"{training['batch_structures']} structures, {training['batch_atoms']} atoms", **training, "load": [before, load()]})
-    print("training", {n: round(r["median"], 2) for n, r in training["structures_per_s"].items()}, flush=True)
+    cases.append(training_case("cpu", args.train_batch, args.rounds))
+    return cases
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, nargs="+", default=[1, 2, 3, 4], help="Si cubic cells per axis (8 n³ atoms)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--md-steps", type=int, default=3)
+    parser.add_argument("--skip-compiled", action="store_true", help="leave out the compiled variant (quick checks)")
+    parser.add_argument("--train-batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cueq-max-atoms", type=int, default=512, help="largest cell for the CPU cueq fallback")
+    parser.add_argument("--gpu-repeats", type=int, nargs="+", default=[5, 8, 11, 14])
+    parser.add_argument("--gpu-train-batch", type=int, default=64)
+    parser.add_argument("--gpu-only", action="store_true", help="the GPU cases alone (default output speed_gpu)")
+    parser.add_argument("--out", type=Path, default=None, help="output path without suffix (default results/speed)")
+    args = parser.parse_args(argv)
+    args.out = args.out or RESULTS / ("speed_gpu" if args.gpu_only else "speed")
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    started, clock = time.strftime("%Y-%m-%d %H:%M:%S"), time.perf_counter()
+    cases = [] if args.gpu_only else cpu_cases(args)
     gpu = None
     if torch.cuda.is_available():
         gpu = torch.cuda.get_device_name()
         cases += gpu_cases(tuple(args.gpu_repeats), args.rounds)
+        cases.append(training_case("cuda", args.gpu_train_batch, args.rounds))
+    elif args.gpu_only:
+        raise SystemExit("--gpu-only: no CUDA device is visible to torch")
     for case in cases:
         values = case.get("ms_per_call") or case.get("steps_per_s") or case.get("structures_per_s")
         case["ratio_to_sevenn"] = ratio(values)

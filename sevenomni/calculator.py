@@ -20,7 +20,7 @@ from sevenomni.dispersion import D3Correction, d3_settings
 from sevenomni.keys import ATOMIC_ENERGIES, ENERGY, FORCES, STRESS
 from sevenomni.loading import load_model
 from sevenomni.nn import SevenOmniModel
-from sevenomni.nn.backend import TPBackend
+from sevenomni.nn.backend import TPBackend, uses_cueq
 from sevenomni.nn.model import DTYPES
 
 
@@ -48,6 +48,20 @@ def check_finite(result: dict[str, np.ndarray | float], atoms: Atoms, index: int
     )
 
 
+def out_of_memory(model: SevenOmniModel, chunk: list[Atoms], first: int, batch, error: Exception) -> Exception:
+    """torch's out-of-memory error, restated with the sizes that caused it and what to change."""
+    atoms, edges = sum(len(a) for a in chunk), int(batch.edge_index.shape[1])
+    advice = ["a smaller batch_size"] if len(chunk) > 1 else []
+    if not uses_cueq(model.config.tp_backend):
+        advice.append("tp_backend='cueq' (the edge gather/scatter inside the kernel, without per-edge copies)")
+    advice.append("float32" if model.dtype == torch.float64 else "a smaller cell or a device with more memory")
+    return torch.cuda.OutOfMemoryError(
+        f"out of GPU memory evaluating structure(s) {first}–{first + len(chunk) - 1}: {atoms} atoms, {edges} edges "
+        f"within {model.cutoff} Å, tp_backend {model.config.tp_backend}, {str(model.dtype).removeprefix('torch.')}; "
+        f"try {' or '.join(advice)}. ({str(error).splitlines()[0]})"
+    )
+
+
 def predict(
     model: SevenOmniModel | str | os.PathLike,
     structures: Iterable[Atoms],
@@ -64,6 +78,8 @@ def predict(
     (e.g. two atoms at one position) raises :class:`PredictionError` naming its index in
     ``structures`` and the atoms that coincide. A channel trained by Δ-learning returns model +
     baseline (energy, forces, stress; no per-atom ``energies``, which the baseline does not give).
+    Running out of GPU memory raises torch's ``OutOfMemoryError`` restated with the batch's atoms,
+    edges and backend, and what to change.
     """
     device = resolve_device(device)
     if not isinstance(model, SevenOmniModel):
@@ -81,7 +97,10 @@ def predict(
             graph.task = torch.tensor([task_index])
             graphs.append(graph)
         batch = collate(graphs).to(device)
-        out = model(batch, common=common, compute_forces=True, compute_stress=True, create_graph=False)
+        try:
+            out = model(batch, common=common, compute_forces=True, compute_stress=True, create_graph=False)
+        except torch.cuda.OutOfMemoryError as error:
+            raise out_of_memory(model, chunk, first, batch, error) from error
         results, start = [], 0
         for index, atoms in enumerate(chunk):
             stop = start + len(atoms)

@@ -14,6 +14,7 @@ from ase.optimize import BFGS
 
 from conftest import make_model
 from sevenomni import PredictionError, SevenOmniCalculator, predict, save_checkpoint
+from sevenomni.data.graph import atoms_to_graph
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +107,25 @@ def test_coincident_atoms_are_an_error_not_nan(model):
     with pytest.raises(PredictionError, match=r"structure 0 \(Si2\): atoms 0 and 1 are 0.0000 Å apart through "
                                               r"the periodic image \[-1, 0, 0\]"):
         SevenOmniCalculator(model, task="crystal").get_potential_energy(crystal)
+
+
+def test_out_of_gpu_memory_names_the_sizes_and_the_remedies(model, monkeypatch):
+    big = copy.deepcopy(model).set_tp_backend("e3nn")
+
+    def exhausted(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.37 GiB.\nmore text")
+
+    monkeypatch.setattr(big, "forward", exhausted)
+    crystal = bulk("Si", "diamond", a=5.43, cubic=True)
+    with pytest.raises(torch.cuda.OutOfMemoryError) as caught:
+        list(predict(big, [molecule("H2O"), crystal], task="crystal", batch_size=2, device="cpu"))
+    message = str(caught.value)
+    edges = len(atoms_to_graph(molecule("H2O"), big.cutoff).edge_index[0]) + len(
+        atoms_to_graph(crystal, big.cutoff).edge_index[0]
+    )
+    assert f"structure(s) 0–1: 11 atoms, {edges} edges within {big.cutoff} Å, tp_backend e3nn" in message
+    assert "a smaller batch_size or tp_backend='cueq'" in message and "Tried to allocate 4.37 GiB" in message
+    assert "more text" not in message
 
 
 def test_non_finite_output_is_an_error(model):
