@@ -429,8 +429,9 @@ def format_cell(entry: dict | None, scale: float, decimals: int) -> str:
     return text
 
 
-def markdown_table(result: dict) -> str:
-    floor, seeds, machine = result["transfer_floor"], result["seeds"], result["machine"]
+def arm_table(result: dict) -> list[str]:
+    """The table's title, explanation, one row per arm and the transfer floor (markdown lines)."""
+    floor, seeds = result["transfer_floor"], result["seeds"]
     spread = "mean ± sample std over seeds" if len(seeds) > 1 else "one seed (no spread)"
     intro = (
         f"{len(result['arms'])} arms × seeds {seeds}, {result['steps']} steps each; {spread}. "
@@ -458,6 +459,11 @@ def markdown_table(result: dict) -> str:
         f"force MAE {1000 * floor['forces_mae']:.0f} meV/Å, conformational-energy MAE "
         f"{floor['conformational_energy_mae']:.1f} meV/atom."
     )
+    return [*lines, "", floor_line]
+
+
+def markdown_table(result: dict) -> str:
+    machine = result["machine"]
     span = result.get("training_span_s")
     trained = f"Training took {span / 60:.1f} min of wall time (first start to last end); " if span else ""
     time_line = (
@@ -465,7 +471,7 @@ def markdown_table(result: dict) -> str:
         f"({machine['cpus_available']} CPUs, {machine.get('concurrent_runs', 1)} run(s) at a time, "
         f"{machine['threads_per_run']} torch thread(s) per run)."
     )
-    return "\n".join([*lines, "", floor_line, time_line, ""])
+    return "\n".join([*arm_table(result), time_line, ""])
 
 
 def plot(result: dict, path: Path) -> None:

@@ -133,21 +133,64 @@ def test_runner_on_tiny_data_writes_json_table_and_plot(tmp_path):
     assert again == records
 
 
+def load_report():
+    spec = importlib.util.spec_from_file_location("ablation_report", ROOT / "benchmarks" / "ablation_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    return report
+
+
+def sweep_file(arms_and_seeds, strength=None, validation=0.2, test=0.4):
+    """A results file of the runner: ``arms_and_seeds`` maps arm → {seed: mol@gfn1 force MAE}."""
+    runs = [
+        {"arm": arm, "seed": seed, "train_wall_s": 100.0,
+         "metrics": {"theta_t_norm": 1.0, "molecule_gfn1": {"forces_mae": mae}, "crystal_gfn1": {"forces_mae": 0.1}},
+         "validation": {"selection_forces_mae": validation}}
+        for arm, seeds in arms_and_seeds.items() for seed, mae in seeds.items()
+    ]
+    summary = {arm: {"validation_forces_mae": {"mean": validation}, "molecule_gfn1.forces_mae": {"mean": test}}
+               for arm in arms_and_seeds}
+    return {"extra_overrides": [f"train.regularization.strength={strength}"] if strength else [], "runs": runs,
+            "summary": summary, "benchmark": "b", "data": "small", "data_dir": "d", "data_sets": {}, "steps": 10,
+            "units": {}, "transfer_floor": {"n_structures": 2, "forces_mae": 0.08, "conformational_energy_mae": 2.0},
+            "finished_utc": "t", "training_span_s": 300.0,
+            "machine": {"threads_per_run": 1, "cpus_available": 2, "processor": "x86_64"}}
+
+
 def test_sweeps_select_lambda_on_validation_and_report_the_test_preference(tmp_path):
-    spec = importlib.util.spec_from_file_location("ablation_sweeps", ROOT / "benchmarks" / "ablation_sweeps.py")
-    sweeps = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweeps)
-
-    def result(strength, validation, test):
-        runs = [{"arm": "multi_task", "seed": 0, "metrics": {"theta_t_norm": 1.0, "molecule_gfn1": {"forces_mae": test}},
-                 "validation": {"selection_forces_mae": validation}}]
-        summary = {"validation_forces_mae": {"mean": validation}, "molecule_gfn1.forces_mae": {"mean": test}}
-        return {"extra_overrides": [f"train.regularization.strength={strength}"], "runs": runs,
-                "summary": {"multi_task": summary}}
-
+    report = load_report()
     for strength, validation, test in (("1e-2", 0.3, 0.5), ("1e-1", 0.2, 0.4), ("1", 0.25, 0.3)):
-        (tmp_path / f"ablation_lambda_{strength}.json").write_text(json.dumps(result(strength, validation, test)))
-    sweeps.main(["--results", str(tmp_path)])
+        data = sweep_file({"multi_task": {0: test}}, strength, validation, test)
+        (tmp_path / f"ablation_lambda_{strength}.json").write_text(json.dumps(data))
+    report.main(["--results", str(tmp_path)])
     chosen = json.loads((tmp_path / "ablation_sweeps.json").read_text())["modes"]["task"]
     assert chosen["selected_lambda"] == 0.1 and chosen["test_preferred_lambda"] == 1.0
     assert "0.1 (selected)" in (tmp_path / "ablation_sweeps.md").read_text()
+
+
+def test_main_table_takes_each_arm_at_its_selected_lambda_with_paired_differences(tmp_path):
+    report = load_report()
+    files = {
+        "ablation_lambda_1e-1.json": sweep_file({"multi_task": {0: 0.30, 1: 0.31, 2: 0.20}}, "1e-1", validation=0.2),
+        "ablation_lambda_1.json": sweep_file({"multi_task": {0: 0.9, 1: 0.9, 2: 0.9}}, "1", validation=0.3),
+        "ablation_all_lambda_1e-5.json": sweep_file({"multi_all": {0: 0.70, 1: 0.50, 2: 0.60}}, "1e-5"),
+        "ablation_unregularized.json": sweep_file({"multi_none": {0: 0.40, 1: 0.30, 2: 0.50},
+                                                   "single": {0: 0.6, 1: 0.6, 2: 0.6}}),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_text(json.dumps(data))
+    report.main(["--results", str(tmp_path)])
+    table = json.loads((tmp_path / "ablation.json").read_text())
+    assert table["selected_lambda"] == {"task": 0.1, "all": 1e-5}
+    assert table["arms"]["multi_task"]["source"] == "ablation_lambda_1e-1.json"
+    assert {run["arm"] for run in table["runs"]} == {"multi_task", "multi_all", "multi_none", "single"}
+    assert table["summary"]["multi_task"]["molecule_gfn1.forces_mae"]["n"] == 3
+    claims = {entry["claim"]: entry for entry in table["paired_differences"]}
+    versus_none = claims["θT-L2 < no regularization"]["metrics"]["molecule_gfn1.forces_mae"]
+    assert versus_none["per_seed_meV_per_A"] == pytest.approx([-100, 10, -300])
+    assert versus_none["seeds_lower"] == 2 and versus_none["n"] == 3
+    assert claims["θT-L2 < L2 on all weights"]["metrics"]["molecule_gfn1.forces_mae"]["seeds_lower"] == 3
+    assert claims["DBS + θT-L2 < DBS alone"]["seeds"] == []
+    text = (tmp_path / "ablation.md").read_text()
+    assert "| Multi, L2 θT (λ = 0.1) |" in text and "Missing (not yet run): single_dbs" in text
+    assert "| θT-L2 < no regularization | mol@gfn1 F | -100, +10, -300 |" in text and "| 2/3 |" in text
