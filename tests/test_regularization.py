@@ -113,3 +113,14 @@ def test_function_space_penalty_trains_and_logs(tmp_path):
     trainer.run()
     header = (tmp_path / "run" / "train.csv").read_text().splitlines()[0]
     assert "loss_function_space_energy" in header and "loss_function_space_forces" in header
+
+
+def test_default_strength_is_the_ablation_choice_of_each_mode():
+    from sevenomni.train.config import RegularizationSection
+
+    assert RegularizationSection().strength == 1.0
+    assert RegularizationSection(mode="all").strength == 1e-6
+    assert RegularizationSection(mode="none").strength == 0.0
+    assert RegularizationSection(mode="all", strength=0.5).strength == 0.5
+    with pytest.raises(ValueError, match="strength"):
+        RegularizationSection(strength=None)

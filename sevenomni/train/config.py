@@ -72,14 +72,28 @@ class LossSection(StrictModel):
     stress: float = Field(0.0, ge=0)
 
 
+# λ when the config gives none: the values the three-seed ablation selected on validation
+# (README, "Selective-regularization ablation"; benchmarks/results/ablation_sweeps.md).
+DEFAULT_STRENGTH = {"task": 1.0, "all": 1e-6, "none": 0.0}
+
+
 class RegularizationSection(StrictModel):
     mode: Literal["task", "all", "none"] = "task"
-    strength: float = Field(1e-3, ge=0)
+    strength: float = Field(
+        None, ge=0, validate_default=False,
+        description="λ of (λ/2)·‖θ‖² over θT (task) or every weight (all); default: the mode's DEFAULT_STRENGTH",
+    )
     function_space: float = Field(
         0.0, ge=0,
         description="λ_f of sevenomni.train.regularization.FunctionSpacePenalty: the squared gap between each "
         "structure's task channel and the common PES (0: off; one extra forward per step)",
     )
+
+    @model_validator(mode="after")
+    def _mode_default_strength(self) -> RegularizationSection:
+        if self.strength is None:
+            self.strength = DEFAULT_STRENGTH[self.mode]
+        return self
 
 
 class ScheduleSection(StrictModel):
