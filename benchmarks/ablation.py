@@ -17,6 +17,8 @@ arm × seed is trained in a subprocess, then its exported model is evaluated her
 * molecule@gfn2 on the gfn2 channel (multi-task arms only);
 * molecule@gfn1 on the gfn2 channel (what the model would give without transfer) and on the common
   PES (θT = 0, gfn1 shifts);
+* the channel spread on molecule@gfn1 (as ``sevenomni eval`` reports it) of the gfn1 channel to the
+  gfn2 channel and to the common PES: how far apart the channels are in function space;
 * ‖θT‖ of the exported model.
 
 The reference line of the plot is the transfer floor: the GFN1-vs-GFN2 force difference on the test
@@ -223,20 +225,32 @@ def evaluate_model(model_path: Path, sets: dict[str, list]) -> dict:
     model = sevenomni.load_model(model_path)
     tasks = [t.lower() for t in model.tasks]
     molecules, crystals = sets["molecule_gfn1"], sets["crystal_gfn1"]
+    on_gfn1 = channel_predictions(model, molecules, "gfn1")
+    on_common = channel_predictions(model, molecules, "common", shift_task="gfn1")
     metrics = {
         "tasks": model.tasks,
         "theta_t_norm": task_embedding_norm(model),
-        "molecule_gfn1": score(channel_predictions(model, molecules, "gfn1"), molecules, molecules=True),
+        "molecule_gfn1": score(on_gfn1, molecules, molecules=True),
         "crystal_gfn1": score(channel_predictions(model, crystals, "gfn1"), crystals),
-        "molecule_gfn1_on_common": score(
-            channel_predictions(model, molecules, "common", shift_task="gfn1"), molecules, molecules=True
-        ),
+        "molecule_gfn1_on_common": score(on_common, molecules, molecules=True),
+        "molecule_gfn1_spread_to_common": channel_spread(on_gfn1, on_common),
     }
     if "gfn2" in tasks:
         on_gfn2 = channel_predictions(model, molecules, "gfn2")  # the same structures as the gfn2 test set
         metrics["molecule_gfn2"] = score(on_gfn2, molecules, sets["molecule_gfn2"], molecules=True)
         metrics["molecule_gfn1_on_gfn2_channel"] = score(on_gfn2, molecules, molecules=True)
+        metrics["molecule_gfn1_spread_to_gfn2"] = channel_spread(on_gfn1, on_gfn2)
     return metrics
+
+
+def channel_spread(predictions: list[dict], others: list[dict]) -> dict:
+    """``sevenomni eval``'s channel spread between two channels' predictions of the same structures."""
+    from sevenomni.analysis.metrics import ChannelSpread
+
+    spread = ChannelSpread()
+    for mine, theirs in zip(predictions, others, strict=True):
+        spread.add_structure(mine["forces"], theirs["forces"], mine["energy"], theirs["energy"])
+    return spread.summary()
 
 
 def validation_metrics(run_dir: Path) -> dict:

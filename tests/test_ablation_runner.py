@@ -194,3 +194,27 @@ def test_main_table_takes_each_arm_at_its_selected_lambda_with_paired_difference
     text = (tmp_path / "ablation.md").read_text()
     assert "| Multi, L2 θT (λ = 0.1) |" in text and "Missing (not yet run): single_dbs" in text
     assert "| θT-L2 < no regularization | mol@gfn1 F | -100, +10, -300 |" in text and "| 2/3 |" in text
+
+
+def test_transfer_gap_report_pairs_each_remedy_with_its_reference(tmp_path):
+    spec = importlib.util.spec_from_file_location("transfer_gap_report", ROOT / "benchmarks" / "transfer_gap_report.py")
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    reference = sweep_file({"multi_task": {0: 0.30, 1: 0.20, 2: 0.25}}, "1")
+    remedy = sweep_file({"multi_task": {0: 0.25, 1: 0.21, 2: 0.20}}, "1")
+    remedy["extra_overrides"].append("model.task_embedding_norm=true")
+    (tmp_path / "ablation_lambda_1.json").write_text(json.dumps(reference))
+    (tmp_path / "transfer_gap_norm_lambda_1.json").write_text(json.dumps(remedy))
+    wrong = dict(remedy, extra_overrides=["train.regularization.strength=1"])
+    (tmp_path / "transfer_gap_si1_lambda_1.json").write_text(json.dumps(wrong))
+    with pytest.raises(SystemExit, match="transfer_gap_si1_lambda_1.json: expected the override"):
+        report.main(["--results", str(tmp_path)])
+    (tmp_path / "transfer_gap_si1_lambda_1.json").unlink()
+    report.main(["--results", str(tmp_path)])
+    table = json.loads((tmp_path / "transfer_gap.json").read_text())
+    assert list(table["arms"]) == ["reference", "norm"]
+    difference = table["paired_differences"]["norm"]["metrics"]["molecule_gfn1.forces_mae"]
+    assert difference["per_seed_meV_per_A"] == pytest.approx([-50, 10, -50]) and difference["seeds_lower"] == 2
+    text = (tmp_path / "transfer_gap.md").read_text()
+    assert "| + RMS norm after adding θT | 3 | 220 ± 26 |" in text and "DBS + θT at SI-1 only" in text
+    assert (tmp_path / "transfer_gap.png").read_bytes()[:4] == b"\x89PNG"

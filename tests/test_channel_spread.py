@@ -34,6 +34,14 @@ def test_spread_is_the_rms_force_difference_from_the_own_channel(tmp_path):
     assert rows["gfn2"]["channel_spread_forces"] == pytest.approx(expected, rel=1e-9)
     assert rows["gfn2"]["channel_spread_forces"] > 1e-3 and rows["common"]["channel_spread_forces"] > 1e-3
     assert "spread" in format_table(list(rows.values()))
+    # The same measure from arrays, one structure at a time (the ablation runner's path).
+    from sevenomni.analysis.metrics import ChannelSpread
+
+    spread = ChannelSpread()
+    for mine, theirs in zip(own, other):
+        spread.add_structure(mine["forces"], theirs["forces"], mine["energy"], theirs["energy"])
+    assert spread.summary()["channel_spread_forces"] == pytest.approx(rows["gfn2"]["channel_spread_forces"], rel=1e-9)
+    assert spread.summary()["channel_spread_energy"] == pytest.approx(rows["gfn2"]["channel_spread_energy"], rel=1e-6)
 
 
 def test_no_spread_without_task_embeddings_whatever_the_energy_references(tmp_path):

@@ -170,6 +170,12 @@ class ChannelSpread:
         difference = (prediction[ENERGY].detach().to(dtype) - reference[ENERGY].detach().to(dtype)) / num_atoms
         self.energy.append(difference.cpu().numpy())
 
+    def add_structure(self, forces: np.ndarray, reference_forces: np.ndarray, energy: float, reference_energy: float) -> None:
+        """One structure's predictions as arrays (forces [N, 3] in eV/Å, total energies in eV)."""
+        difference = np.asarray(forces, dtype=np.float64) - np.asarray(reference_forces, dtype=np.float64)
+        self.force_rms.append(np.sqrt(np.mean(difference**2, keepdims=True).reshape(1)))
+        self.energy.append(np.array([(energy - reference_energy) / len(difference)]))
+
     def summary(self) -> dict[str, float]:
         if not self.force_rms:
             return {"channel_spread_energy": float("nan"), "channel_spread_forces": float("nan")}
