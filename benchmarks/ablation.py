@@ -435,10 +435,11 @@ def machine_info(threads: int, jobs: int) -> dict:
 
 
 def format_cell(entry: dict | None, scale: float, decimals: int) -> str:
-    if entry is None or not math.isfinite(entry["mean"]):
+    """'mean ± std' of a summary entry, scaled; '–' where there is none."""
+    if entry is None or entry["mean"] is None or not math.isfinite(entry["mean"]):
         return "–"
     text = f"{entry['mean'] * scale:.{decimals}f}"
-    if entry["std"] is not None:
+    if entry.get("std") is not None:
         text += f" ± {entry['std'] * scale:.{decimals}f}"
     return text
 

@@ -74,13 +74,6 @@ def best(points: list[dict], key: str) -> float | None:
     return min(scored)[1] if scored else None
 
 
-def cell(entry: dict | None, scale: float, decimals: int) -> str:
-    if not entry:
-        return "–"
-    text = f"{entry['mean'] * scale:.{decimals}f}"
-    return text + (f" ± {entry['std'] * scale:.{decimals}f}" if entry.get("std") is not None else "")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--results", default=str(ROOT / "benchmarks" / "results"))
@@ -93,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def sweeps(results_dir: Path) -> dict:
     """Select each mode's λ on validation; write ``ablation_sweeps.{json,md,png}``; return the record."""
+    format_cell = runner().format_cell
     record, lines = {"modes": {}}, ["# λ sweeps of the ablation (selected on validation, never on test)", ""]
     for mode, (_, arm, label) in MODES.items():
         points = sweep(results_dir, mode)
@@ -107,7 +101,7 @@ def sweeps(results_dir: Path) -> dict:
         lines += ["| λ | seeds | " + " | ".join(title for _, title, _, _ in COLUMNS) + " |",
                   "|---:|---|" + "---:|" * len(COLUMNS)]
         for point in points:
-            cells = [cell(point["summary"].get(key), scale, decimals) for key, _, scale, decimals in COLUMNS]
+            cells = [format_cell(point["summary"].get(key), scale, decimals) for key, _, scale, decimals in COLUMNS]
             mark = " (selected)" if point["lambda"] == chosen else ""
             lines.append(f"| {point['lambda']:g}{mark} | {len(point['seeds'])} | " + " | ".join(cells) + " |")
         lines += ["", f"Selected on validation: λ = {chosen:g}; the test molecules would have preferred "
@@ -182,6 +176,19 @@ def paired(runs: list[dict], better: str, other: str) -> dict | None:
     return {"seeds": seeds, "metrics": metrics}
 
 
+def difference_rows(label: str, difference: dict | None) -> list[str]:
+    """Markdown rows of one :func:`paired` comparison: per seed, mean ± std, seeds where it is lower."""
+    rows = []
+    for key, title in DIFFERENCE_METRICS:
+        value = (difference or {}).get("metrics", {}).get(key)
+        if value is None:
+            continue
+        spread = f" ± {value['std']:.0f}" if value["std"] is not None else ""
+        per_seed = ", ".join(f"{d:+.0f}" for d in value["per_seed_meV_per_A"])
+        rows.append(f"| {label} | {title} | {per_seed} | {value['mean']:+.0f}{spread} | {value['seeds_lower']}/{value['n']} |")
+    return rows
+
+
 def main_table(results_dir: Path, record: dict) -> dict:
     """Assemble ``ablation.{json,md,png}`` from the unregularized runs and the selected λ's runs."""
     ablation = runner()
@@ -229,14 +236,7 @@ def main_table(results_dir: Path, record: dict) -> dict:
     lines += ["", "## Paired differences (same seed, arm − arm; negative: the claim holds for that seed)", "",
               "| claim | metric | per seed (meV/Å) | mean ± std | seeds agreeing |", "|---|---|---|---:|---:|"]
     for entry in table["paired_differences"]:
-        for key, title in DIFFERENCE_METRICS:
-            value = entry.get("metrics", {}).get(key)
-            if value is None:
-                continue
-            spread = f" ± {value['std']:.0f}" if value["std"] is not None else ""
-            per_seed = ", ".join(f"{d:+.0f}" for d in value["per_seed_meV_per_A"])
-            lines.append(f"| {entry['claim']} | {title} | {per_seed} | {value['mean']:+.0f}{spread} | "
-                         f"{value['seeds_lower']}/{value['n']} |")
+        lines += difference_rows(entry["claim"], entry)
     machine = first["machine"]
     lines += ["", f"λ selected on validation (never on test): θT-L2 {table['selected_lambda']['task']}, "
               f"L2-all {table['selected_lambda']['all']} (see ablation_sweeps.md). {len(runs)} runs, "

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "paired_differences": paired,
     }
-    lines = markdown(table)
+    lines = markdown(table, ablation.format_cell, report.difference_rows)
     (results_dir / "transfer_gap.json").write_text(json.dumps(ablation.finite_or_none(table), indent=1) + "\n")
     (results_dir / "transfer_gap.md").write_text("\n".join(lines) + "\n")
     plot(table, results_dir / "transfer_gap.png")
@@ -120,14 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def cell(entry: dict | None, scale: float, decimals: int) -> str:
-    if not entry or entry["mean"] is None:
-        return "–"
-    text = f"{entry['mean'] * scale:.{decimals}f}"
-    return text + (f" ± {entry['std'] * scale:.{decimals}f}" if entry.get("std") is not None else "")
-
-
-def markdown(table: dict) -> list[str]:
+def markdown(table: dict, format_cell, difference_rows) -> list[str]:
     floor = 1000 * table["transfer_floor"]["forces_mae"]
     lines = [
         f"# Transfer-gap remedies against θT-L2 at λ = {table['lambda']:g} (small set, 3000 steps)",
@@ -141,22 +134,14 @@ def markdown(table: dict) -> list[str]:
     ]
     for key, entry in table["arms"].items():
         n = table["summary"][key]["molecule_gfn1.forces_mae"]["n"]
-        cells = [cell(table["summary"][key].get(column), scale, decimals) for column, _, scale, decimals in COLUMNS]
+        cells = [format_cell(table["summary"][key].get(column), scale, decimals) for column, _, scale, decimals in COLUMNS]
         lines.append(f"| {entry['label']} | {n} | " + " | ".join(cells) + " |")
     if table["missing"]:
         lines += ["", f"Not yet run: {'; '.join(table['missing'])}."]
     lines += ["", "## Each remedy minus its reference, seed by seed (negative: the remedy is lower)", "",
               "| remedy | metric | per seed | mean ± std | seeds lower |", "|---|---|---|---:|---:|"]
     for key, difference in table["paired_differences"].items():
-        for metric, title in (("molecule_gfn1.forces_mae", "mol@gfn1 F"), ("crystal_gfn1.forces_mae", "crystal@gfn1 F"),
-                              ("molecule_gfn2.forces_mae", "mol@gfn2 F")):
-            value = (difference or {}).get("metrics", {}).get(metric)
-            if value is None:
-                continue
-            spread = f" ± {value['std']:.0f}" if value["std"] is not None else ""
-            per_seed = ", ".join(f"{d:+.0f}" for d in value["per_seed_meV_per_A"])
-            lines.append(f"| {table['arms'][key]['label']} | {title} | {per_seed} | {value['mean']:+.0f}{spread} | "
-                         f"{value['seeds_lower']}/{value['n']} |")
+        lines += difference_rows(table["arms"][key]["label"], difference)
     return lines
 
 
