@@ -233,8 +233,8 @@ def main_table(results_dir: Path, record: dict) -> dict:
     lines = ablation.arm_table(table)
     if missing:
         lines += ["", f"Missing (not yet run): {', '.join(missing)}."]
-    lines += ["", "## Paired differences (same seed, arm − arm; negative: the claim holds for that seed)", "",
-              "| claim | metric | per seed (meV/Å) | mean ± std | seeds agreeing |", "|---|---|---|---:|---:|"]
+    lines += ["", "## Paired differences (same seed, first arm − second arm; negative: the first arm is lower)", "",
+              "| claim | metric | per seed (meV/Å) | mean ± std | seeds where lower |", "|---|---|---|---:|---:|"]
     for entry in table["paired_differences"]:
         lines += difference_rows(entry["claim"], entry)
     machine = first["machine"]
