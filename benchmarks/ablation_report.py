@@ -22,7 +22,6 @@ as missing, and the rest is still written.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import re
@@ -30,6 +29,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling runner, also when loaded by path
+import ablation  # noqa: E402  (benchmarks/ablation.py: arms, aggregation, table, plot)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = {"task": ("ablation_lambda_", "multi_task", "Multi, L2 θT"), "all": ("ablation_all_lambda_", "multi_all", "Multi, L2 all")}
@@ -86,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def sweeps(results_dir: Path) -> dict:
     """Select each mode's λ on validation; write ``ablation_sweeps.{json,md,png}``; return the record."""
-    format_cell = runner().format_cell
     record, lines = {"modes": {}}, ["# λ sweeps of the ablation (selected on validation, never on test)", ""]
     for mode, (_, arm, label) in MODES.items():
         points = sweep(results_dir, mode)
@@ -101,7 +102,7 @@ def sweeps(results_dir: Path) -> dict:
         lines += ["| λ | seeds | " + " | ".join(title for _, title, _, _ in COLUMNS) + " |",
                   "|---:|---|" + "---:|" * len(COLUMNS)]
         for point in points:
-            cells = [format_cell(point["summary"].get(key), scale, decimals) for key, _, scale, decimals in COLUMNS]
+            cells = [ablation.format_cell(point["summary"].get(key), scale, decimals) for key, _, scale, decimals in COLUMNS]
             mark = " (selected)" if point["lambda"] == chosen else ""
             lines.append(f"| {point['lambda']:g}{mark} | {len(point['seeds'])} | " + " | ".join(cells) + " |")
         lines += ["", f"Selected on validation: λ = {chosen:g}; the test molecules would have preferred "
@@ -127,14 +128,6 @@ CLAIMS = [
 ]
 DIFFERENCE_METRICS = [("molecule_gfn1.forces_mae", "mol@gfn1 F"), ("crystal_gfn1.forces_mae", "crystal@gfn1 F"),
                       ("molecule_gfn2.forces_mae", "mol@gfn2 F")]
-
-
-def runner():
-    """benchmarks/ablation.py as a module (its arms, aggregation, table and plot)."""
-    spec = importlib.util.spec_from_file_location("ablation", Path(__file__).with_name("ablation.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def arm_source(results_dir: Path, arm: str, record: dict) -> tuple[Path | None, float | None]:
@@ -191,7 +184,6 @@ def difference_rows(label: str, difference: dict | None) -> list[str]:
 
 def main_table(results_dir: Path, record: dict) -> dict:
     """Assemble ``ablation.{json,md,png}`` from the unregularized runs and the selected λ's runs."""
-    ablation = runner()
     arms = ablation.load_arms()
     runs, used, missing, sources = [], {}, [], {}
     for arm, spec in arms.items():

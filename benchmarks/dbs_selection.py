@@ -26,6 +26,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling runner's table cells
+from ablation import format_cell  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 GFN1 = '{"method": "GFN1-xTB", "verbosity": 0, "accuracy": 1.0, "max_iterations": 250, "electronic_temperature": 300.0}'
 STRATEGIES = ("disagreement", "random")
@@ -109,7 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "dbs_selection.json").write_text(json.dumps(record, indent=1) + "\n")
     rows = [("Multi, L2 θT (no DBS)", base["summary"]["multi_task"])]
     rows += [(f"Multi+DBS, L2 θT — DBS by {s}", results[s]["summary"]) for s in STRATEGIES]
     lines = [
@@ -120,21 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         "|---|" + "---:|" * len(METRICS),
     ]
     for label, summary in rows:
-        cells = []
-        for key, _, scale, decimals in METRICS:
-            entry = summary.get(key) or {}
-            if entry.get("mean") is None:
-                cells.append("–")
-                continue
-            spread = f" ± {entry['std'] * scale:.{decimals}f}" if entry.get("std") is not None else ""
-            cells.append(f"{entry['mean'] * scale:.{decimals}f}{spread}")
+        cells = [format_cell(summary.get(key), scale, decimals) for key, _, scale, decimals in METRICS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     paired = paired_differences(results)
     record["paired_molecule_gfn1_forces_mae_difference"] = paired
     lines += ["", "Mean ± sample std over training seeds (the DBS itself is selected once, with the seed-0 model). "
               "Per seed, disagreement − random on mol@gfn1 force MAE (meV/Å): "
               + ", ".join(f"{1000 * d:+.0f}" for d in paired) + "."]
-    (out / "dbs_selection.json").write_text(json.dumps(record, indent=1) + "\n")
     trained = sum(run["train_wall_s"] for run in base["runs"])
     trained += sum(run["train_wall_s"] for strategy in STRATEGIES for run in results[strategy]["runs"])
     record["train_wall_s"] = round(trained, 1)

@@ -20,12 +20,15 @@ or reference whose results are missing is named as missing.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling scripts, also when loaded by path
+import ablation  # noqa: E402  (aggregation, cell format, JSON clean-up)
+import ablation_report as report  # noqa: E402  (paired differences and their rows)
 
 ROOT = Path(__file__).resolve().parents[1]
 # (key, label, the `--set` override that makes it)
@@ -47,13 +50,6 @@ COLUMNS = [
     ("theta_t_norm", "‖θT‖", 1, 2),
     ("train_wall_s", "train time (s)", 1, 0),
 ]
-
-
-def module(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    loaded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loaded)
-    return loaded
 
 
 def arms(strength: str) -> list[dict]:
@@ -80,7 +76,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="the θT-L2 λ of the arms, spelt as in the result file names (1, 1e-1, ...)")
     args = parser.parse_args(argv)
     results_dir = Path(args.results)
-    ablation, report = module("ablation"), module("ablation_report")
     found, missing, runs = {}, [], []
     for entry in arms(args.strength):
         path = results_dir / entry["file"]
@@ -112,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "paired_differences": paired,
     }
-    lines = markdown(table, ablation.format_cell, report.difference_rows)
+    lines = markdown(table)
     (results_dir / "transfer_gap.json").write_text(json.dumps(ablation.finite_or_none(table), indent=1) + "\n")
     (results_dir / "transfer_gap.md").write_text("\n".join(lines) + "\n")
     plot(table, results_dir / "transfer_gap.png")
@@ -120,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def markdown(table: dict, format_cell, difference_rows) -> list[str]:
+def markdown(table: dict) -> list[str]:
     floor = 1000 * table["transfer_floor"]["forces_mae"]
     lines = [
         f"# Transfer-gap remedies against θT-L2 at λ = {table['lambda']:g} (small set, 3000 steps)",
@@ -134,14 +129,14 @@ def markdown(table: dict, format_cell, difference_rows) -> list[str]:
     ]
     for key, entry in table["arms"].items():
         n = table["summary"][key]["molecule_gfn1.forces_mae"]["n"]
-        cells = [format_cell(table["summary"][key].get(column), scale, decimals) for column, _, scale, decimals in COLUMNS]
+        cells = [ablation.format_cell(table["summary"][key].get(column), scale, decimals) for column, _, scale, decimals in COLUMNS]
         lines.append(f"| {entry['label']} | {n} | " + " | ".join(cells) + " |")
     if table["missing"]:
         lines += ["", f"Not yet run: {'; '.join(table['missing'])}."]
     lines += ["", "## Each remedy minus its reference, seed by seed (negative: the remedy is lower)", "",
               "| remedy | metric | per seed | mean ± std | seeds lower |", "|---|---|---|---:|---:|"]
     for key, difference in table["paired_differences"].items():
-        lines += difference_rows(table["arms"][key]["label"], difference)
+        lines += report.difference_rows(table["arms"][key]["label"], difference)
     return lines
 
 
