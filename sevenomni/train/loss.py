@@ -26,6 +26,12 @@ def elementwise(difference: torch.Tensor, kind: str, delta: float) -> torch.Tens
     return torch.nn.functional.huber_loss(difference, torch.zeros_like(difference), reduction="none", delta=delta)
 
 
+def zero_terms(names, device: torch.device, dtype: torch.dtype) -> dict[str, LossTerm]:
+    """A zero sum and count for each of ``names``: the terms of a rank with nothing to score."""
+    zero = torch.zeros((), device=device, dtype=dtype)
+    return {name: LossTerm(zero, zero) for name in names}
+
+
 class EnergyForceStressLoss:
     """ℓ(E/N), ℓ(F) per component and ℓ(σ) per Voigt component, each masked and weighted.
 
@@ -45,8 +51,7 @@ class EnergyForceStressLoss:
 
     def nothing(self, device: torch.device, dtype: torch.dtype) -> dict[str, LossTerm]:
         """The terms of an empty batch (a rank with no share of a small global batch)."""
-        zero = torch.zeros((), device=device, dtype=dtype)
-        return {name: LossTerm(zero, zero) for name in self.term_weights}
+        return zero_terms(self.term_weights, device, dtype)
 
     def __call__(self, prediction: dict[str, torch.Tensor], batch) -> dict[str, LossTerm]:
         kind, delta = self.config.kind, self.config.huber_delta

@@ -6,7 +6,7 @@ import torch
 
 from sevenomni.keys import ENERGY, FORCES
 from sevenomni.nn import SevenOmniModel
-from sevenomni.train.loss import LossTerm
+from sevenomni.train.loss import LossTerm, zero_terms
 
 
 class WeightPenalty:
@@ -71,8 +71,7 @@ class FunctionSpacePenalty:
         return {self.ENERGY_TERM: self.strength, self.FORCES_TERM: self.strength}
 
     def nothing(self, device: torch.device, dtype: torch.dtype) -> dict[str, LossTerm]:
-        zero = torch.zeros((), device=device, dtype=dtype)
-        return {name: LossTerm(zero, zero) for name in self.term_weights}
+        return zero_terms(self.term_weights, device, dtype)
 
     def __call__(self, model: SevenOmniModel, batch, prediction: dict[str, torch.Tensor]) -> dict[str, LossTerm]:
         with_forces = FORCES in prediction
