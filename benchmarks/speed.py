@@ -262,7 +262,7 @@ def gpu_cases(repeats: tuple[int, ...], rounds: int) -> list[dict]:
     cases = []
     for repeat in repeats:
         atoms = silicon(repeat)
-        torch.cuda.synchronize()
+        finish_device_work(device)
         times = time_calls(variants, atoms, rounds)
         cases.append(
             {
