@@ -12,7 +12,9 @@ the references (``ablation_lambda_<λ>.json``, ``ablation_dbs_lambda_<λ>.json``
 (molecule@gfn1 on the gfn1 channel), the gfn2 channel and the common PES on the same labels, the
 in-domain errors, the channel spread on molecule@gfn1, ‖θT‖ and the training time; and per remedy the
 per-seed differences from its reference with the number of seeds where the remedy is lower. A remedy
-or reference whose results are missing is named as missing.
+or reference whose results are missing is named as missing. It also tabulates the same quantities against
+λ over the θT-L2 sweep (``ablation_lambda_<λ>.json``; λ = 0 is the unpenalized "Multi" arm of
+``ablation_unregularized.json``): the gap in function space, not only in ‖θT‖.
 
     python benchmarks/transfer_gap_report.py [--lambda 1]
 """
@@ -92,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         print("[transfer gap] no results yet")
         return 0
     summary = ablation.aggregate(runs)
+    against_lambda = gap_against_lambda(results_dir)
     paired = {
         key: report.paired(runs, key, entry["reference"])
         for key, entry in found.items()
@@ -106,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "summary": summary,
         "paired_differences": paired,
+        "gap_against_lambda": against_lambda,
     }
     lines = markdown(table)
     (results_dir / "transfer_gap.json").write_text(json.dumps(ablation.finite_or_none(table), indent=1) + "\n")
@@ -113,6 +117,20 @@ def main(argv: list[str] | None = None) -> int:
     plot(table, results_dir / "transfer_gap.png")
     print("\n".join(lines))
     return 0
+
+
+def gap_against_lambda(results_dir: Path) -> list[dict]:
+    """The report's columns for θT-L2 without a remedy at every λ of the sweep, λ = 0 included."""
+    sources = [(0.0, results_dir / report.UNREGULARIZED, "multi_none")]
+    for path in results_dir.glob(f"{report.MODES['task'][0]}*.json"):
+        sources.append((report.strength(json.loads(path.read_text())), path, "multi_task"))
+    points = []
+    for strength, path, arm in sources:
+        summary = json.loads(path.read_text())["summary"].get(arm) if path.exists() else None
+        if summary:
+            points.append({"lambda": strength, "file": path.name, "arm": arm,
+                           "summary": {column: summary.get(column) for column, *_ in COLUMNS}})
+    return sorted(points, key=lambda point: point["lambda"])
 
 
 def markdown(table: dict) -> list[str]:
@@ -137,6 +155,14 @@ def markdown(table: dict) -> list[str]:
               "| remedy | metric | per seed | mean ± std | seeds lower |", "|---|---|---|---:|---:|"]
     for key, difference in table["paired_differences"].items():
         lines += report.difference_rows(table["arms"][key]["label"], difference)
+    if table["gap_against_lambda"]:
+        lines += ["", "## The gap against λ: θT-L2 without a remedy (λ = 0: the unpenalized multi-task arm)", "",
+                  "| λ | seeds | " + " | ".join(title for _, title, _, _ in COLUMNS) + " |",
+                  "|---:|---|" + "---:|" * len(COLUMNS)]
+        for point in table["gap_against_lambda"]:
+            n = (point["summary"]["molecule_gfn1.forces_mae"] or {}).get("n", 0)
+            cells = [ablation.format_cell(point["summary"][column], scale, decimals) for column, _, scale, decimals in COLUMNS]
+            lines.append(f"| {point['lambda']:g} | {n} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -154,12 +180,15 @@ def plot(table: dict, path: Path) -> None:
         return (np.array([1000 * e["mean"] if e else np.nan for e in entries]),
                 np.array([1000 * e["std"] if e and e["std"] is not None else 0.0 for e in entries]))
 
-    figure, axis = plt.subplots(figsize=(max(7.0, 0.9 * len(keys) + 3), 5.0))
+    points = table["gap_against_lambda"]
+    figure, axes = plt.subplots(1, 2 if points else 1, figsize=(max(7.0, 0.9 * len(keys) + 3) + (6.0 if points else 0), 5.0),
+                                squeeze=False)
+    axis = axes[0, 0]
     means, stds = series("molecule_gfn1.forces_mae")
     axis.bar(x, means, 0.6, yerr=stds, capsize=3, color="tab:blue", label="mol@gfn1, gfn1 channel")
     for metric, style, label in (("molecule_gfn1_on_gfn2_channel.forces_mae", "kD", "gfn2 channel on mol@gfn1"),
-                                 ("crystal_gfn1.forces_mae", "s", "crystal@gfn1"),
-                                 ("molecule_gfn2.forces_mae", "^", "mol@gfn2")):
+                                 ("crystal_gfn1.forces_mae", "gs", "crystal@gfn1"),
+                                 ("molecule_gfn2.forces_mae", "r^", "mol@gfn2")):
         axis.plot(x, series(metric)[0], style, linestyle="none", label=label)
     floor = 1000 * table["transfer_floor"]["forces_mae"]
     axis.axhline(floor, color="k", linestyle="--", linewidth=1, label=f"transfer floor {floor:.0f}")
@@ -167,6 +196,20 @@ def plot(table: dict, path: Path) -> None:
     axis.set_ylabel("force MAE (meV/Å)")
     axis.set_title(f"Transfer-gap remedies at θT-L2 λ = {table['lambda']:g} (mean ± std over seeds)")
     axis.legend(fontsize=8)
+    if points:
+        axis = axes[0, 1]
+        strengths = [point["lambda"] for point in points]
+        for column, title, scale, _ in COLUMNS:
+            if (column.startswith("molecule_gfn1") and column.endswith("forces_mae")) or "spread" in column:
+                values = [scale * point["summary"][column]["mean"] if point["summary"][column] else np.nan for point in points]
+                axis.plot(strengths, values, "o-" if "spread" not in column else "s--", label=title)
+        axis.axhline(floor, color="k", linestyle="--", linewidth=1)
+        axis.set_xscale("symlog", linthresh=1e-2)
+        axis.set_xlim(left=0)
+        axis.set_xlabel("θT-L2 λ (no remedy; 0 = no penalty)")
+        axis.set_ylabel("meV/Å")
+        axis.set_title("The gap on the GFN1 molecules against λ")
+        axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

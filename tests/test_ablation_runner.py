@@ -204,6 +204,8 @@ def test_transfer_gap_report_pairs_each_remedy_with_its_reference(tmp_path):
     remedy = sweep_file({"multi_task": {0: 0.25, 1: 0.21, 2: 0.20}}, "1")
     remedy["extra_overrides"].append("model.task_embedding_norm=true")
     (tmp_path / "ablation_lambda_1.json").write_text(json.dumps(reference))
+    unpenalized = sweep_file({"multi_none": {0: 0.50, 1: 0.40, 2: 0.45}, "single": {0: 0.9, 1: 0.9, 2: 0.9}}, test=0.45)
+    (tmp_path / "ablation_unregularized.json").write_text(json.dumps(unpenalized))
     (tmp_path / "transfer_gap_norm_lambda_1.json").write_text(json.dumps(remedy))
     wrong = dict(remedy, extra_overrides=["train.regularization.strength=1"])
     (tmp_path / "transfer_gap_si1_lambda_1.json").write_text(json.dumps(wrong))
@@ -213,8 +215,12 @@ def test_transfer_gap_report_pairs_each_remedy_with_its_reference(tmp_path):
     report.main(["--results", str(tmp_path)])
     table = json.loads((tmp_path / "transfer_gap.json").read_text())
     assert list(table["arms"]) == ["reference", "norm"]
+    against_lambda = [(point["lambda"], point["arm"]) for point in table["gap_against_lambda"]]
+    assert against_lambda == [(0.0, "multi_none"), (1.0, "multi_task")]
+    assert table["gap_against_lambda"][0]["summary"]["molecule_gfn1.forces_mae"]["mean"] == pytest.approx(0.45)
     difference = table["paired_differences"]["norm"]["metrics"]["molecule_gfn1.forces_mae"]
     assert difference["per_seed_meV_per_A"] == pytest.approx([-50, 10, -50]) and difference["seeds_lower"] == 2
     text = (tmp_path / "transfer_gap.md").read_text()
     assert "| + RMS norm after adding θT | 3 | 220 ± 26 |" in text and "DBS + θT at SI-1 only" in text
+    assert "## The gap against λ" in text and "| 0 | 0 | 450 |" in text
     assert (tmp_path / "transfer_gap.png").read_bytes()[:4] == b"\x89PNG"
