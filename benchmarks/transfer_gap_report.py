@@ -6,6 +6,9 @@ plus one `--set` override, trained with the same runner, data, steps and seeds:
     python benchmarks/ablation.py --arms multi_task --seeds 0 1 2 --set train.regularization.strength=1 \\
         --set model.task_embedding_norm=true --name transfer_gap_norm_lambda_1 --work runs/transfer_gap/norm_lambda_1
 
+and with the DBS ``--arms multi_dbs_task --name transfer_gap_norm_dbs_lambda_1``; each remedy's override is
+in ``REMEDIES`` below.
+
 This script reads those results (``benchmarks/results/transfer_gap_<remedy>[_dbs]_lambda_<λ>.json``) and
 the references (``ablation_lambda_<λ>.json``, ``ablation_dbs_lambda_<λ>.json``) and writes
 ``benchmarks/results/transfer_gap.{json,md,png}``: per arm mean ± std over seeds of the transfer target
