@@ -52,7 +52,8 @@ def strength(result: dict) -> float:
     raise ValueError("a sweep result without train.regularization.strength in its extra overrides")
 
 
-def sweep(results_dir: Path, mode: str) -> list[dict]:
+def sweep(results_dir: Path, mode: str, columns: list[tuple] = COLUMNS) -> list[dict]:
+    """One point per λ file of ``mode`` (its summary on ``columns`` and its runs), sorted by λ."""
     prefix, arm, _ = MODES[mode]
     points = []
     for path in sorted(results_dir.glob(f"{prefix}*.json")):
@@ -63,7 +64,7 @@ def sweep(results_dir: Path, mode: str) -> list[dict]:
         summary = result["summary"][arm]
         points.append({
             "lambda": strength(result), "file": path.name, "seeds": [run["seed"] for run in runs],
-            "summary": {key: summary.get(key) for key, *_ in COLUMNS},
+            "summary": {key: summary.get(key) for key, *_ in columns},
             "runs": [{"seed": run["seed"], "theta_t_norm": run["metrics"]["theta_t_norm"],
                       "molecule_gfn1_forces_mae": run["metrics"]["molecule_gfn1"]["forces_mae"],
                       "validation_forces_mae": run["validation"]["selection_forces_mae"]} for run in runs],

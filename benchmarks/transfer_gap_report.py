@@ -124,16 +124,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def gap_against_lambda(results_dir: Path) -> list[dict]:
     """The report's columns for θT-L2 without a remedy at every λ of the sweep, λ = 0 included."""
-    sources = [(0.0, results_dir / report.UNREGULARIZED, "multi_none")]
-    for path in results_dir.glob(f"{report.MODES['task'][0]}*.json"):
-        sources.append((report.strength(json.loads(path.read_text())), path, "multi_task"))
-    points = []
-    for strength, path, arm in sources:
-        summary = json.loads(path.read_text())["summary"].get(arm) if path.exists() else None
-        if summary:
-            points.append({"lambda": strength, "file": path.name, "arm": arm,
-                           "summary": {column: summary.get(column) for column, *_ in COLUMNS}})
-    return sorted(points, key=lambda point: point["lambda"])
+    mode = "task"
+    points = [dict(point, arm=report.MODES[mode][1]) for point in report.sweep(results_dir, mode, COLUMNS)]
+    unpenalized = results_dir / report.UNREGULARIZED
+    summary = json.loads(unpenalized.read_text())["summary"].get("multi_none") if unpenalized.exists() else None
+    if summary:
+        points.insert(0, {"lambda": 0.0, "file": unpenalized.name, "arm": "multi_none",
+                          "summary": {column: summary.get(column) for column, *_ in COLUMNS}})
+    return points
 
 
 def markdown(table: dict) -> list[str]:

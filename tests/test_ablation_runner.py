@@ -133,8 +133,9 @@ def test_runner_on_tiny_data_writes_json_table_and_plot(tmp_path):
     assert again == records
 
 
-def load_report():
-    spec = importlib.util.spec_from_file_location("ablation_report", ROOT / "benchmarks" / "ablation_report.py")
+def load_report(name="ablation_report"):
+    """A report script of benchmarks/ as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     report = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(report)
     return report
@@ -197,9 +198,7 @@ def test_main_table_takes_each_arm_at_its_selected_lambda_with_paired_difference
 
 
 def test_transfer_gap_report_pairs_each_remedy_with_its_reference(tmp_path):
-    spec = importlib.util.spec_from_file_location("transfer_gap_report", ROOT / "benchmarks" / "transfer_gap_report.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = load_report("transfer_gap_report")
     reference = sweep_file({"multi_task": {0: 0.30, 1: 0.20, 2: 0.25}}, "1")
     remedy = sweep_file({"multi_task": {0: 0.25, 1: 0.21, 2: 0.20}}, "1")
     remedy["extra_overrides"].append("model.task_embedding_norm=true")
