@@ -17,6 +17,7 @@ from sevenomni.nn.backend import check_backend
 from sevenomni.nn.compiled import DOUBLE_BACKWARD_FALLBACK, compiled_atomic_energies
 from sevenomni.nn.config import ModelConfig
 from sevenomni.nn.interaction import Interaction
+from sevenomni.nn.linear import EquivariantLinear
 from sevenomni.nn.radial import BesselBasis, PolynomialCutoff, XPLORCutoff
 from sevenomni.nn.slicing import split_slices_in
 from sevenomni.nn.task import (
@@ -86,7 +87,7 @@ class SevenOmniModel(nn.Module):
 
         irreps_species = o3.Irreps(f"{num_species}x0e")
         scalars = o3.Irreps(f"{config.channels}x0e")
-        self.species_embedding = o3.Linear(irreps_species, scalars)
+        self.species_embedding = EquivariantLinear(irreps_species, scalars)
 
         if config.hidden_irreps is not None:
             hidden = o3.Irreps(config.hidden_irreps)
@@ -117,7 +118,7 @@ class SevenOmniModel(nn.Module):
         self.readout_hidden = TaskLinear(
             irreps, readout_hidden, num_tasks if "readout" in sites else 0, config.task_embedding_norm
         )
-        self.readout_energy = o3.Linear(readout_hidden, o3.Irreps("1x0e"))
+        self.readout_energy = EquivariantLinear(readout_hidden, o3.Irreps("1x0e"))
         self.energy_shift = TaskShift(num_tasks, num_species)
         scale_class = TaskEnergyScale if config.scale_per_task else EnergyScale
         self.energy_scale = scale_class(num_tasks if config.scale_per_task else 1, num_species, config.scale_per_element)
