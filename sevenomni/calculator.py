@@ -96,7 +96,7 @@ def predict(
             graph = atoms_to_graph(atoms, model.cutoff)
             graph.task = torch.tensor([task_index])
             graphs.append(graph)
-        batch = collate(graphs).to(device)
+        batch = model.attach_species(collate(graphs)).to(device)
         try:
             out = model(batch, common=common, compute_forces=True, compute_stress=True, create_graph=False)
         except torch.cuda.OutOfMemoryError as error:

@@ -49,9 +49,10 @@ def neighbor_list(
     """All pairs (i, j, S) with |pos[j] - pos[i] + S·cell| < cutoff, i ≠ j or S ≠ 0.
 
     Uses vesin (cell lists in C++), which handles triclinic cells, mixed periodicity and cells
-    smaller than the cutoff (an atom then sees several images of itself and of others).
+    smaller than the cutoff (an atom then sees several images of itself and of others). Pairs come
+    sorted by i (the receiver), so that the scatter into receivers writes each output row in one run.
     """
-    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
+    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True, sorted=True)
     i, j, shifts = calculator.compute(
         points=np.ascontiguousarray(positions, dtype=np.float64),
         box=np.ascontiguousarray(cell, dtype=np.float64),

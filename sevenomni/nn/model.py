@@ -208,6 +208,17 @@ class SevenOmniModel(nn.Module):
             return 0, False
         return self.task_index(task), False
 
+    def attach_species(self, graph):
+        """Give ``graph`` (on the host) its species indices, checked there: a forward on a GPU then
+        reads them instead of checking the atomic numbers on the device (a host-device sync)."""
+        graph.species = self.species(graph.atomic_numbers)
+        return graph
+
+    def species_of(self, graph) -> torch.Tensor:
+        """The species of ``graph``'s atoms: those :meth:`attach_species` checked, else checked now."""
+        species = getattr(graph, "species", None)
+        return species if species is not None else self.species(graph.atomic_numbers)
+
     def species(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
         """Species indices; ValueError naming any element the model does not know."""
         if int(atomic_numbers.min()) < 1 or int(atomic_numbers.max()) >= len(chemical_symbols):
@@ -275,7 +286,7 @@ class SevenOmniModel(nn.Module):
         positions = graph.pos.detach().to(torch.float64)
         cell = graph.cell.to(torch.float64).view(-1, 3, 3)
         edge_vec = self._edge_vectors(graph, positions, cell, self._graph_of_atoms(graph))
-        return self.node_features(edge_vec, graph.edge_index, self.species(graph.atomic_numbers), None)
+        return self.node_features(edge_vec, graph.edge_index, self.species_of(graph), None)
 
     def _graph_of_atoms(self, graph) -> torch.Tensor:
         if getattr(graph, "batch", None) is not None:
@@ -305,7 +316,7 @@ class SevenOmniModel(nn.Module):
         dtype = self.dtype
         batch = self._graph_of_atoms(graph)
         num_graphs = graph.cell.shape[0]
-        species = self.species(graph.atomic_numbers)
+        species = self.species_of(graph)
         graph_task = getattr(graph, "task", None)
         if graph_task is None:
             if len(self.tasks) > 1:
