@@ -74,6 +74,13 @@ class EquivariantLinear(nn.Module):
         mask = [torch.full((mul * ir.dim,), float(i in fed)) for i, (mul, ir) in enumerate(self.irreps_out)]
         self.register_buffer("output_mask", torch.cat(mask) if mask else torch.ones(0))
 
+        # The block-by-block form's plan, in plain numbers (no irreps objects in the forward).
+        in_starts, position, self.blocks = _offsets(self.irreps_in), 0, []
+        for ins in self.instructions:
+            (mul_in, mul_out), dim = ins.path_shape, self.irreps_in[ins.i_in].ir.dim
+            self.blocks.append((position, mul_in, mul_out, dim, in_starts[ins.i_in], ins.i_out, ins.path_weight))
+            position += mul_in * mul_out
+        self.out_widths = [mul * ir.dim for mul, ir in self.irreps_out]
         muls = [mul for mul, _ in (*self.irreps_in, *self.irreps_out) if mul > 0]
         self.chunk = math.gcd(*muls) if muls else 1
         self.batched = self.chunk >= MIN_CHUNK and bool(self.instructions)
@@ -143,22 +150,14 @@ class EquivariantLinear(nn.Module):
 
     def _blockwise(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
-        in_starts = _offsets(self.irreps_in)
-        outputs: list[torch.Tensor | None] = [None] * len(self.irreps_out)
-        position = 0
-        for ins in self.instructions:
-            mul_in, mul_out = ins.path_shape
-            dim = self.irreps_in[ins.i_in].ir.dim
-            w = self.weight.narrow(0, position, mul_in * mul_out).view(mul_in, mul_out) * ins.path_weight
-            position += mul_in * mul_out
-            block = x.narrow(1, in_starts[ins.i_in], mul_in * dim)
+        outputs: list[torch.Tensor | None] = [None] * len(self.out_widths)
+        for position, mul_in, mul_out, dim, start, i_out, path_weight in self.blocks:
+            w = self.weight.narrow(0, position, mul_in * mul_out).view(mul_in, mul_out) * path_weight
+            block = x.narrow(1, start, mul_in * dim)
             if dim == 1:
                 y = block @ w
             else:
                 y = torch.einsum("num,uw->nwm", block.view(n, mul_in, dim), w).reshape(n, mul_out * dim)
-            outputs[ins.i_out] = y if outputs[ins.i_out] is None else outputs[ins.i_out] + y
-        pieces = [
-            out if out is not None else x.new_zeros(n, mul * ir.dim)
-            for out, (mul, ir) in zip(outputs, self.irreps_out)
-        ]
+            outputs[i_out] = y if outputs[i_out] is None else outputs[i_out] + y
+        pieces = [out if out is not None else x.new_zeros(n, width) for out, width in zip(outputs, self.out_widths)]
         return torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]
