@@ -18,7 +18,7 @@ from e3nn import o3
 from e3nn.nn import Gate
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-from sevenomni.data.graph import atoms_to_graph, collate, neighbor_list
+from sevenomni.data.graph import arrays_to_graph, arrays_to_graph_on, atoms_to_graph, collate, neighbor_list
 from sevenomni.nn import ModelConfig, SevenOmniModel
 from sevenomni.nn.gate import GATE_ACTIVATIONS, SCALAR_ACTIVATIONS, build_gate
 from sevenomni.nn.indexing import gather_rows, inverse_permutation, permute_columns, scatter_sum
@@ -114,6 +114,35 @@ def test_sorted_neighbour_list_has_the_same_pairs():
     assert sorted(zip(i, j, map(tuple, shifts))) == sorted(zip(ui, uj, map(tuple, us)))
     graph = atoms_to_graph(atoms, 4.0)
     assert torch.all(graph.edge_index[1][1:] >= graph.edge_index[1][:-1])
+
+
+def test_neighbour_list_on_tensors_gives_the_same_graph():
+    pytest.importorskip("vesin.torch")
+    atoms = bulk("Cu", "fcc", a=3.6).repeat((3, 2, 2))
+    atoms.rattle(0.05, seed=0)
+    atoms.pbc = [True, True, False]
+    arrays = (atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc, 4.0)
+    on_host, on_tensors = arrays_to_graph(*arrays), arrays_to_graph_on(*arrays, torch.device("cpu"))
+    for key in ("edge_index", "cell_shift", "pos", "cell", "atomic_numbers", "pbc", "num_atoms"):
+        assert torch.equal(on_host[key], on_tensors[key]), key
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_calculator_on_the_gpu_builds_its_graph_there_and_agrees_with_the_cpu():
+    import sevenomni
+
+    model = small_model("auto")
+    atoms = bulk("C", "diamond", a=3.57).repeat((2, 2, 2))
+    atoms.rattle(0.05, seed=3)
+    on_gpu = atoms_to_graph(atoms, model.cutoff, device="cuda")
+    assert on_gpu.edge_index.is_cuda
+    results = {}
+    for device in ("cpu", "cuda"):
+        calculator = sevenomni.SevenOmniCalculator(model, task="a", device=device)
+        results[device] = (calculator.get_potential_energy(atoms.copy()), calculator.results["forces"])
+    assert abs(results["cpu"][0] - results["cuda"][0]) < 1e-8
+    assert np.abs(results["cpu"][1] - results["cuda"][1]).max() < 1e-8
 
 
 def small_model(backend: str) -> SevenOmniModel:
