@@ -22,7 +22,9 @@ from sevenomni.nn.radial import BesselBasis, PolynomialCutoff, XPLORCutoff
 from sevenomni.nn.slicing import split_slices_in
 from sevenomni.nn.task import (
     EnergyScale,
+    FixedTaskEnergyScale,
     LinearCorrection,
+    PenalizedTaskScale,
     TaskEmbedding,
     TaskEnergyScale,
     TaskLinear,
@@ -43,6 +45,17 @@ def feature_irreps(channels: int, lmax: int, parity: str) -> o3.Irreps:
 
 def sh_irreps(lmax: int, parity: str) -> o3.Irreps:
     return o3.Irreps.spherical_harmonics(lmax, p=-1 if parity == "o3" else 1)
+
+
+def energy_scale(treatment: bool | str, num_tasks: int, num_species: int, per_element: bool) -> EnergyScale:
+    """The energy-scale module for ``ModelConfig.scale_per_task`` (see :mod:`sevenomni.nn.task`)."""
+    if treatment is False:
+        return EnergyScale(1, num_species, per_element)
+    if treatment == "penalized":
+        return PenalizedTaskScale(num_tasks, num_species, per_element)
+    if treatment == "fixed":
+        return FixedTaskEnergyScale(num_tasks, num_species, per_element)
+    return TaskEnergyScale(num_tasks, num_species, per_element)
 
 
 class SevenOmniModel(nn.Module):
@@ -120,8 +133,7 @@ class SevenOmniModel(nn.Module):
         )
         self.readout_energy = EquivariantLinear(readout_hidden, o3.Irreps("1x0e"))
         self.energy_shift = TaskShift(num_tasks, num_species)
-        scale_class = TaskEnergyScale if config.scale_per_task else EnergyScale
-        self.energy_scale = scale_class(num_tasks if config.scale_per_task else 1, num_species, config.scale_per_element)
+        self.energy_scale = energy_scale(config.scale_per_task, num_tasks, num_species, config.scale_per_element)
         self.linear_correction = LinearCorrection(num_tasks) if config.linear_correction else None
 
     def set_tp_backend(self, backend: str) -> SevenOmniModel:
@@ -241,7 +253,7 @@ class SevenOmniModel(nn.Module):
         """The network: edge vectors → energy of each atom (``theta_task=None``: θT dropped)."""
         x = self.node_features(edge_vec, edge_index, species, theta_task)
         atomic = self.readout_energy(self.readout_hidden(x, theta_task)).squeeze(-1)
-        scale = self.energy_scale(species, node_task)
+        scale = self.energy_scale(species, node_task, theta_task)
         if self.linear_correction is not None:
             scale = scale * self.linear_correction(species, node_task)
         return scale * atomic + self.energy_shift(species, node_task)
