@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import sysconfig
@@ -25,6 +24,7 @@ from sevenomni.baseline import BaselineSpec  # noqa: E402
 from sevenomni.cli import main  # noqa: E402
 from sevenomni.md.lammps_input import split_input  # noqa: E402
 
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "lammps"
 STEPS = 100
 TIMESTEP_FS = 1.0
 # What the input prints at every step: pe (eV) and the pressure tensor (bar, kinetic part included).
@@ -88,7 +88,8 @@ write_dump all custom final.dump id x y z c_peratom modify sort id format float 
 
 
 def run_lammps(tmp_path: Path, atoms: Atoms, model: Path, *args: str, structure_file: bool) -> dict:
-    """Run NVE in LAMMPS from ``atoms`` (through --structure or a LAMMPS data file); per-step thermo, final atoms."""
+    """Run NVE in LAMMPS from ``atoms`` (through --structure or a LAMMPS data file) in ``tmp_path``, the
+    working directory; per-step thermo, final atoms."""
     boundary = "p p p" if atoms.pbc.all() else "f f f"
     if structure_file:
         write(tmp_path / "start.extxyz", atoms, format="extxyz")
@@ -98,13 +99,7 @@ def run_lammps(tmp_path: Path, atoms: Atoms, model: Path, *args: str, structure_
         write(tmp_path / "start.data", atoms, format="lammps-data", specorder=elements, masses=True, velocities=True)
         source, extra = "start.data", []
     (tmp_path / "in.nve").write_text(input_script(boundary, source))
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        code = main(["lammps", "-in", "in.nve", "--model", str(model), *extra, *args])
-    finally:
-        os.chdir(cwd)
-    assert code == 0
+    assert main(["lammps", "-in", "in.nve", "--model", str(model), *extra, *args]) == 0
     thermo = np.loadtxt(tmp_path / "thermo.txt")
     final = np.loadtxt(tmp_path / "final.dump", skiprows=9)
     return {"steps": thermo[:, 0], "energy": thermo[:, 1], "pressure": thermo[:, 2:] * units.bar,
@@ -151,11 +146,12 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_nve_agrees_with_ase_velocity_verlet(case, tmp_path, request):
+def test_nve_agrees_with_ase_velocity_verlet(case, tmp_path, request, monkeypatch):
     if case == "crystal with D3":
         pytest.importorskip("dftd3")
     build, model_fixture, options, calculator_options, structure_file = CASES[case]
     model = request.getfixturevalue(model_fixture)
+    monkeypatch.chdir(tmp_path)
     atoms = build()
     lammps = run_lammps(tmp_path, atoms, model, *options, "--device", "cpu", structure_file=structure_file)
     ase = run_ase(atoms, SevenOmniCalculator(model, device="cpu", **calculator_options))
@@ -179,16 +175,6 @@ def test_the_input_is_split_before_its_first_running_command():
     assert split_input("units metal\n# run 10\nrun  5\n").rest == "run  5\n"
 
 
-def error_of(tmp_path: Path, capsys, script: str, *args: str) -> str:
-    (tmp_path / "in.test").write_text(script)
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        code = main(["lammps", "-in", "in.test", *args])
-    finally:
-        os.chdir(cwd)
-    assert code == 2
-    return capsys.readouterr().err
 
 
 SILICON = "units metal\nregion box block 0 5 0 5 0 5\ncreate_box 1 box\nmass 1 28.0855\n" \
@@ -208,25 +194,22 @@ SILICON = "units metal\nregion box block 0 5 0 5 0 5\ncreate_box 1 box\nmass 1 2
     ],
     ids=["no task", "unknown task", "element the model lacks", "real units", "unknown mass", "no box"],
 )
-def test_bad_runs_are_clear_one_line_errors(model_file, tmp_path, capsys, script, options, message):
-    error = error_of(tmp_path, capsys, script, "--model", str(model_file), *options)
+def test_bad_runs_are_clear_one_line_errors(model_file, tmp_path, capsys, monkeypatch, script, options, message):
+    monkeypatch.chdir(tmp_path)
+    Path("in.test").write_text(script)
+    assert main(["lammps", "-in", "in.test", "--model", str(model_file), *options]) == 2
+    error = capsys.readouterr().err
     assert error.startswith("sevenomni lammps: error: ") and error.count("\n") == 1
     assert __import__("re").search(message, error), error
 
 
-def test_elements_can_be_named_for_each_type(model_file, tmp_path):
-    script = SILICON.replace("mass 1 28.0855", "mass 1 1.0") + "print \"pe $(pe)\" file pe.txt\n"
-    (tmp_path / "in.named").write_text(script)
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        assert main(["lammps", "-in", "in.named", "--model", str(model_file), "--task", "crystal",
-                     "--elements", "Si"]) == 0
-    finally:
-        os.chdir(cwd)
+def test_elements_can_be_named_for_each_type(model_file, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Path("in.named").write_text(SILICON.replace("mass 1 28.0855", "mass 1 1.0") + "print \"pe $(pe)\" file pe.txt\n")
+    assert main(["lammps", "-in", "in.named", "--model", str(model_file), "--task", "crystal", "--elements", "Si"]) == 0
     calculator = SevenOmniCalculator(model_file, task="crystal", device="cpu")
     silicon = Atoms("Si", positions=[[1.0, 1.0, 1.0]], cell=[5.0, 5.0, 5.0], pbc=True)
-    energy = float((tmp_path / "pe.txt").read_text().split()[1])
+    energy = float(Path("pe.txt").read_text().split()[1])
     assert energy == pytest.approx(calculator.get_potential_energy(silicon), abs=1e-9)
 
 
@@ -242,3 +225,15 @@ def test_two_mpi_ranks_are_refused(model_file, tmp_path):
     )
     assert result.returncode != 0
     assert "sevenomni lammps runs on one MPI rank, got 2" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "recipe, options, atoms",
+    [("npt_crystal.in", ["--task", "crystal"], 64),
+     ("nvt_molecule.in", ["--task", "molecule", "--structure", str(RECIPES / "ethanol_box.extxyz")], 9)],
+)
+def test_the_recipes_run(model_file, tmp_path, monkeypatch, recipe, options, atoms):
+    monkeypatch.chdir(tmp_path)
+    assert main(["lammps", "-in", str(RECIPES / recipe), "--model", str(model_file), "-var", "steps", "4", *options]) == 0
+    dump = Path(recipe.replace(".in", ".dump")).read_text()
+    assert dump.startswith(f"ITEM: TIMESTEP\n0\nITEM: NUMBER OF ATOMS\n{atoms}\n")

@@ -26,6 +26,7 @@ from sevenomni.md.lammps_library import open_lammps
 
 FIX_ID = "sevenomni"
 STRUCTURE_VARIABLE = "structure"  # `read_data ${structure}` reads the file given by --structure
+GHOST_CUTOFF = 1e-6  # Å; see define_fix
 MASS_TOLERANCE = 0.05  # u: a type's mass names the element whose standard atomic mass is this close
 
 
@@ -202,6 +203,10 @@ def define_fix(lmp) -> None:
     """The ``fix external`` that carries the model's energy, forces and virial into the run."""
     command(lmp, f"fix {FIX_ID} all external pf/callback 1 1")
     command(lmp, f"fix_modify {FIX_ID} energy yes virial yes")
+    # Without a pair style LAMMPS warns at every neighbour-list build that a zero ghost cutoff may give
+    # wrong forces; the model builds its own periodic neighbours and needs no ghost atoms, so a
+    # vanishing cutoff keeps that (here false) warning out of the log. An input's own comm_modify wins.
+    command(lmp, f"comm_modify cutoff {GHOST_CUTOFF}")
 
 
 def attach_model(lmp, calculator: SevenOmniCalculator, elements: Sequence[str] | None) -> ModelForces:
@@ -215,6 +220,10 @@ def attach_model(lmp, calculator: SevenOmniCalculator, elements: Sequence[str] |
     numbers = np.array([0] + [atomic_numbers[e] for e in type_elements])
     command(lmp, f"fix {FIX_ID} all external pf/callback 1 1")
     command(lmp, f"fix_modify {FIX_ID} energy yes virial yes")
+    # Without a pair style LAMMPS warns at every neighbour-list build that a zero ghost cutoff may give
+    # wrong forces; the model builds its own periodic neighbours and needs no ghost atoms, so a
+    # vanishing cutoff keeps that (here false) warning out of the log. An input's own comm_modify wins.
+    command(lmp, f"comm_modify cutoff {GHOST_CUTOFF}")
     forces = ModelForces(lmp, calculator, numbers)
     lmp.set_fix_external_callback(FIX_ID, forces)
     channel = calculator.task or calculator.model.tasks[0]
