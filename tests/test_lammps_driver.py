@@ -273,3 +273,11 @@ def test_a_failing_evaluation_stops_the_run_and_is_the_error(model_file, tmp_pat
     error = capsys.readouterr().err
     assert "sevenomni lammps: error: structure 0 (Si2): atoms 0 and 1 are 0.0000 Å apart" in error, error
     assert np.atleast_1d(np.loadtxt("steps.txt")).max() < 10
+
+
+def test_a_missing_lammps_says_what_to_install(model_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "lammps", None)
+    Path("in.test").write_text(SILICON)
+    assert main(["lammps", "-in", "in.test", "--model", str(model_file), "--task", "crystal"]) == 2
+    assert "the lammps Python module is not installed" in capsys.readouterr().err
