@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import sysconfig
@@ -202,7 +203,7 @@ def test_bad_runs_are_clear_one_line_errors(model_file, tmp_path, capsys, monkey
     assert main(["lammps", "-in", "in.test", "--model", str(model_file), *options]) == 2
     error = capsys.readouterr().err
     assert error.startswith("sevenomni lammps: error: ") and error.count("\n") == 1
-    assert __import__("re").search(message, error), error
+    assert re.search(message, error), error
 
 
 def test_elements_can_be_named_for_each_type(model_file, tmp_path, monkeypatch):
