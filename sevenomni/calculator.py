@@ -97,8 +97,10 @@ def predict(
     def run(chunk: list[Atoms], first: int) -> list[dict]:
         graphs = []
         for atoms in chunk:
-            graph = atoms_to_graph(atoms, model.cutoff)
-            graph.task = torch.tensor([task_index])
+            graph = atoms_to_graph(atoms, model.cutoff, device=device)  # on a GPU, built there (vesin-torch)
+            where = graph.pos.device
+            graph.species = model.species(torch.as_tensor(atoms.numbers)).to(where)  # checked on the host
+            graph.task = torch.tensor([task_index], device=where)
             graphs.append(graph)
         batch = collate(graphs).to(device)
         try:

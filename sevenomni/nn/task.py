@@ -27,6 +27,8 @@ import torch
 from e3nn import o3
 from torch import nn
 
+from sevenomni.nn.linear import EquivariantLinear
+
 
 class TaskSpecific(nn.Module):
     """Marker base: every parameter of a subclass belongs to θT in the broad sense."""
@@ -124,7 +126,7 @@ class TaskLinear(nn.Module):
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
         self.irreps_out = o3.Irreps(irreps_out)
-        self.linear = o3.Linear(self.irreps_in, self.irreps_out)
+        self.linear = EquivariantLinear(self.irreps_in, self.irreps_out)
         self.register_buffer("scalar_index", scalar_indices(self.irreps_out), persistent=False)
         self.embedding = TaskEmbedding(num_tasks, len(self.scalar_index)) if num_tasks else None
         self.normalize = bool(normalize) and self.embedding is not None
