@@ -291,12 +291,16 @@ def test_contrast_makeup_differs_by_design():
     assert abs(size(second) - size(standard)) <= 0.05 * size(standard)
     assert (second.n_train_molecules, second.mol_frames_train, second.dbs_fraction) == (
         standard.n_train_molecules, standard.mol_frames_train, standard.dbs_fraction)
-    for preset, factor in ((standard, 1.0), (second, 2.5)):
-        specs, _ = mmd.plan_primary(preset, 0, ["CH4"], ["H2O"])
-        for spec in specs:
+    assert max(second.mol_T_range) < min(standard.mol_T_range) + 1  # cooler molecules
+    factors = mmd.CONTRAST_FACTORS
+    for preset, sigma, temperature in ((standard, 1.0, 1.0),
+                                       (second, factors["crystal_sigma_factor"], factors["crystal_T_factor"])):
+        crystal_specs, molecule_specs = mmd.plan_primary(preset, 0, ["CH4"], ["H2O"])
+        for spec in crystal_specs:
             chemistry = mmd.CRYSTALS[spec["source"]]
-            assert spec["sigma"] == pytest.approx(chemistry.sigma * factor)
-            assert spec["md_T"] == pytest.approx(chemistry.md_T * (1.0 if factor == 1.0 else 2.0))
+            assert spec["sigma"] == pytest.approx(chemistry.sigma * sigma)
+            assert spec["md_T"] == pytest.approx(chemistry.md_T * temperature)
+        assert all(spec["T_range"] == list(preset.mol_T_range) for spec in molecule_specs)
 
 
 def test_crystal_chunk_rattles_with_the_planned_amplitude(monkeypatch, tmp_path):
