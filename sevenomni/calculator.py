@@ -14,7 +14,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from sevenomni.base import DEFAULT_MIN_DISTANCE, MIN_CELL_VOLUME
 from sevenomni.baseline import cached_baseline
-from sevenomni.data.graph import atoms_to_graph, closest_pair, collate, describe_pair
+from sevenomni.data.graph import StructureError, atoms_to_graph, closest_pair, collate, describe_pair
 from sevenomni.devices import resolve_device
 from sevenomni.dispersion import D3Correction, d3_settings
 from sevenomni.keys import ATOMIC_ENERGIES, ENERGY, FORCES, STRESS
@@ -25,8 +25,9 @@ from sevenomni.nn.model import DTYPES
 
 
 class PredictionError(ValueError):
-    """The model's output for a structure is not finite (names the structure and, when that is the
-    cause, its atoms that (nearly) coincide)."""
+    """A structure the model cannot predict: one no graph can be built for (non-finite, empty, a
+    degenerate or too extreme a cell: see ``graph.check_cell``), or whose output is not finite. Names
+    the structure and, when that is the cause, its atoms that (nearly) coincide."""
 
 
 def has_stress(atoms: Atoms) -> bool:
@@ -92,8 +93,11 @@ def predict(
 
     def run(chunk: list[Atoms], first: int) -> list[dict]:
         graphs = []
-        for atoms in chunk:
-            graph = atoms_to_graph(atoms, model.cutoff)
+        for index, atoms in enumerate(chunk):
+            try:
+                graph = atoms_to_graph(atoms, model.cutoff, f"structure {first + index} ({atoms.get_chemical_formula()})")
+            except StructureError as error:
+                raise PredictionError(str(error)) from None
             graph.task = torch.tensor([task_index])
             graphs.append(graph)
         batch = collate(graphs).to(device)

@@ -18,29 +18,86 @@ import vesin
 from ase import Atoms
 from torch_geometric.data import Batch, Data
 
-from sevenomni.base import MIN_CELL_VOLUME
+from sevenomni.base import MAX_CELL_LIST_BINS, MAX_PERIODIC_IMAGES, MIN_CELL_VOLUME
+
+
+class StructureError(ValueError):
+    """A structure no graph can be built for (non-finite, empty, degenerate or too extreme a cell);
+    the message names the structure."""
 
 
 def check_structure(
     positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, label: str = "structure"
 ) -> None:
-    """Reject non-finite coordinates and degenerate periodic lattices with a clear message."""
+    """Reject non-finite coordinates and degenerate periodic lattices with a clear message (StructureError)."""
     if positions.ndim != 2 or positions.shape[1] != 3:
-        raise ValueError(f"{label}: positions must have shape (N, 3), got {positions.shape}")
+        raise StructureError(f"{label}: positions must have shape (N, 3), got {positions.shape}")
     if len(positions) == 0:
-        raise ValueError(f"{label}: has no atoms")
+        raise StructureError(f"{label}: has no atoms")
     if not np.isfinite(positions).all():
-        raise ValueError(f"{label}: positions contain NaN or inf")
+        raise StructureError(f"{label}: positions contain NaN or inf")
     if not np.isfinite(cell).all():
-        raise ValueError(f"{label}: cell contains NaN or inf")
+        raise StructureError(f"{label}: cell contains NaN or inf")
     if pbc.any():
         lattice = cell[pbc]
         gram = np.linalg.det(lattice @ lattice.T)
         if gram <= MIN_CELL_VOLUME**2:
-            raise ValueError(
+            raise StructureError(
                 f"{label}: periodic cell has zero volume along its periodic directions "
                 f"(pbc={pbc.tolist()}, cell={cell.tolist()})"
             )
+
+
+def search_extents(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> tuple[np.ndarray, int]:
+    """The extent (Å) of the neighbour search along each direction, and how many are periodic (the
+    last ones): the spread of the atoms along the non-periodic directions, then the distance between
+    lattice planes along each periodic one (of a structure that ``check_structure`` accepts)."""
+    periodic = cell[pbc]
+    # an orthonormal basis completing the periodic vectors' span: the non-periodic directions
+    _, _, rows = np.linalg.svd(periodic if len(periodic) else np.zeros((1, 3)))
+    others = rows[len(periodic):]
+    extents = [np.ptp(positions @ direction) for direction in others]
+    if len(periodic):
+        # plane spacing of periodic vector k = its component normal to the other vectors of the basis
+        basis = np.concatenate([periodic, others])
+        inverse = np.linalg.inv(basis)
+        extents += list(1.0 / np.linalg.norm(inverse[:, : len(periodic)], axis=0))
+    return np.asarray(extents, dtype=np.float64), len(periodic)
+
+
+def search_bins(extents: np.ndarray, cutoff: float) -> float:
+    """How many cutoff-sized bins a cell list lays over ``extents``."""
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        return float(np.prod(np.maximum(1.0, np.floor(extents / cutoff))))
+
+
+def check_cell(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float, label: str = "structure"
+) -> None:
+    """Refuse (StructureError) a structure whose neighbour search at ``cutoff`` would need more than
+    MAX_CELL_LIST_BINS cutoff-sized bins or MAX_PERIODIC_IMAGES periodic images of its cell.
+
+    Called before every neighbour list: vesin divides a very thin cell, or one very long in some
+    direction, into a degenerate grid and dies by SIGFPE; a cell much thinner than the cutoff makes
+    the images (and the edges) explode.
+    """
+    extents, periodic = search_extents(positions, cell, pbc)
+    with np.errstate(over="ignore", divide="ignore"):
+        spacing = extents[len(extents) - periodic :]
+        images = float(np.prod(2.0 * np.ceil(cutoff / spacing) + 1.0))
+    bins = search_bins(extents, cutoff)
+    size = " × ".join(f"{e:.3g}" for e in extents)
+    if not bins <= MAX_CELL_LIST_BINS:
+        raise StructureError(
+            f"{label}: too large a cell for a cutoff of {cutoff:g} Å: its extent ({size} Å) would need "
+            f"{bins:.3g} neighbour-search bins, at most {MAX_CELL_LIST_BINS:,} are allowed"
+        )
+    if not images <= MAX_PERIODIC_IMAGES:
+        raise StructureError(
+            f"{label}: too thin a periodic cell for a cutoff of {cutoff:g} Å: its plane spacings "
+            f"({', '.join(f'{d:.3g}' for d in spacing)} Å) would need {images:.3g} periodic images "
+            f"within the cutoff, at most {MAX_PERIODIC_IMAGES:,} are allowed"
+        )
 
 
 def neighbor_list(
@@ -122,7 +179,11 @@ def _closest_in_neighbour_list(
     """Closest pair among the neighbour pairs of a cell list (cutoff ≥ ``within``); None if none."""
     n = len(positions)
     volume = abs(np.linalg.det(cell)) if pbc.all() else float(np.prod(np.ptp(positions, axis=0) + 1.0))
-    search = vesin.NeighborList(cutoff=max(float(within), (volume / n) ** (1 / 3)), full_list=False)
+    cutoff = max(float(within), (volume / n) ** (1 / 3))
+    extents, _ = search_extents(positions, cell, pbc)
+    while search_bins(extents, cutoff) > MAX_CELL_LIST_BINS:  # a coarser grid keeps vesin's within bounds
+        cutoff *= 2.0
+    search = vesin.NeighborList(cutoff=cutoff, full_list=False)
     i, j, shifts, distances = search.compute(
         points=np.ascontiguousarray(positions), box=np.ascontiguousarray(cell, dtype=np.float64),
         periodic=[bool(p) for p in pbc], quantities="ijSd",
@@ -146,7 +207,9 @@ def atoms_to_graph(atoms: Atoms, cutoff: float, label: str | None = None) -> Dat
     positions = np.asarray(atoms.get_positions(), dtype=np.float64)
     cell = np.asarray(atoms.get_cell().array, dtype=np.float64)
     pbc = np.asarray(atoms.get_pbc(), dtype=bool)
-    check_structure(positions, cell, pbc, label or atoms.get_chemical_formula())
+    label = label or atoms.get_chemical_formula()
+    check_structure(positions, cell, pbc, label)
+    check_cell(positions, cell, pbc, cutoff, label)
     return arrays_to_graph(atoms.get_atomic_numbers(), positions, cell, pbc, cutoff)
 
 

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from sevenomni.base import StrictModel
+from sevenomni.base import StrictModel, validation_problems
 from sevenomni.baseline import BaselineSpec
 from sevenomni.data.spec import DatabaseSpec, SamplingSpec
 from sevenomni.nn.config import Architecture, check_neighbor_normalization, element_symbols
@@ -269,11 +269,7 @@ def apply_override(raw: dict, assignment: str) -> None:
 
 
 def format_validation_error(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {location}: {item['msg']}")
-    return "invalid configuration:\n" + "\n".join(lines)
+    return "invalid configuration:\n" + "\n".join(f"  {line}" for line in validation_problems(error))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (), raw: dict | None = None) -> RunConfig:
