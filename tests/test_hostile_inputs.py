@@ -6,16 +6,21 @@ One section per numbered case of the issue; the random version of these probes i
 
 from __future__ import annotations
 
+import json
+import re
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 
+import lmdb
 import numpy as np
 import pytest
 import torch
 from ase import Atoms
 from ase.io import write
 from conftest import make_model
+from test_data_helpers import records
 
 from sevenomni import CheckpointError, SevenOmniCalculator, load_model, save_checkpoint
 from sevenomni.calculator import PredictionError
@@ -23,7 +28,18 @@ from sevenomni.data.dataset import LMDBDataset
 from sevenomni.data.graph import StructureError
 from sevenomni.data.ingest import ingest
 from sevenomni.data.readers import InvalidRecordError
-from sevenomni.data.store import Record, write_store
+from sevenomni.cli import main
+from sevenomni.data.store import (
+    METADATA_KEY,
+    CorruptRecordError,
+    Record,
+    StoreError,
+    StoreReader,
+    record_key,
+    sealed,
+    write_store,
+)
+from sevenomni.keys import ENERGY
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,3 +169,110 @@ def test_an_unknown_compression_method_is_a_checkpoint_error(model_file):
     patch_central_directory(model_file, 10, "<H", 99)
     with pytest.raises(CheckpointError, match=r"model\.pt: member .* is compressed \(method 99\)"):
         load_model(model_file)
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Store records: the checksum covers the header; header values and sidecars are checked
+# --------------------------------------------------------------------------------------------
+ENERGY_OFFSET = 20  # of the energy in a record's header
+
+
+def edit_record(store: Path, index: int, edit) -> None:
+    env = lmdb.open(str(store), subdir=True)
+    with env.begin(write=True) as txn:
+        raw = bytearray(txn.get(record_key(index)))
+        txn.put(record_key(index), bytes(edit(raw)))
+    env.close()
+
+
+def flip_energy_bit(raw: bytearray) -> bytearray:
+    raw[ENERGY_OFFSET + 6] ^= 0x10  # an exponent bit: -911.5 eV becomes another finite energy
+    return raw
+
+
+@pytest.fixture
+def store(tmp_path) -> Path:
+    write_store(records(12), tmp_path / "store")
+    return tmp_path / "store"
+
+
+def test_a_flipped_bit_in_a_record_header_is_a_checksum_error_also_on_re_ingest(store, tmp_path):
+    edit_record(store, 5, flip_energy_bit)
+    reader = StoreReader(store)
+    with pytest.raises(CorruptRecordError, match=r"store: record 5: checksum mismatch"):
+        reader.read(5)
+    with pytest.raises(CorruptRecordError, match=r"store: record 5: checksum mismatch"):
+        ingest(store, tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()
+
+
+def test_a_non_finite_header_value_is_a_named_error_at_read(store):
+    def nan_energy(raw: bytearray) -> bytes:
+        struct.pack_into("<d", raw, ENERGY_OFFSET, float("nan"))
+        return sealed(bytes(raw))  # as a crafted record would: its checksum matches
+
+    edit_record(store, 5, nan_energy)
+    with pytest.raises(CorruptRecordError, match=r"record 5: non-finite energy in a stored record"):
+        StoreReader(store).read(5)
+    dataset = LMDBDataset(store, cutoff=4.0, task_index=0, database_index=0)
+    with pytest.raises(CorruptRecordError, match="non-finite energy"):
+        dataset[5]
+
+
+def test_records_of_version_1_are_still_read(store):
+    def version_1(raw: bytearray) -> bytes:
+        raw[2] = 1
+        struct.pack_into("<I", raw, 48, zlib.crc32(bytes(raw[56:])))  # version 1: the payload's checksum
+        return bytes(raw)
+
+    expected = StoreReader(store).read(3)
+    edit_record(store, 3, version_1)
+    assert StoreReader(store).read(3)[ENERGY] == expected[ENERGY]
+    edit_record(store, 3, flip_energy_bit)  # version 1 does not cover the header: the energy sidecar does
+    with pytest.raises(StoreError, match=r"energy\.npy: disagrees with record 3"):
+        StoreReader(store)
+
+
+def edit_sidecar(store: Path, name: str, edit) -> None:
+    array = np.load(store / f"{name}.npy")
+    edit(array)
+    np.save(store / f"{name}.npy", array)
+
+
+@pytest.mark.parametrize("name, value", [("natoms", 4_000_000_000), ("energy", -5.97e7), ("labels", 0)])
+def test_sidecars_that_disagree_with_the_records_are_refused_at_open(store, name, value):
+    edit_sidecar(store, name, lambda array: array.fill(value))
+    with pytest.raises(StoreError, match=rf"{name}\.npy: disagrees with record 0 .*re-ingest"):
+        StoreReader(store)
+
+
+def test_data_verify_compares_every_record_with_the_sidecars(store, capsys):
+    assert main(["data", "verify", str(store)]) == 0
+    assert "12 records intact" in capsys.readouterr().out
+    original = np.load(store / "natoms.npy")
+    edit_sidecar(store, "natoms", lambda array: array.__setitem__(7, 4_000_000_000))  # not in the sample at open
+    StoreReader(store)
+    assert main(["data", "verify", str(store)]) == 2
+    assert re.fullmatch(r"sevenomni data: error: \S+natoms\.npy: disagrees with record 7 .*\n", capsys.readouterr().err)
+    np.save(store / "natoms.npy", original)
+    edit_record(store, 4, flip_energy_bit)
+    assert main(["data", "verify", str(store)]) == 2
+    assert "record 4: checksum mismatch" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# 6. Store metadata without the keys readers rely on
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("key", ["count", "sources", "num_atoms"])
+def test_store_metadata_missing_a_key_is_a_one_line_error(store, key, tmp_path, capsys):
+    env = lmdb.open(str(store), subdir=True)
+    with env.begin(write=True) as txn:
+        metadata = json.loads(txn.get(METADATA_KEY))
+        del metadata[key]
+        txn.put(METADATA_KEY, json.dumps(metadata).encode())
+    env.close()
+    for command in (["data", "info", str(store)], ["data", "ingest", str(store), "--out", str(tmp_path / "copy")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert re.fullmatch(rf"sevenomni data: error: \S+data\.mdb: damaged metadata record \({key}: Field required\); "
+                            r"re-ingest the store\n", err), err

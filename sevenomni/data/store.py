@@ -18,7 +18,8 @@ damaged files (a truncated or foreign ``data.mdb``, a sidecar of the wrong lengt
 One record is a fixed little-endian header followed by raw arrays (no pickle)::
 
     magic "S7", version, flags (energy, forces, stress, charge, spin, pbc x/y/z), natoms,
-    source id, source index, energy, charge, spin, len(config_type), len(name), crc32(payload)
+    source id, source index, energy, charge, spin, len(config_type), len(name), crc32(header before
+    the checksum + payload; version 1 records, written before version 2, covered the payload only)
     payload: positions f64[N,3], cell f64[3,3], forces f64[N,3]?, stress f64[3,3]?,
              numbers u8[N], config_type utf-8, name utf-8
 
@@ -45,7 +46,9 @@ from typing import Any, NamedTuple
 import lmdb
 import numpy as np
 from ase.data import chemical_symbols
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from sevenomni.base import validation_problems
 from sevenomni.files import new_sibling
 from sevenomni.keys import ENERGY, FORCES, STRESS
 
@@ -61,9 +64,12 @@ UNITS = {
 }
 
 _MAGIC = b"S7"
-_RECORD_VERSION = 1
+_RECORD_VERSION = 2
+_READABLE_RECORD_VERSIONS = (1, 2)
 _HEADER = struct.Struct("<2sBBIIQdddHHI4x")
 _SOURCE_ID = struct.Struct("<I")  # at byte offset 8 of the header
+_CHECKSUM = struct.Struct("<I")  # at byte offset 48 of the header
+_CHECKSUM_OFFSET = 48
 _HAS_ENERGY, _HAS_FORCES, _HAS_STRESS, _HAS_CHARGE, _HAS_SPIN = 1, 2, 4, 8, 16
 _PBC_SHIFT = 5
 LABEL_ENERGY, LABEL_FORCES, LABEL_STRESS = 1, 2, 4
@@ -83,6 +89,30 @@ class StoreError(ValueError):
 
 class CorruptRecordError(StoreError):
     """A stored record fails its checks on read (names the store and the index)."""
+
+
+class _AtomCounts(BaseModel):
+    total: int = Field(ge=0)
+    min: int = Field(ge=0)
+    max: int = Field(ge=0)
+    mean: float = Field(ge=0, allow_inf_nan=False)
+
+
+class StoreMetadata(BaseModel):
+    """What a reader relies on in a store's metadata record (other keys are kept as they are)."""
+
+    model_config = ConfigDict(extra="allow")
+    count: int = Field(ge=0)
+    sources: list[str]
+    num_atoms: _AtomCounts
+    elements: dict[str, int]
+    labels: dict[str, int]
+    units: dict[str, str]
+
+
+# Records compared with the sidecar arrays whenever a store is opened (the first, the last and
+# some in between); ``StoreReader.verify`` compares every one.
+SIDECAR_SAMPLE = 8
 
 
 def record_key(index: int) -> bytes:
@@ -148,9 +178,20 @@ def encode_record(record: Record, source_id: int) -> bytes:
         float(record.spin) if record.spin is not None else 0.0,
         len(config),
         len(name),
-        zlib.crc32(payload),
+        0,
     )
-    return header + payload
+    return sealed(header + payload)
+
+
+def _checksum(buffer: bytes, version: int) -> int:
+    """CRC-32 of a record: its header up to the checksum and its payload (version 1: the payload)."""
+    view = memoryview(buffer)
+    return zlib.crc32(view[_HEADER.size :], 0 if version == 1 else zlib.crc32(view[:_CHECKSUM_OFFSET]))
+
+
+def sealed(data: bytes) -> bytes:
+    """An encoded record with its checksum (re)computed, e.g. after its source id was set."""
+    return data[:_CHECKSUM_OFFSET] + _CHECKSUM.pack(_checksum(data, _RECORD_VERSION)) + data[_CHECKSUM_OFFSET + 4 :]
 
 
 def decode_record(buffer: bytes, where: str) -> dict[str, Any]:
@@ -160,14 +201,18 @@ def decode_record(buffer: bytes, where: str) -> dict[str, Any]:
     magic, version, flags, n, source_id, index, energy, charge, spin, n_config, n_name, crc = (
         _HEADER.unpack_from(buffer)
     )
-    if magic != _MAGIC or version != _RECORD_VERSION:
+    if magic != _MAGIC or version not in _READABLE_RECORD_VERSIONS:
         raise CorruptRecordError(f"{where}: not a sevenomni record (magic {magic!r}, version {version})")
     n_floats = 3 * n + 9 + (3 * n if flags & _HAS_FORCES else 0) + (9 if flags & _HAS_STRESS else 0)
     expected = _HEADER.size + 8 * n_floats + n + n_config + n_name
     if len(buffer) != expected:
         raise CorruptRecordError(f"{where}: record has {len(buffer)} bytes, its header says {expected}")
-    if zlib.crc32(memoryview(buffer)[_HEADER.size :]) != crc:
+    if _checksum(buffer, version) != crc:
         raise CorruptRecordError(f"{where}: checksum mismatch (corrupted record)")
+    scalars = {ENERGY: (_HAS_ENERGY, energy), "charge": (_HAS_CHARGE, charge), "spin": (_HAS_SPIN, spin)}
+    bad = [name for name, (flag, value) in scalars.items() if flags & flag and not np.isfinite(value)]
+    if bad:
+        raise CorruptRecordError(f"{where}: non-finite {', '.join(bad)} in a stored record")
     floats = np.frombuffer(buffer, dtype="<f8", count=n_floats, offset=_HEADER.size)
     out: dict[str, Any] = {
         "positions": floats[: 3 * n].reshape(n, 3).copy(),
@@ -194,8 +239,11 @@ def decode_record(buffer: bytes, where: str) -> dict[str, Any]:
     if flags & _HAS_SPIN:
         out["spin"] = np.float64(spin)
     offset += n
-    out["config_type"] = bytes(buffer[offset : offset + n_config]).decode() or None
-    out["name"] = bytes(buffer[offset + n_config : offset + n_config + n_name]).decode() or None
+    try:
+        out["config_type"] = bytes(buffer[offset : offset + n_config]).decode() or None
+        out["name"] = bytes(buffer[offset + n_config : offset + n_config + n_name]).decode() or None
+    except UnicodeDecodeError:
+        raise CorruptRecordError(f"{where}: its config_type or name is not UTF-8 (corrupted record)") from None
     out["source_id"] = source_id
     out["index"] = index
     return out
@@ -332,7 +380,7 @@ class StoreWriter:
         """Append one (already validated) record; returns its index in the store."""
         item = record if isinstance(record, EncodedRecord) else prepare_record(record)
         source_id = self.sources.setdefault(item.source, len(self.sources))
-        data = item.data if source_id == 0 else item.data[:8] + _SOURCE_ID.pack(source_id) + item.data[12:]
+        data = item.data if source_id == 0 else sealed(item.data[:8] + _SOURCE_ID.pack(source_id) + item.data[12:])
         self.txn.put(record_key(self.count), data, append=True)
         for zi, ci in zip(item.z, item.counts):
             self.elements[zi] += ci
@@ -551,8 +599,17 @@ class StoreReader:
                 f"{self.path}: store format version {self.metadata.get('version')}, "
                 f"this sevenomni reads version {FORMAT_VERSION}"
             )
+        try:
+            StoreMetadata(**self.metadata)
+        except ValidationError as error:
+            raise StoreError(
+                f"{self.path / 'data.mdb'}: damaged metadata record ({'; '.join(validation_problems(error))}); "
+                "re-ingest the store"
+            ) from None
         self._count = int(self.metadata["count"])
         self._arrays = self._open_sidecars()
+        sample = np.linspace(0, self._count - 1, num=min(SIDECAR_SAMPLE, self._count)).round().astype(np.int64)
+        self._compare_sidecars(sample, skip_damaged=True)
 
     def _open_sidecars(self) -> dict[str, np.ndarray]:
         """Memory-map the sidecar arrays, checking each one's type and length first."""
@@ -573,6 +630,59 @@ class StoreReader:
                 lengths["elem_z"] = lengths["elem_n"] = int(array[-1])
             arrays[name] = array
         return arrays
+
+    def _compare_sidecars(self, indices: Iterable[int], skip_damaged: bool = False) -> None:
+        """StoreError naming the sidecar that disagrees with one of these records (a damaged record:
+        CorruptRecordError, or skipped with ``skip_damaged``: reading it will name it)."""
+        ptr, z, counts = self._arrays["elem_ptr"], self._arrays["elem_z"], self._arrays["elem_n"]
+        for index in indices:
+            try:
+                record = self.read(int(index))
+            except CorruptRecordError:
+                if skip_damaged:
+                    continue
+                raise
+            numbers = record["numbers"]
+            histogram = np.bincount(numbers)
+            elements = np.flatnonzero(histogram)
+            labels = sum(bit for label, bit in ((ENERGY, LABEL_ENERGY), (FORCES, LABEL_FORCES), (STRESS, LABEL_STRESS))
+                         if label in record)
+            energy = float(record.get(ENERGY, np.nan))
+            start, stop = int(ptr[index]), int(ptr[index + 1])
+            checks = {
+                "natoms": int(self.num_atoms[index]) == len(numbers),
+                ENERGY: np.array_equal(self.energies[index], energy, equal_nan=True),
+                "labels": int(self.label_flags[index]) == labels,
+                "elem_ptr": 0 <= start <= stop <= len(z) and stop - start == len(elements),
+            }
+            if checks["elem_ptr"]:
+                checks["elem_z"] = np.array_equal(z[start:stop], elements)
+                checks["elem_n"] = np.array_equal(counts[start:stop], histogram[elements])
+            wrong = [name for name, agrees in checks.items() if not agrees]
+            if wrong:
+                raise StoreError(
+                    f"{self.path / (wrong[0] + '.npy')}: disagrees with record {index} of the store "
+                    f"({', '.join(wrong)}); the store is damaged: re-ingest it"
+                )
+
+    def verify(self) -> None:
+        """Compare every record with the sidecar arrays and the metadata; StoreError at the first
+        disagreement (``sevenomni data verify``). Opening a store compares only a sample."""
+        self._compare_sidecars(range(self._count))
+        try:
+            extra = self._transaction().get(record_key(self._count))
+        except lmdb.Error as error:
+            raise StoreError(f"{self.path / 'data.mdb'}: {error}") from None
+        if extra is not None:
+            raise StoreError(f"{self.path / 'data.mdb'}: holds more records than its metadata's count {self._count}")
+        atoms = self.metadata["num_atoms"]
+        natoms = np.asarray(self.num_atoms, dtype=np.int64)
+        found = {"total": int(natoms.sum()), "min": int(natoms.min()) if len(natoms) else 0,
+                 "max": int(natoms.max(initial=0))}
+        wrong = [key for key, value in found.items() if atoms[key] != value]
+        if wrong:
+            raise StoreError(f"{self.path / 'data.mdb'}: its metadata's atom counts ({', '.join(wrong)}) disagree "
+                             "with the records; re-ingest the store")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -675,7 +785,9 @@ class StoreReader:
         record = decode_record(buffer, where)
         sources = self.metadata["sources"]
         source_id = record.pop("source_id")
-        record["source"] = sources[source_id] if source_id < len(sources) else None
+        if source_id >= len(sources):
+            raise CorruptRecordError(f"{where}: source id {source_id}, the store has {len(sources)} source(s)")
+        record["source"] = sources[source_id]
         return record
 
 
