@@ -21,6 +21,7 @@ from ase import Atoms
 from ase.io import write
 from conftest import make_model
 from test_data_helpers import records
+from training_helpers import make_run, write_config
 
 from sevenomni import CheckpointError, SevenOmniCalculator, load_model, save_checkpoint
 from sevenomni.calculator import PredictionError
@@ -276,3 +277,37 @@ def test_store_metadata_missing_a_key_is_a_one_line_error(store, key, tmp_path, 
         err = capsys.readouterr().err
         assert re.fullmatch(rf"sevenomni data: error: \S+data\.mdb: damaged metadata record \({key}: Field required\); "
                             r"re-ingest the store\n", err), err
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Settings checked when the config is loaded, before any data is read
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("train.best_metric=bogus", r"train\.best_metric: Value error, unknown metric 'bogus'; choose one of energy_mae"),
+        ("train.optimizer.lr=.inf", r"train\.optimizer\.lr: Input should be a finite number"),
+        ("model.cutoff=.inf", r"model\.cutoff: Input should be a finite number"),
+        ("model.cutoff=1e9", r"model\.cutoff: Input should be less than or equal to 50"),
+        ("model.channels=100000", r"model\.channels: Input should be less than or equal to 1024"),
+        ("train.device=gpu7", r"train\.device: Value error, not a device: 'gpu7'"),
+        ("train.optimizer.lr=!!python/object/apply:os.system [echo PWNED]",
+         r"^sevenomni train: error: --set train\.optimizer\.lr: not a plain YAML value \(could not determine a constructor"),
+    ],
+)
+def test_a_bad_setting_is_refused_at_load_naming_the_key(tmp_path, capsys, assignment, message):
+    raw = make_run(tmp_path, count=4)
+    config = write_config(raw, tmp_path / "run.yaml")
+    assert main(["train", str(config), "--set", assignment]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert "Traceback" not in err and not Path(raw["train"]["run_dir"]).exists()
+
+
+def test_every_error_metric_can_pick_the_best_checkpoint():
+    from sevenomni.analysis.metrics import ERROR_METRICS, METRICS
+    from sevenomni.train.config import TrainSection
+
+    assert set(ERROR_METRICS) < set(METRICS)
+    for metric in ERROR_METRICS:
+        assert TrainSection(best_metric=metric).best_metric == metric
