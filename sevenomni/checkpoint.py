@@ -26,7 +26,7 @@ import torch
 from pydantic import ValidationError
 
 from sevenomni.base import validation_problems
-from sevenomni.files import new_sibling
+from sevenomni.files import atomic_write
 from sevenomni.nn import ModelConfig, SevenOmniModel
 
 CHECKPOINT_FORMAT = "sevenomni-model"
@@ -46,21 +46,8 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = new_sibling(path, ".{name}.{token}.tmp", _create_file)
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
-def _create_file(path: Path) -> None:
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    with atomic_write(path, "wb") as handle:
+        torch.save(obj, handle)
 
 
 def verify_archive(path: str | os.PathLike) -> None:

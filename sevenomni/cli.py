@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from sevenomni.checkpoint import CheckpointError
+from sevenomni.files import describe_os_error
 from sevenomni.loading import add_trust_pickle_argument
 from sevenomni.version import __version__
 
@@ -79,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (CheckpointError, ValueError, FileNotFoundError) as error:
+    except (CheckpointError, ValueError) as error:
         print(f"sevenomni {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # permission denied, disk full, read-only: wherever a command reads or writes
+        print(f"sevenomni {args.command}: error: {describe_os_error(error)}", file=sys.stderr)
         return 2
     except RuntimeError as error:
         from sevenomni.train.trainer import TrainingDiverged, TrainingInterrupted

@@ -43,6 +43,9 @@ from sevenomni.data.store import (
 from sevenomni.keys import ENERGY
 
 
+TINY_TEST_SET = Path(__file__).resolve().parents[1] / "recipes" / "data" / "tiny" / "test_crystal_gfn1.extxyz"
+
+
 # --------------------------------------------------------------------------------------------
 # 1. Periodic cells too thin or too long for the neighbour search
 # --------------------------------------------------------------------------------------------
@@ -311,3 +314,101 @@ def test_every_error_metric_can_pick_the_best_checkpoint():
     assert set(ERROR_METRICS) < set(METRICS)
     for metric in ERROR_METRICS:
         assert TrainSection(best_metric=metric).best_metric == metric
+
+
+# --------------------------------------------------------------------------------------------
+# 6. OS errors wherever a command writes: one line naming the path
+# --------------------------------------------------------------------------------------------
+ONE_LINE = r"sevenomni \w+: error: [^\n]*\n"
+
+
+@pytest.fixture
+def blocker(tmp_path) -> Path:
+    """A regular file: any path under it cannot be created (whoever runs the tests, root included)."""
+    path = tmp_path / "blocker"
+    path.write_text("")
+    return path
+
+
+@pytest.mark.parametrize("where", ["train.run_dir", "data.cache_dir"])
+def test_an_unwritable_run_or_cache_directory_is_a_one_line_error(tmp_path, capsys, blocker, where):
+    raw = make_run(tmp_path, count=4)
+    config = write_config(raw, tmp_path / "run.yaml")
+    assert main(["train", str(config), "--set", f"{where}={blocker}/sub"]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(ONE_LINE, err) and f"{blocker}/sub" in err, err
+
+
+def test_an_unwritable_ingest_output_is_a_one_line_error(tmp_path, capsys, blocker):
+    assert main(["data", "ingest", str(TINY_TEST_SET), "--out", str(blocker / "store")]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(ONE_LINE, err) and str(blocker) in err, err
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_full_disk_when_saving_a_checkpoint_names_the_file(tmp_path, monkeypatch, capsys):
+    import sevenomni.files
+
+    monkeypatch.setattr(sevenomni.files.os, "fdopen", lambda descriptor, mode, **kw: open("/dev/full", mode, **kw))
+    with pytest.raises(OSError, match=r"No space left on device.*model\.pt") as raised:
+        save_checkpoint(make_model(), tmp_path / "model.pt")
+    assert raised.value.filename == str(tmp_path / "model.pt")
+    assert [p.name for p in tmp_path.iterdir()] == []  # no temporary file left behind
+    raw = make_run(tmp_path, count=4)
+    assert main(["train", str(write_config(raw, tmp_path / "run.yaml"))]) == 2
+    assert re.fullmatch(r"sevenomni train: error: \S+: No space left on device \(the disk is full\)\n",
+                        capsys.readouterr().err)
+
+
+def test_a_full_disk_during_ingest_says_so(tmp_path, monkeypatch, capsys):
+    from sevenomni.data import store as store_module
+
+    def input_output_error(self, record):
+        raise lmdb.Error("mdb_put: Input/output error")
+
+    monkeypatch.setattr(store_module.StoreWriter, "_add", input_output_error)
+    full = store_module.shutil._ntuple_diskusage(total=1 << 30, used=1 << 30, free=0)
+    monkeypatch.setattr(store_module.shutil, "disk_usage", lambda path: full)
+    assert main(["data", "ingest", str(TINY_TEST_SET), "--out", str(tmp_path / "store")]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"sevenomni data: error: \S+store: cannot write the store: the disk is full "
+                        r"\(Error: mdb_put: Input/output error\); nothing was written there\n", err), err
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# 7. Planted links, stale partial stores, messages that name their object
+# --------------------------------------------------------------------------------------------
+def test_a_link_planted_where_the_metrics_are_rewritten_is_never_followed(tmp_path):
+    from sevenomni.train.logger import append_csv_row
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    metrics = tmp_path / "train.csv"
+    append_csv_row(metrics, {"step": 1})
+    (tmp_path / ".train.csv.tmp").symlink_to(victim)
+    append_csv_row(metrics, {"step": 2, "loss": 0.5})  # a new column: the file is rewritten
+    assert victim.read_text() == "precious\n"
+    assert metrics.read_text().splitlines() == ["step,loss", "1,", "2,0.5"]
+
+
+def test_ingest_removes_the_partial_stores_of_killed_writers_only(tmp_path):
+    import fcntl
+    import os
+
+    from sevenomni.data.store import StoreWriter
+
+    killed = StoreWriter(tmp_path / "store")  # a writer that died: its lock is released
+    os.close(killed.lock)
+    alive = StoreWriter(tmp_path / "store", overwrite=True)  # a writer still at work
+    legacy = tmp_path / "store.partial-0123456789ab"  # an older sevenomni's (no lock): unknown, kept
+    legacy.mkdir()
+    report = ingest(TINY_TEST_SET, tmp_path / "store", overwrite=True)
+    assert report.count > 0
+    assert not killed.tmp.exists() and alive.tmp.exists() and legacy.exists()
+    descriptor = os.open(alive.tmp / ".writer.lock", os.O_RDWR)
+    with pytest.raises(BlockingIOError):
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.close(descriptor)
+    alive.abort()
+    assert not alive.tmp.exists()

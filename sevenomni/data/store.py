@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import array
 import errno
+import fcntl
+import glob
 import json
 import os
 import shutil
@@ -49,7 +51,7 @@ from ase.data import chemical_symbols
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sevenomni.base import validation_problems
-from sevenomni.files import new_sibling
+from sevenomni.files import describe_os_error, new_sibling
 from sevenomni.keys import ENERGY, FORCES, STRESS
 
 FORMAT_NAME = "sevenomni-store"
@@ -346,13 +348,20 @@ class StoreWriter:
         if self.out.exists() and not overwrite:
             raise StoreError(f"{self.out} already exists (pass overwrite=True / --overwrite to replace it)")
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = new_sibling(self.out, "{name}.partial-{token}", Path.mkdir)  # dirs 0777 & ~umask
+        remove_stale_partials(self.out)
+        self.tmp = new_sibling(self.out, PARTIAL, Path.mkdir)  # dirs 0777 & ~umask
+        self.lock = _hold_writer_lock(self.tmp)
         self.overwrite = overwrite
         self.commit_every = commit_every
-        self.env = lmdb.open(
-            str(self.tmp), map_size=map_size, subdir=True, sync=False, metasync=False,
-            meminit=False, map_async=True, mode=0o666,  # files 0666 & ~umask, as open() makes them
-        )
+        try:
+            self.env = lmdb.open(
+                str(self.tmp), map_size=map_size, subdir=True, sync=False, metasync=False,
+                meminit=False, map_async=True, mode=0o666,  # files 0666 & ~umask, as open() makes them
+            )
+        except lmdb.Error as error:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            os.close(self.lock)
+            raise self._write_failed(error) from None
         self.txn = self.env.begin(write=True)
         self.count = 0
         self.sources: dict[str, int] = {}
@@ -376,8 +385,25 @@ class StoreWriter:
         if not self.closed:
             self.abort()
 
+    def _write_failed(self, error: Exception) -> StoreError:
+        """The store cannot be written (permission, disk full, an LMDB error): a StoreError naming it."""
+        try:
+            full = shutil.disk_usage(self.out.parent).free < _DISK_FULL_BYTES
+        except OSError:
+            full = False
+        full = full or getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        detail = describe_os_error(error) if isinstance(error, OSError) else f"{type(error).__name__}: {error}"
+        cause = f"the disk is full ({detail})" if full else detail
+        return StoreError(f"{self.out}: cannot write the store: {cause}; nothing was written there")
+
     def add(self, record: Record | EncodedRecord) -> int:
         """Append one (already validated) record; returns its index in the store."""
+        try:
+            return self._add(record)
+        except (lmdb.Error, OSError) as error:
+            raise self._write_failed(error) from None
+
+    def _add(self, record: Record | EncodedRecord) -> int:
         item = record if isinstance(record, EncodedRecord) else prepare_record(record)
         source_id = self.sources.setdefault(item.source, len(self.sources))
         data = item.data if source_id == 0 else sealed(item.data[:8] + _SOURCE_ID.pack(source_id) + item.data[12:])
@@ -451,6 +477,7 @@ class StoreWriter:
             self.env.close()
             for name, spool in self.spools.items():
                 spool.finish(self.tmp / f"{name}.npy")
+            (self.tmp / _WRITER_LOCK).unlink()  # still held: a cleaner finds no lock and keeps the directory
             _fsync_dir(self.tmp)
             if self.out.exists():
                 if not self.overwrite:
@@ -467,10 +494,14 @@ class StoreWriter:
                         raise
                     raise StoreError(f"{self.out} appeared while writing; not replacing it") from None
             _fsync_dir(self.out.parent)
+        except (lmdb.Error, OSError) as error:
+            self.abort()
+            raise self._write_failed(error) from None
         except BaseException:
             self.abort()
             raise
         self.closed = True
+        os.close(self.lock)
         return meta
 
     def abort(self) -> None:
@@ -489,6 +520,43 @@ class StoreWriter:
         except lmdb.Error:
             pass
         shutil.rmtree(self.tmp, ignore_errors=True)
+        os.close(self.lock)
+
+
+# A store is written in ``<out>.partial-<token>``, whose writer holds an exclusive lock on the file
+# _WRITER_LOCK in it until the store is complete. A writer killed (SIGKILL, power loss) leaves the
+# directory with the lock free: the next writer of the same store removes it.
+PARTIAL = "{name}.partial-{token}"
+_WRITER_LOCK = ".writer.lock"
+_DISK_FULL_BYTES = 1 << 20  # less free space than this: a failed write is put down to a full disk
+
+
+def _hold_writer_lock(directory: Path) -> int:
+    descriptor = os.open(directory / _WRITER_LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    return descriptor
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Remove the partial directories of ``out`` whose writer is gone (its lock is free); returns them.
+
+    A directory without a lock file (its writer just created it, or an older sevenomni wrote it) is kept.
+    """
+    removed = []
+    for candidate in sorted(out.parent.glob(glob.escape(out.name) + ".partial-*")):
+        try:
+            descriptor = os.open(candidate / _WRITER_LOCK, os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # its writer is at work
+            os.close(descriptor)
+            continue
+        shutil.rmtree(candidate, ignore_errors=True)
+        os.close(descriptor)
+        removed.append(candidate)
+    return removed
 
 
 def _fsync_dir(path: Path) -> None:
