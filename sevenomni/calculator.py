@@ -35,6 +35,12 @@ def has_stress(atoms: Atoms) -> bool:
     return bool(atoms.pbc.any()) and abs(atoms.cell.volume) > MIN_CELL_VOLUME
 
 
+def structure_label(atoms: Atoms, index: int) -> str:
+    """``structure 3 (Si2)``: a structure of a prediction, by its index and formula (if it has atoms)."""
+    formula = atoms.get_chemical_formula()
+    return f"structure {index} ({formula})" if formula else f"structure {index}"
+
+
 def check_finite(result: dict[str, np.ndarray | float], atoms: Atoms, index: int) -> None:
     """Raise :class:`PredictionError` if any predicted quantity of structure ``index`` is not finite."""
     bad = [name for name, value in result.items() if not np.isfinite(value).all()]
@@ -44,7 +50,7 @@ def check_finite(result: dict[str, np.ndarray | float], atoms: Atoms, index: int
     pair = closest_pair(positions, atoms.cell.array, atoms.pbc, DEFAULT_MIN_DISTANCE)
     cause = f"{describe_pair(*pair)}; " if pair is not None else ""
     raise PredictionError(
-        f"structure {index} ({atoms.get_chemical_formula()}): {cause}the model's {', '.join(bad)} "
+        f"{structure_label(atoms, index)}: {cause}the model's {', '.join(bad)} "
         f"{'is' if len(bad) == 1 else 'are'} not finite"
     )
 
@@ -95,7 +101,7 @@ def predict(
         graphs = []
         for index, atoms in enumerate(chunk):
             try:
-                graph = atoms_to_graph(atoms, model.cutoff, f"structure {first + index} ({atoms.get_chemical_formula()})")
+                graph = atoms_to_graph(atoms, model.cutoff, structure_label(atoms, first + index))
             except StructureError as error:
                 raise PredictionError(str(error)) from None
             graph.task = torch.tensor([task_index])

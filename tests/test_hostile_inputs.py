@@ -28,7 +28,7 @@ from sevenomni.calculator import PredictionError
 from sevenomni.data.dataset import LMDBDataset
 from sevenomni.data.graph import StructureError
 from sevenomni.data.ingest import ingest
-from sevenomni.data.readers import InvalidRecordError
+from sevenomni.data.readers import InvalidRecordError, SourceError
 from sevenomni.cli import main
 from sevenomni.data.store import (
     METADATA_KEY,
@@ -412,3 +412,27 @@ def test_ingest_removes_the_partial_stores_of_killed_writers_only(tmp_path):
     os.close(descriptor)
     alive.abort()
     assert not alive.tmp.exists()
+
+
+def test_a_binary_or_utf16_input_is_named_in_its_decode_error(tmp_path, capsys):
+    path = tmp_path / "utf16.xyz"
+    path.write_bytes("2\nSi2\nSi 0 0 0\nSi 1 1 1\n".encode("utf-16"))
+    assert main(["data", "ingest", str(path), "--out", str(tmp_path / "store")]) == 2
+    assert capsys.readouterr().err == (
+        f"sevenomni data: error: {path}: not UTF-8 text (invalid start byte at byte 0 of a line; "
+        "a binary or UTF-16 file?)\n"
+    )
+
+
+def test_a_negative_atom_count_names_its_record_and_line(tmp_path):
+    path = tmp_path / "negative.extxyz"
+    path.write_text('1\nProperties=species:S:1:pos:R:3 energy=-1.0\nSi 0 0 0\n-3\ncomment\n')
+    with pytest.raises(SourceError, match=r"negative\.extxyz: record 1 \(line 4\): expected an atom count, got '-3'"):
+        ingest(path, tmp_path / "store")
+
+
+def test_a_structure_without_atoms_is_named_by_its_index(model64):
+    from sevenomni import predict
+
+    with pytest.raises(PredictionError, match=r"^structure 1: has no atoms$"):
+        list(predict(model64, [si2((5.43, 5.43, 5.43)), Atoms()], task="crystal", device="cpu"))

@@ -207,7 +207,7 @@ def atoms_to_graph(atoms: Atoms, cutoff: float, label: str | None = None) -> Dat
     positions = np.asarray(atoms.get_positions(), dtype=np.float64)
     cell = np.asarray(atoms.get_cell().array, dtype=np.float64)
     pbc = np.asarray(atoms.get_pbc(), dtype=bool)
-    label = label or atoms.get_chemical_formula()
+    label = label or atoms.get_chemical_formula() or "structure"
     check_structure(positions, cell, pbc, label)
     check_cell(positions, cell, pbc, cutoff, label)
     return arrays_to_graph(atoms.get_atomic_numbers(), positions, cell, pbc, cutoff)
