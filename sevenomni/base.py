@@ -13,8 +13,10 @@ MIN_CELL_VOLUME = 1e-6
 DEFAULT_MIN_DISTANCE = 0.1
 # The neighbour search of one structure, at a given cutoff, may use at most this many cutoff-sized
 # bins over the structure's extent (the cell list's grid; beyond it vesin's grid degenerates and
-# kills the process) and at most this many periodic images of the cell within the cutoff.
+# kills the process), visit at most this many (bin, neighbouring bin) pairs, and reach at most this
+# many periodic images of the cell within the cutoff (see sevenomni.data.graph.check_cell).
 MAX_CELL_LIST_BINS = 100_000
+MAX_SEARCHED_BIN_PAIRS = 10_000_000
 MAX_PERIODIC_IMAGES = 10_000
 # The cutoff (Å) at which ingest checks those limits (a store does not know its models' cutoffs).
 REFERENCE_CUTOFF = 5.0

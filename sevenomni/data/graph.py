@@ -12,13 +12,15 @@ layer. Batching is PyG's: ``edge_index`` is offset per graph and ``batch`` maps 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 import vesin
 from ase import Atoms
 from torch_geometric.data import Batch, Data
 
-from sevenomni.base import MAX_CELL_LIST_BINS, MAX_PERIODIC_IMAGES, MIN_CELL_VOLUME
+from sevenomni.base import MAX_CELL_LIST_BINS, MAX_PERIODIC_IMAGES, MAX_SEARCHED_BIN_PAIRS, MIN_CELL_VOLUME
 
 
 class StructureError(ValueError):
@@ -48,55 +50,77 @@ def check_structure(
             )
 
 
-def search_extents(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray) -> tuple[np.ndarray, int]:
-    """The extent (Å) of the neighbour search along each direction, and how many are periodic (the
-    last ones): the spread of the atoms along the non-periodic directions, then the distance between
-    lattice planes along each periodic one (of a structure that ``check_structure`` accepts)."""
+class SearchGrid(NamedTuple):
+    """The cell list that vesin lays over a structure for a cutoff (see :func:`search_grid`)."""
+
+    extents: np.ndarray  # Å along each cell direction
+    bins: np.ndarray  # cutoff-sized bins along each direction
+    reach: np.ndarray  # bins searched on each side of a bin, along each direction
+
+    @property
+    def total_bins(self) -> float:
+        return float(np.prod(self.bins))
+
+    @property
+    def searched_pairs(self) -> float:
+        """(bin, neighbouring bin) pairs the search visits."""
+        return self.total_bins * float(np.prod(2.0 * self.reach + 1.0))
+
+
+def search_grid(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> SearchGrid:
+    """The cell list vesin builds for a structure (that ``check_structure`` accepts), as vesin does.
+
+    Along a periodic cell direction its extent is the distance between lattice planes (the other
+    periodic vectors, and unit vectors normal to them, spanning the planes); along a non-periodic
+    one, 1.01 × the atoms' spread along that Cartesian axis, at least 1 Å. Each direction holds
+    ``extent // cutoff`` bins (at least one), and the search reaches as many bins on either side
+    as the cutoff spans; with mixed periodicity, every bin of a non-periodic direction.
+    """
     periodic = cell[pbc]
-    # an orthonormal basis completing the periodic vectors' span: the non-periodic directions
     _, _, rows = np.linalg.svd(periodic if len(periodic) else np.zeros((1, 3)))
-    others = rows[len(periodic):]
-    extents = [np.ptp(positions @ direction) for direction in others]
-    if len(periodic):
-        # plane spacing of periodic vector k = its component normal to the other vectors of the basis
-        basis = np.concatenate([periodic, others])
-        inverse = np.linalg.inv(basis)
-        extents += list(1.0 / np.linalg.norm(inverse[:, : len(periodic)], axis=0))
-    return np.asarray(extents, dtype=np.float64), len(periodic)
-
-
-def search_bins(extents: np.ndarray, cutoff: float) -> float:
-    """How many cutoff-sized bins a cell list lays over ``extents``."""
+    basis = np.concatenate([periodic, rows[len(periodic):]])  # orthonormal completion of the periodic span
+    spacing = 1.0 / np.linalg.norm(np.linalg.inv(basis), axis=0)[: len(periodic)]
+    spread = np.ptp(positions, axis=0)
+    extents = np.maximum(1.0, 1.01 * np.where(spread < 1e-6, 1.0, spread))
+    extents[pbc] = spacing
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        return float(np.prod(np.maximum(1.0, np.floor(extents / cutoff))))
+        bins = np.maximum(1.0, np.floor(extents / cutoff))
+        reach = np.maximum(1.0, np.ceil(cutoff * bins / extents))
+    if pbc.any() and not pbc.all():
+        reach[~pbc] = np.maximum(reach[~pbc], bins[~pbc] - 1.0)
+    return SearchGrid(extents, bins, reach)
 
 
 def check_cell(
     positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float, label: str = "structure"
 ) -> None:
-    """Refuse (StructureError) a structure whose neighbour search at ``cutoff`` would need more than
-    MAX_CELL_LIST_BINS cutoff-sized bins or MAX_PERIODIC_IMAGES periodic images of its cell.
+    """Refuse (StructureError) a structure whose neighbour search at ``cutoff`` exceeds the limits:
+    MAX_CELL_LIST_BINS bins, MAX_SEARCHED_BIN_PAIRS bin pairs searched, or MAX_PERIODIC_IMAGES
+    periodic images of its cell within the cutoff.
 
-    Called before every neighbour list: vesin divides a very thin cell, or one very long in some
-    direction, into a degenerate grid and dies by SIGFPE; a cell much thinner than the cutoff makes
-    the images (and the edges) explode.
+    Called before every neighbour list: beyond the bins, vesin shrinks its grid into a degenerate
+    one and dies by SIGFPE (a very thin or very long cell, atoms far apart); beyond the pairs, the
+    search does not end; beyond the images (a cell much thinner than the cutoff), the edges explode.
     """
-    extents, periodic = search_extents(positions, cell, pbc)
+    grid = search_grid(positions, cell, pbc, cutoff)
+    size = " × ".join(f"{e:.3g}" for e in grid.extents)
     with np.errstate(over="ignore", divide="ignore"):
-        spacing = extents[len(extents) - periodic :]
-        images = float(np.prod(2.0 * np.ceil(cutoff / spacing) + 1.0))
-    bins = search_bins(extents, cutoff)
-    size = " × ".join(f"{e:.3g}" for e in extents)
-    if not bins <= MAX_CELL_LIST_BINS:
+        images = float(np.prod(2.0 * np.ceil(cutoff / grid.extents[pbc]) + 1.0))
+    if not grid.total_bins <= MAX_CELL_LIST_BINS:
         raise StructureError(
             f"{label}: too large a cell for a cutoff of {cutoff:g} Å: its extent ({size} Å) would need "
-            f"{bins:.3g} neighbour-search bins, at most {MAX_CELL_LIST_BINS:,} are allowed"
+            f"{grid.total_bins:.3g} neighbour-search bins, at most {MAX_CELL_LIST_BINS:,} are allowed"
         )
     if not images <= MAX_PERIODIC_IMAGES:
         raise StructureError(
-            f"{label}: too thin a periodic cell for a cutoff of {cutoff:g} Å: its plane spacings "
-            f"({', '.join(f'{d:.3g}' for d in spacing)} Å) would need {images:.3g} periodic images "
-            f"within the cutoff, at most {MAX_PERIODIC_IMAGES:,} are allowed"
+            f"{label}: too thin a periodic cell for a cutoff of {cutoff:g} Å: its extent ({size} Å) "
+            f"would need {images:.3g} periodic images within the cutoff, at most {MAX_PERIODIC_IMAGES:,} are allowed"
+        )
+    if not grid.searched_pairs <= MAX_SEARCHED_BIN_PAIRS:
+        raise StructureError(
+            f"{label}: too wide a neighbour search for a cutoff of {cutoff:g} Å: its extent ({size} Å, "
+            f"pbc {pbc.astype(int).tolist()}) would need {grid.searched_pairs:.3g} bin pairs searched, at most "
+            f"{MAX_SEARCHED_BIN_PAIRS:,} are allowed"
         )
 
 
@@ -180,8 +204,7 @@ def _closest_in_neighbour_list(
     n = len(positions)
     volume = abs(np.linalg.det(cell)) if pbc.all() else float(np.prod(np.ptp(positions, axis=0) + 1.0))
     cutoff = max(float(within), (volume / n) ** (1 / 3))
-    extents, _ = search_extents(positions, cell, pbc)
-    while search_bins(extents, cutoff) > MAX_CELL_LIST_BINS:  # a coarser grid keeps vesin's within bounds
+    while search_grid(positions, cell, pbc, cutoff).total_bins > MAX_CELL_LIST_BINS:  # keep vesin's grid intact
         cutoff *= 2.0
     search = vesin.NeighborList(cutoff=cutoff, full_list=False)
     i, j, shifts, distances = search.compute(

@@ -689,7 +689,7 @@ class StoreReader:
                 raise StoreError(f"{self.path}: store is incomplete (missing {file.name})")
             try:
                 array = np.load(file, mmap_mode="r")
-            except (ValueError, OSError) as error:
+            except Exception as error:  # noqa: BLE001 - whatever a damaged .npy header makes numpy raise
                 raise StoreError(f"{file}: damaged sidecar array ({error}); re-ingest the store") from None
             if array.dtype != dtype or array.ndim != 1 or len(array) != lengths[name]:
                 raise StoreError(f"{file}: damaged sidecar array ({array.dtype} {array.shape}, "
