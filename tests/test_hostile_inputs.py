@@ -436,3 +436,16 @@ def test_a_structure_without_atoms_is_named_by_its_index(model64):
 
     with pytest.raises(PredictionError, match=r"^structure 1: has no atoms$"):
         list(predict(model64, [si2((5.43, 5.43, 5.43)), Atoms()], task="crystal", device="cpu"))
+
+
+def test_eval_names_a_hostile_cell_found_by_a_dataloader_worker(tmp_path, capsys):
+    """A store written for a larger cutoff (or past ingest) reaches the worker that builds graphs."""
+    hostile = si2(HOSTILE_CELLS["long"])
+    record = Record(numbers=hostile.numbers, positions=hostile.positions, cell=hostile.cell.array,
+                    pbc=hostile.pbc, energy=-1.0)
+    write_store([record], tmp_path / "store")
+    save_checkpoint(make_model(tasks=("gfn1",)), tmp_path / "model.pt")
+    argv = ["eval", str(tmp_path / "model.pt"), str(tmp_path / "store"), "--workers", "1", "--out", str(tmp_path / "eval")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"sevenomni eval: error: \S+store: record 0: too large a cell for a cutoff of 4 Å[^\n]*\n", err), err
