@@ -7,6 +7,7 @@ One section per numbered case of the issue; the random version of these probes i
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 import zipfile
@@ -339,6 +340,17 @@ def test_an_unwritable_run_or_cache_directory_is_a_one_line_error(tmp_path, caps
     assert re.fullmatch(ONE_LINE, err) and f"{blocker}/sub" in err, err
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="permissions do not bind root")
+def test_a_permission_denied_run_directory_is_a_one_line_error(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    raw = make_run(tmp_path, count=4)
+    config = write_config(raw, tmp_path / "run.yaml")
+    assert main(["train", str(config), "--set", f"train.run_dir={locked}/run"]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(rf"sevenomni train: error: {locked}/run[^\n]*: Permission denied\n", err), err
+
+
 def test_an_unwritable_ingest_output_is_a_one_line_error(tmp_path, capsys, blocker):
     assert main(["data", "ingest", str(TINY_TEST_SET), "--out", str(blocker / "store")]) == 2
     err = capsys.readouterr().err
@@ -394,7 +406,6 @@ def test_a_link_planted_where_the_metrics_are_rewritten_is_never_followed(tmp_pa
 
 def test_ingest_removes_the_partial_stores_of_killed_writers_only(tmp_path):
     import fcntl
-    import os
 
     from sevenomni.data.store import StoreWriter
 

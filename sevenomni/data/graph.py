@@ -204,7 +204,9 @@ def _closest_in_neighbour_list(
     n = len(positions)
     volume = abs(np.linalg.det(cell)) if pbc.all() else float(np.prod(np.ptp(positions, axis=0) + 1.0))
     cutoff = max(float(within), (volume / n) ** (1 / 3))
-    while search_grid(positions, cell, pbc, cutoff).total_bins > MAX_CELL_LIST_BINS:  # keep vesin's grid intact
+    while (grid := search_grid(positions, cell, pbc, cutoff)).total_bins > 1 and (
+        grid.total_bins > MAX_CELL_LIST_BINS or grid.searched_pairs > MAX_SEARCHED_BIN_PAIRS
+    ):  # a coarser grid keeps vesin's intact and its search short
         cutoff *= 2.0
     search = vesin.NeighborList(cutoff=cutoff, full_list=False)
     i, j, shifts, distances = search.compute(

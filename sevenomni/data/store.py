@@ -10,10 +10,12 @@ Layout of a store directory::
     elem_z.npy, elem_n.npy uint8 / uint32  atomic number and its count in the structure
 
 The sidecar arrays are memory-mapped on read, so opening a store of 10^8 structures costs no
-anonymous memory. A store is written under ``<out>.partial-*`` and renamed into place only when
+anonymous memory. A store is written under ``<out>.partial-*`` (its writer holding a lock there, so
+that a later writer removes the directories of killed ones) and renamed into place only when
 complete; a reader refuses a directory without the metadata record (``"complete": true``), and
 damaged files (a truncated or foreign ``data.mdb``, a sidecar of the wrong length) with a
-:class:`StoreError` naming the file, before anything is mapped.
+:class:`StoreError` naming the file, before anything is mapped. It compares the sidecars with a
+sample of records when it opens a store, and with all of them in :meth:`StoreReader.verify`.
 
 One record is a fixed little-endian header followed by raw arrays (no pickle)::
 
