@@ -197,17 +197,26 @@ def _closest_of_all_pairs(
     return int(i), int(j), shifts[i, j].astype(np.int64), float(np.sqrt(squared[i, j]))
 
 
+def _search_cutoff(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, least: float) -> float:
+    """Of ``least`` and its doublings (up to one bin), the cutoff whose cell list stays within
+    MAX_CELL_LIST_BINS and searches the fewest bin pairs."""
+    candidates, cutoff = [], least
+    while True:
+        grid = search_grid(positions, cell, pbc, cutoff)
+        if grid.total_bins <= MAX_CELL_LIST_BINS:
+            candidates.append((grid.searched_pairs, cutoff))
+        if grid.total_bins <= 1:
+            return min(candidates)[1]
+        cutoff *= 2.0
+
+
 def _closest_in_neighbour_list(
     positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, within: float
 ) -> tuple[int, int, np.ndarray, float] | None:
     """Closest pair among the neighbour pairs of a cell list (cutoff ≥ ``within``); None if none."""
     n = len(positions)
     volume = abs(np.linalg.det(cell)) if pbc.all() else float(np.prod(np.ptp(positions, axis=0) + 1.0))
-    cutoff = max(float(within), (volume / n) ** (1 / 3))
-    while (grid := search_grid(positions, cell, pbc, cutoff)).total_bins > 1 and (
-        grid.total_bins > MAX_CELL_LIST_BINS or grid.searched_pairs > MAX_SEARCHED_BIN_PAIRS
-    ):  # a coarser grid keeps vesin's intact and its search short
-        cutoff *= 2.0
+    cutoff = _search_cutoff(positions, cell, pbc, max(float(within), (volume / n) ** (1 / 3)))
     search = vesin.NeighborList(cutoff=cutoff, full_list=False)
     i, j, shifts, distances = search.compute(
         points=np.ascontiguousarray(positions), box=np.ascontiguousarray(cell, dtype=np.float64),
