@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 SEED = 26
 CASE_SECONDS = 20  # a case still running after this is a hang (the alarm kills the child)

@@ -76,14 +76,17 @@ def search_grid(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff
     ``extent // cutoff`` bins (at least one), and the search reaches as many bins on either side
     as the cutoff spans; with mixed periodicity, every bin of a non-periodic direction.
     """
-    periodic = cell[pbc]
-    _, _, rows = np.linalg.svd(periodic if len(periodic) else np.zeros((1, 3)))
-    basis = np.concatenate([periodic, rows[len(periodic):]])  # orthonormal completion of the periodic span
-    spacing = 1.0 / np.linalg.norm(np.linalg.inv(basis), axis=0)[: len(periodic)]
-    spread = np.ptp(positions, axis=0)
-    extents = np.maximum(1.0, 1.01 * np.where(spread < 1e-6, 1.0, spread))
-    extents[pbc] = spacing
-    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+    with np.errstate(over="ignore"):
+        spread = positions.max(axis=0) - positions.min(axis=0)
+        extents = np.maximum(1.0, 1.01 * np.where(spread < 1e-6, 1.0, spread))
+    if pbc.all():
+        extents = 1.0 / np.sqrt((np.linalg.inv(cell) ** 2).sum(axis=0))
+    elif pbc.any():
+        periodic = cell[pbc]
+        _, _, rows = np.linalg.svd(periodic)
+        basis = np.concatenate([periodic, rows[len(periodic):]])  # orthonormal completion of the periodic span
+        extents[pbc] = 1.0 / np.sqrt((np.linalg.inv(basis) ** 2).sum(axis=0))[: len(periodic)]
+    with np.errstate(over="ignore", invalid="ignore"):  # coordinates near the float limit: inf bins, refused
         bins = np.maximum(1.0, np.floor(extents / cutoff))
         reach = np.maximum(1.0, np.ceil(cutoff * bins / extents))
     if pbc.any() and not pbc.all():
@@ -103,9 +106,13 @@ def check_cell(
     search does not end; beyond the images (a cell much thinner than the cutoff), the edges explode.
     """
     grid = search_grid(positions, cell, pbc, cutoff)
-    size = " × ".join(f"{e:.3g}" for e in grid.extents)
-    with np.errstate(over="ignore", divide="ignore"):
+    with np.errstate(over="ignore"):
         images = float(np.prod(2.0 * np.ceil(cutoff / grid.extents[pbc]) + 1.0))
+    if grid.total_bins <= MAX_CELL_LIST_BINS and images <= MAX_PERIODIC_IMAGES and (
+        grid.searched_pairs <= MAX_SEARCHED_BIN_PAIRS
+    ):
+        return
+    size = " × ".join(f"{e:.3g}" for e in grid.extents)
     if not grid.total_bins <= MAX_CELL_LIST_BINS:
         raise StructureError(
             f"{label}: too large a cell for a cutoff of {cutoff:g} Å: its extent ({size} Å) would need "
