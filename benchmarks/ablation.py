@@ -19,7 +19,10 @@ arm × seed is trained in a subprocess, then its exported model is evaluated her
   PES (θT = 0, gfn1 shifts);
 * the channel spread on molecule@gfn1 (as ``sevenomni eval`` reports it) of the gfn1 channel to the
   gfn2 channel and to the common PES: how far apart the channels are in function space;
-* ‖θT‖ of the exported model.
+* ‖θT‖ of the exported model;
+* the gfn1 − gfn2 force gap on molecule@gfn1 part by part (``sevenomni analyze gap``: each θT site,
+  the per-task scale, swapped from gfn2 into gfn1 one at a time), to see what keeps the channels
+  apart and how that varies by seed and λ.
 
 The reference line of the plot is the transfer floor: the GFN1-vs-GFN2 force difference on the test
 molecules (what a perfect copy of GFN2 would score against GFN1 labels).
@@ -113,15 +116,22 @@ def run_overrides(arm: dict, data: str, seed: int, steps: int | None, extra: Seq
 # ---------------------------------------------------------------------------------- data
 
 
+# Data sets by name: <preset> (standard make-up) or <preset>_contrast (the second data set, built to
+# differ; see scripts/make_multifidelity_data.py). The tiny ones are committed.
+DATA_SETS = ("small", "tiny", "small_contrast", "tiny_contrast")
+COMMITTED_DATA = ("tiny", "tiny_contrast")
+
+
 def ensure_data(data: str, workers: int) -> Path:
     """recipes/data/<data>, generated with scripts/make_multifidelity_data.py if missing."""
     directory = DATA_ROOT / data
     if not (directory / "manifest.json").is_file():
-        if data == "tiny":
+        if data in COMMITTED_DATA:
             raise FileNotFoundError(f"{directory} is missing (it is committed; check out the repository)")
         print(f"[ablation] generating the {data} data set into {directory} (xTB labelling; this takes a while)")
-        command = [sys.executable, str(GENERATOR), "--preset", data, "--out", str(directory),
-                   "--workers", str(workers), "--no-progress"]
+        preset, _, makeup = data.partition("_")
+        command = [sys.executable, str(GENERATOR), "--preset", preset, "--makeup", makeup or "standard",
+                   "--out", str(directory), "--workers", str(workers), "--no-progress"]
         subprocess.run(command, check=True, cwd=ROOT)
     return directory
 
@@ -220,6 +230,7 @@ def torch_threads(count: int):
 def evaluate_model(model_path: Path, sets: dict[str, list]) -> dict:
     """Every metric of one trained model on the test sets (see the module docstring)."""
     import sevenomni
+    from sevenomni.analysis.channel_gap import channel_gap
     from sevenomni.train import task_embedding_norm
 
     model = sevenomni.load_model(model_path)
@@ -240,6 +251,7 @@ def evaluate_model(model_path: Path, sets: dict[str, list]) -> dict:
         metrics["molecule_gfn2"] = score(on_gfn2, molecules, sets["molecule_gfn2"], molecules=True)
         metrics["molecule_gfn1_on_gfn2_channel"] = score(on_gfn2, molecules, molecules=True)
         metrics["molecule_gfn1_spread_to_gfn2"] = channel_spread(on_gfn1, on_gfn2)
+        metrics["molecule_gfn1_gap_parts"] = channel_gap(model, molecules, "gfn1", "gfn2")
     return metrics
 
 
@@ -544,7 +556,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--data", choices=["small", "tiny"], default="small")
+    parser.add_argument("--data", choices=DATA_SETS, default="small")
     parser.add_argument("--steps", type=int, default=None, help="training steps per run (default: the configs')")
     parser.add_argument("--arms", nargs="+", default=None, help="arm names of recipes/ablation/arms.yaml (default all)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))

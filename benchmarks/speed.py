@@ -160,7 +160,7 @@ def sevenomni_step(model, batch, device):
         graph = atoms_to_graph(atoms, model.cutoff)
         graph.task = torch.tensor([0])
         graphs.append(graph)
-    data = collate(graphs).to(device)
+    data = model.attach_species(collate(graphs)).to(device)
     energy = torch.tensor([e for _, e, _ in batch], device=device, dtype=model.dtype)
     forces = torch.tensor(np.concatenate([f for _, _, f in batch]), device=device, dtype=model.dtype)
 
@@ -196,19 +196,37 @@ def sevenn_step(model, batch, device, cutoff):
     return step
 
 
-def time_training(device: str, batch_size: int, rounds: int) -> dict:
+def quickstart_size_model(batch) -> "sevenomni.SevenOmniModel":  # noqa: F821
+    """The quickstart recipe's model size (16 channels, lmax 2, 3 layers, 4 Å), random weights."""
+    from sevenomni.nn import ModelConfig, SevenOmniModel
+
+    elements = sorted({s for atoms, _, _ in batch for s in atoms.get_chemical_symbols()})
+    config = ModelConfig(
+        channels=16, lmax=2, num_layers=3, cutoff=4.0, radial_mlp=[32, 32], self_connection="linear",
+        tasks=["gfn1"], elements=elements, avg_num_neighbors=10.0, tp_backend="e3nn",
+    )
+    torch.manual_seed(0)
+    return SevenOmniModel(config)
+
+
+def time_training(device: str, batch_size: int, rounds: int, quickstart_size: bool = False) -> dict:
+    """Structures/s of force-training steps: 7net-0 (sevenomni e3nn and cueq, SevenNet) and, with
+    ``quickstart_size``, sevenomni at the quickstart recipe's size (e3nn and cueq)."""
     from sevenn.util import model_from_checkpoint
 
     batch = training_batch(batch_size)
     theirs, config = model_from_checkpoint(str(resolve_sevenn_checkpoint("7net-0")))
     theirs = theirs.to(device).train()
-    ours = sevenomni.load_model("7net-0", tp_backend="e3nn").to(device).train()
-    ours_cueq = copy.deepcopy(ours).set_tp_backend("cueq")
-    steps = {
-        "sevenomni e3nn": (sevenomni_step(ours, batch, device), torch.optim.Adam(ours.parameters(), lr=1e-6)),
-        "sevenomni cueq": (sevenomni_step(ours_cueq, batch, device), torch.optim.Adam(ours_cueq.parameters(), lr=1e-6)),
-        "SevenNet": (sevenn_step(theirs, batch, device, config["cutoff"]), torch.optim.Adam(theirs.parameters(), lr=1e-6)),
-    }
+    models = {"sevenomni e3nn": sevenomni.load_model("7net-0", tp_backend="e3nn")}
+    models["sevenomni cueq"] = copy.deepcopy(models["sevenomni e3nn"]).set_tp_backend("cueq")
+    if quickstart_size:
+        models["sevenomni quickstart-size e3nn"] = quickstart_size_model(batch)
+        models["sevenomni quickstart-size cueq"] = copy.deepcopy(models["sevenomni quickstart-size e3nn"]).set_tp_backend("cueq")
+    steps = {}
+    for name, model in models.items():
+        model = model.to(device).train()
+        steps[name] = (sevenomni_step(model, batch, device), torch.optim.Adam(model.parameters(), lr=1e-6))
+    steps["SevenNet"] = (sevenn_step(theirs, batch, device, config["cutoff"]), torch.optim.Adam(theirs.parameters(), lr=1e-6))
     for step, optimizer in steps.values():
         step(optimizer)
     rates = {name: [] for name in steps}
@@ -224,7 +242,8 @@ def time_training(device: str, batch_size: int, rounds: int) -> dict:
         "batch_structures": batch_size,
         "batch_atoms": atoms,
         "structures_per_s": {n: summary(r) for n, r in rates.items()},
-        "note": "train.compile is not timed: force training needs a double backward, so it runs eagerly",
+        "note": "train.compile is not timed: force training needs a double backward, so it runs eagerly; "
+        "the quickstart-size variants have no SevenNet counterpart (compare them with each other)",
     }
 
 
@@ -248,10 +267,10 @@ def omni_size_models(device: str):
     return ours, theirs, theirs_cueq
 
 
-def gpu_cases(repeats: tuple[int, ...], rounds: int) -> list[dict]:
+def gpu_cases(repeats: tuple[int, ...], rounds: int, compiled: bool, device: str = "cuda"):
+    """One case per cell size, yielded as it is measured (``device``: cuda; cpu to test the script)."""
     from sevenn.calculator import SevenNetCalculator
 
-    device = "cuda"
     ours, theirs, theirs_cueq = omni_size_models(device)
     variants = {
         "sevenomni e3nn": sevenomni_calculator(ours, device, "e3nn", False),
@@ -259,25 +278,26 @@ def gpu_cases(repeats: tuple[int, ...], rounds: int) -> list[dict]:
         "SevenNet e3nn": SevenNetCalculator(theirs.to(device), file_type="model_instance", device=device),
         "SevenNet cueq": SevenNetCalculator(theirs_cueq.to(device), file_type="model_instance", device=device),
     }
-    cases = []
+    if compiled:
+        variants["sevenomni cueq compiled"] = sevenomni_calculator(ours, device, "cueq", True)
     for repeat in repeats:
         atoms = silicon(repeat)
         finish_device_work(device)
         times = time_calls(variants, atoms, rounds)
-        cases.append(
-            {
-                "kind": "gpu inference",
-                "system": f"Si {len(atoms)}",
-                "atoms": len(atoms),
-                "ms_per_call": times,
-                "ns_per_day": {n: NS_PER_DAY_PER_STEP_PER_S * 1e3 / t["median"] for n, t in times.items() if "median" in t},
-                "load": load(),
-            }
-        )
-        print(cases[-1]["system"], {n: round(t["median"], 1) if "median" in t else "OOM" for n, t in times.items()}, flush=True)
-        if not cases[-1]["ns_per_day"]:
+        case = {
+            "kind": "gpu inference",
+            "system": f"Si {len(atoms)}",
+            "atoms": len(atoms),
+            "ms_per_call": times,
+            "ns_per_day": {n: NS_PER_DAY_PER_STEP_PER_S * 1e3 / t["median"] for n, t in times.items() if "median" in t},
+            "load": load(),
+        }
+        print(case["system"], {n: round(t["median"], 1) if "median" in t else "OOM" for n, t in times.items()}, flush=True)
+        yield case
+        if not case["ns_per_day"]:
             break  # every variant out of memory: larger cells cannot fit either
-    return cases
+        for name in [n for n, t in times.items() if "out_of_memory" in t]:
+            del variants[name]  # a variant out of memory here cannot fit a larger cell either
 
 
 # ------------------------------------------------------------------------------------ report
@@ -371,7 +391,7 @@ def plot(report: dict, path: Path) -> None:
 
 def training_case(device: str, batch_size: int, rounds: int) -> dict:
     before = load()
-    training = time_training(device, batch_size, rounds)
+    training = time_training(device, batch_size, rounds, quickstart_size=device != "cpu")
     system = f"{training['batch_structures']} structures, {training['batch_atoms']} atoms"
     kind = "training" if device == "cpu" else f"{device} training"
     print(kind, {n: round(r["median"], 2) for n, r in training["structures_per_s"].items()}, flush=True)
@@ -407,6 +427,7 @@ def main(argv=None) -> None:
     parser.add_argument("--gpu-repeats", type=int, nargs="+", default=[5, 8, 11, 14])
     parser.add_argument("--gpu-train-batch", type=int, default=64)
     parser.add_argument("--gpu-only", action="store_true", help="the GPU cases alone (default output speed_gpu)")
+    parser.add_argument("--gpu-compiled", action="store_true", help="also time the compiled cueq calculator on the GPU")
     parser.add_argument("--out", type=Path, default=None, help="output path without suffix (default results/speed)")
     args = parser.parse_args(argv)
     args.out = args.out or RESULTS / ("speed_gpu" if args.gpu_only else "speed")
@@ -414,23 +435,33 @@ def main(argv=None) -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     started, clock = time.strftime("%Y-%m-%d %H:%M:%S"), time.perf_counter()
-    cases = [] if args.gpu_only else cpu_cases(args)
-    gpu = None
-    if torch.cuda.is_available():
-        gpu = torch.cuda.get_device_name()
-        cases += gpu_cases(tuple(args.gpu_repeats), args.rounds)
-        cases.append(training_case("cuda", args.gpu_train_batch, args.rounds))
-    elif args.gpu_only:
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    if args.gpu_only and gpu is None:
         raise SystemExit("--gpu-only: no CUDA device is visible to torch")
-    for case in cases:
+    cases: list[dict] = []
+    for case in measured_cases(args, gpu is not None):
         values = case.get("ms_per_call") or case.get("steps_per_s") or case.get("structures_per_s")
         case["ratio_to_sevenn"] = ratio(values)
         if case["kind"] == "md":
             case["ns_per_day"] = {n: v["median"] * NS_PER_DAY_PER_STEP_PER_S for n, v in values.items()}
+        cases.append(case)
+        write_report(args, cases, started, time.perf_counter() - clock, gpu)  # kept if a later case dies
+    plot(write_report(args, cases, started, time.perf_counter() - clock, gpu), args.out.with_suffix(".png"))
 
+
+def measured_cases(args, on_gpu: bool):
+    """The benchmark's cases in order: CPU (unless --gpu-only), then GPU inference, then GPU training."""
+    if not args.gpu_only:
+        yield from cpu_cases(args)
+    if on_gpu:
+        yield from gpu_cases(tuple(args.gpu_repeats), args.rounds, args.gpu_compiled)
+        yield training_case("cuda", args.gpu_train_batch, args.rounds)
+
+
+def write_report(args, cases: list[dict], started: str, seconds: float, gpu: str | None) -> dict:
     report = {
         "started": started,
-        "seconds": time.perf_counter() - clock,
+        "seconds": seconds,
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(),
@@ -447,7 +478,7 @@ def main(argv=None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     write_markdown(report, args.out.with_suffix(".md"))
-    plot(report, args.out.with_suffix(".png"))
+    return report
 
 
 if __name__ == "__main__":

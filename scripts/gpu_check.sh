@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
-# The checks that need a CUDA GPU, in one go (a few minutes on one H100/H200):
-#   1. the tests marked `cuda`: cuEquivariance's CUDA kernels against e3nn on the same weights;
-#   2. the GPU part of the speed benchmark, beside SevenNet (needs `sevenn`);
-#   3. the quickstart recipe trained on the GPU (tp_backend auto: the kernels when installed).
-# Usage: scripts/gpu_check.sh OUT_DIR [GPU_REPEATS...]   (writes gpu_check.log, quickstart_*, speed_gpu.*)
-# Each step has its own time limit; a failing step is reported and the next one still runs.
+# The checks that need a CUDA GPU, in one device call (about 4-8 minutes on one H100/H200):
+#   1. the GPU part of the speed benchmark, beside SevenNet: inference at 7net-Omni size on 1,000 /
+#      4,096 / 10,648 / 21,952 Si atoms, then force training at 7net-0 and at quickstart size;
+#      benchmarks/speed.py writes speed_gpu.{json,md} after every case and the plot at the end;
+#   2. the tests marked `cuda`: the kernels against e3nn, and a forward with no host-device sync;
+#   3. the trainer's distributed path on NCCL: torchrun with one process per GPU, one short stage.
+# Usage: scripts/gpu_check.sh OUT_DIR [GPU_REPEATS...]   (default repeats: 5 8 11 14)
+# Packages the device lacks come from a carried folder, $GPU_CARRY (default .whl; built here by
+# scripts/gpu_carry.sh): its site312.tar.xz and site_extra/ are unpacked into /tmp/site.
+# Each step has its own time limit (SPEED_LIMIT, TESTS_LIMIT, DDP_LIMIT seconds); a failing step
+# is reported and the next one still runs.
 set -uo pipefail
 out=${1:?usage: scripts/gpu_check.sh OUT_DIR [GPU_REPEATS...]}
 shift
-repeats=${*:-5 8 11}
+repeats=${*:-5 8 11 14}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 log="$out/gpu_check.log"
-export PYTHONUNBUFFERED=1
+carry=${GPU_CARRY:-.whl}
+export PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+export CUEQUIVARIANCE_OPS_PARALLEL_COMPILE=1 CUEQUIVARIANCE_OPS_NVRTC_CACHE_DIR=${CUEQUIVARIANCE_OPS_NVRTC_CACHE_DIR:-/tmp/cueq_nvrtc}
 failed=()
 
 step() {  # step NAME SECONDS COMMAND...
@@ -26,10 +33,19 @@ step() {  # step NAME SECONDS COMMAND...
     [ "$code" -eq 0 ] || failed+=("$name")
 }
 
+if [ -d "$carry" ]; then
+    mkdir -p /tmp/site
+    [ -f "$carry/site312.tar.xz" ] && tar -C /tmp/site -xJf "$carry/site312.tar.xz"
+    [ -d "$carry/site_extra" ] && cp -r "$carry/site_extra/." /tmp/site/
+    export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+else
+    export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+
 step environment 60 python3 -c '
 import importlib, torch
 print("torch", torch.__version__, "CUDA", torch.version.cuda, "GPU", torch.cuda.get_device_name() if torch.cuda.is_available() else None)
-for name in ("e3nn", "cuequivariance", "cuequivariance_torch", "cuequivariance_ops_torch", "sevenn", "ase"):
+for name in ("e3nn", "cuequivariance", "cuequivariance_torch", "cuequivariance_ops_torch", "sevenn", "ase", "vesin", "lmdb"):
     try:
         print(name, getattr(importlib.import_module(name), "__version__", "?"))
     except Exception as error:
@@ -37,18 +53,22 @@ for name in ("e3nn", "cuequivariance", "cuequivariance_torch", "cuequivariance_o
 from sevenomni.nn import backend
 print("cuEquivariance kernels installed:", backend.cueq_kernels_installed())
 assert torch.cuda.is_available(), "no CUDA device visible to torch"
+assert backend.cueq_kernels_installed(), "the cuEquivariance kernels do not import: the GPU numbers would be the fallback"
 '
 
-step "cuda tests" 150 python3 -m pytest -m cuda tests/test_backends.py -p no:cacheprovider -q -rs
-
 # shellcheck disable=SC2086
-step "speed (GPU part)" 270 python3 benchmarks/speed.py --gpu-only --gpu-repeats $repeats --out "$out/speed_gpu"
+step "speed (GPU part)" "${SPEED_LIMIT:-300}" python3 benchmarks/speed.py --gpu-only --rounds 3 \
+    --gpu-train-batch 32 --gpu-repeats $repeats --out "$out/speed_gpu"
 
-run_dir=$(mktemp -d)/quickstart
-step "quickstart on the GPU" 90 python3 -m sevenomni.cli train recipes/quickstart.yaml \
-    --set train.run_dir="$run_dir" --set train.device=cuda
-cp "$run_dir/train.log" "$out/quickstart_train.log" 2>/dev/null
-cp "$run_dir/final.csv" "$out/quickstart_final.csv" 2>/dev/null
+step "cuda tests" "${TESTS_LIMIT:-120}" python3 -m pytest -m cuda tests/test_backends.py tests/test_hot_path.py \
+    -p no:cacheprovider -q -rs
+
+run_dir=$(mktemp -d)/ddp
+step "trainer on NCCL (torchrun, 1 process)" "${DDP_LIMIT:-90}" python3 -m torch.distributed.run --nproc_per_node 1 \
+    -m sevenomni.cli train \
+    recipes/quickstart.yaml --set train.run_dir="$run_dir" --set train.device=cuda \
+    --set 'stages=[{name: short, databases: [crystal_gfn1, molecule_gfn2], epochs: 1}]' --set train.validation_channels=own
+grep -iE "world|nccl|rank|device" "$run_dir/train.log" 2>/dev/null | head -5 | tee -a "$log"
 
 if [ ${#failed[@]} -gt 0 ]; then
     echo "FAILED: ${failed[*]}" | tee -a "$log"

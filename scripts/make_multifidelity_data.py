@@ -125,10 +125,20 @@ Final files are written atomically (temporary file + ``os.replace``).  Workers
 run with ``OMP_NUM_THREADS=1``.  No train/valid split is made here; only the
 test sets are held out.
 
+Make-ups
+--------
+``--makeup contrast`` builds a second data set of the same size class, made to differ from the
+standard one (``contrast``): crystals of five chemistries only (Si, 3C-SiC, MgO, LiF, Al: no H or
+N, C and O in one chemistry each), rattled 2.5x, strained 2x and run at 2x the MD temperature of
+the table above, with the counts per chemistry scaled so the set keeps its size. Molecules, splits
+and DBS rules are the standard ones. Every set's manifest entry gives its RMS force component and
+the spread of its energy per atom (``force_rms``, ``energy_per_atom_std``).
+
 Usage::
 
     python scripts/make_multifidelity_data.py --preset tiny --out recipes/data/tiny --workers 2
     python scripts/make_multifidelity_data.py --preset small --out data/small --workers 16
+    python scripts/make_multifidelity_data.py --preset small --makeup contrast --out data/small_contrast
 """
 from __future__ import annotations
 
@@ -208,6 +218,9 @@ class Preset:
     crystal_md_every: int = 5
     crystal_unit_cells: bool = False  # True: no supercell (cheap; for tests)
     crystal_chunk_size: int = 20  # max structures per cached crystal chunk
+    crystal_sigma_factor: float = 1.0  # multiplies every chemistry's rattle amplitude
+    crystal_strain_factor: float = 1.0  # multiplies every chemistry's maximum strain
+    crystal_T_factor: float = 1.0  # multiplies every chemistry's MD temperature
     # molecules
     n_train_molecules: int | None = None  # None: every eligible molecule not held out
     n_test_molecules: int = 3
@@ -276,6 +289,33 @@ PRESETS: dict[str, Preset] = {
         dft_n_structures=12,
     ),
 }
+
+
+# The "contrast" make-up: a second data set built to differ from the standard one. Its crystals
+# are hotter and more distorted (rattles x2.5, strains x2, MD temperatures x2), so their forces are
+# several times the molecules', and the molecules' elements appear in them only sparsely (no H or
+# N; C only in SiC, O only in MgO).
+CONTRAST_CRYSTALS: tuple[str, ...] = ("Si_diamond", "SiC_3C", "MgO_rocksalt", "LiF_rocksalt", "Al_fcc")
+CONTRAST_FACTORS = {"crystal_sigma_factor": 2.5, "crystal_strain_factor": 2.0, "crystal_T_factor": 2.0}
+MAKEUPS = ("standard", "contrast")
+
+
+def contrast(preset: Preset) -> Preset:
+    """``preset`` in the contrast make-up: the same size class (crystal counts scaled to the fewer
+    chemistries), the same molecules, splits and DBS rules."""
+    per_chemistry = len(preset.crystals) / len(CONTRAST_CRYSTALS)
+
+    def scaled(counts: tuple[int, int, int]) -> tuple[int, int, int]:
+        return tuple(max(1, round(n * per_chemistry)) for n in counts)
+
+    return dataclasses.replace(
+        preset,
+        name=f"{preset.name}_contrast",
+        crystals=CONTRAST_CRYSTALS,
+        crystal_train=scaled(preset.crystal_train),
+        crystal_test=scaled(preset.crystal_test),
+        **CONTRAST_FACTORS,
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -656,14 +696,15 @@ def run_crystal_chunk(spec: dict[str, Any], cache_dir: Path):
         sid = f"{name}/{split}/{ctype}{part}/{len(out)}"
         out.append(_labelled(atoms, e, f, s, GFN1, ctype, name, sid, **extra))
 
+    rattle, max_strain, temperature = spec["sigma"], spec["strain_max"], spec["md_T"]
     if ctype in ("rattle", "strain"):
         for _ in range(n):
             atoms = _clean(base)
-            sigma = cs.sigma
+            sigma = rattle
             if ctype == "strain":
-                eps = random_strain(rng, cs.strain_max)
+                eps = random_strain(rng, max_strain)
                 atoms.set_cell(base.cell.array @ (np.eye(3) + eps), scale_atoms=True)
-                sigma = cs.sigma / 2
+                sigma = rattle / 2
             atoms.positions += rng.normal(0.0, sigma, size=atoms.positions.shape)
             try:
                 add(atoms, *singlepoint(atoms, GFN1, True, ff))
@@ -671,10 +712,10 @@ def run_crystal_chunk(spec: dict[str, Any], cache_dir: Path):
                 skipped[sk.reason] += 1
     elif ctype == "md":
         start = _clean(base)
-        start.positions += rng.normal(0.0, cs.sigma / 2, size=start.positions.shape)
-        for atoms, e, f, s in md_frames(start, GFN1, rng, n, cs.md_T, cs.md_dt_fs, 0.02,
+        start.positions += rng.normal(0.0, rattle / 2, size=start.positions.shape)
+        for atoms, e, f, s in md_frames(start, GFN1, rng, n, temperature, cs.md_dt_fs, 0.02,
                                         spec["md_warmup"], spec["md_every"], True, ff, skipped):
-            add(atoms, e, f, s, md_T_K=cs.md_T)
+            add(atoms, e, f, s, md_T_K=temperature)
     else:
         raise ValueError(f"unknown crystal config_type {ctype!r}")
     return out, skipped
@@ -927,9 +968,13 @@ def plan_primary(preset: Preset, seed: int, train_mols: Sequence[str], test_mols
             sizes = [n_total // n_parts + (k < n_total % n_parts) for k in range(n_parts)]
             for name in preset.crystals:
                 for part, n in enumerate(sizes):
+                    chemistry = CRYSTALS[name]
                     crystal.append({
                         "kind": "crystal", "source": name, "split": split, "config_type": ctype,
                         "part": part, "n": n, "seed": seed,
+                        "sigma": chemistry.sigma * preset.crystal_sigma_factor,
+                        "strain_max": chemistry.strain_max * preset.crystal_strain_factor,
+                        "md_T": chemistry.md_T * preset.crystal_T_factor,
                         "md_warmup": preset.crystal_md_warmup, "md_every": preset.crystal_md_every,
                         "unit_cell": preset.crystal_unit_cells, "force_filter": preset.force_filter,
                     })
@@ -1035,7 +1080,18 @@ def set_summary(images, method, split) -> dict[str, Any]:
         "has_stress": bool(images and all("REF_stress" in a.info for a in images)),
         "config_types": dict(sorted(Counter(a.info["config_type"] for a in images).items())),
         "sources": sorted({a.info["source"] for a in images}),
+        **label_spread(images),
     }
+
+
+def label_spread(images) -> dict[str, float | None]:
+    """How large a set's labels are: the RMS force component (eV/A) and the standard deviation
+    of the energy per atom (eV/atom), so that data sets of different make-up can be compared."""
+    if not images:
+        return {"force_rms": None, "energy_per_atom_std": None}
+    forces = np.concatenate([np.asarray(a.arrays["REF_forces"]).ravel() for a in images])
+    per_atom = np.array([a.info["REF_energy"] / len(a) for a in images])
+    return {"force_rms": float(np.sqrt(np.mean(forces**2))), "energy_per_atom_std": float(per_atom.std())}
 
 
 def transfer_floor(gfn2_images, gfn1_images) -> dict[str, Any]:
@@ -1090,7 +1146,7 @@ def generate(preset: Preset, out: os.PathLike, seed: int = 0, workers: int = 1,
     log(f"[make_multifidelity_data] preset={preset.name} seed={seed} workers={workers} "
         f"out={out} chunks={len(primary)} train_molecules={len(train_mols)} test_molecules={test_mols}")
     log(f"[make_multifidelity_data] force filter: drop structures with max_i |F_i| > {preset.force_filter} eV/A; "
-        "rattle sigma (A): " + ", ".join(f"{c}={CRYSTALS[c].sigma}" for c in preset.crystals))
+        "rattle sigma (A): " + ", ".join(f"{c}={CRYSTALS[c].sigma * preset.crystal_sigma_factor:g}" for c in preset.crystals))
 
     stats: dict[str, dict[str, int]] = {}
     stats["primary"] = run_chunks(primary, cache_dir, workers, "xTB chunks", progress, log)
@@ -1208,6 +1264,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    p.add_argument("--makeup", choices=MAKEUPS, default="standard",
+                   help="contrast: a second data set built to differ (hotter, more distorted crystals "
+                        "with few of the molecules' elements; see CONTRAST_CRYSTALS)")
     p.add_argument("--out", default=None, help="output directory (default recipes/data/<preset>)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
@@ -1224,6 +1283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     limit_threads()
     preset = PRESETS[args.preset]
+    if args.makeup == "contrast":
+        preset = contrast(preset)
     if args.force_filter is not None:
         preset = dataclasses.replace(preset, force_filter=args.force_filter)
     out = args.out or os.path.join("recipes", "data", preset.name)

@@ -16,7 +16,7 @@ from sevenomni.base import DEFAULT_MIN_DISTANCE, MIN_CELL_VOLUME
 from sevenomni.baseline import cached_baseline
 from sevenomni.data.graph import StructureError, atoms_to_graph, closest_pair, collate, describe_pair
 from sevenomni.devices import resolve_device
-from sevenomni.dispersion import D3Correction, d3_settings
+from sevenomni.dispersion import D3Correction, D3Settings, d3_correction
 from sevenomni.keys import ATOMIC_ENERGIES, ENERGY, FORCES, STRESS
 from sevenomni.loading import load_model
 from sevenomni.nn import SevenOmniModel
@@ -76,6 +76,7 @@ def predict(
     shift_task: str | None = None,
     batch_size: int = 16,
     device: str | torch.device = "auto",
+    d3: bool | dict | D3Settings | D3Correction | None = None,
 ) -> Iterator[dict[str, np.ndarray | float]]:
     """Energy, per-atom energies, forces and (where defined) stress for each structure, batched.
 
@@ -84,7 +85,9 @@ def predict(
     for the common PES, with ``shift_task``'s shifts). A structure whose prediction is not finite
     (e.g. two atoms at one position) raises :class:`PredictionError` naming its index in
     ``structures`` and the atoms that coincide. A channel trained by Δ-learning returns model +
-    baseline (energy, forces, stress; no per-atom ``energies``, which the baseline does not give).
+    baseline (energy, forces, stress; no per-atom ``energies``, which the baseline does not give);
+    ``d3`` (as the calculator takes it, or a :class:`~sevenomni.dispersion.D3Correction`) adds
+    DFT-D3 dispersion the same way.
     Running out of GPU memory raises torch's ``OutOfMemoryError`` restated with the batch's atoms,
     edges and backend, and what to change.
     """
@@ -93,18 +96,21 @@ def predict(
         model = load_model(model).to(device)
     task_index, common = model.resolve_channel(task, shift_task)
     spec = model.baseline_of(model.tasks[task_index])
-    baseline = cached_baseline(spec) if spec is not None else None
+    # terms added outside the network; none of them gives per-atom energies
+    corrections = [c for c in (cached_baseline(spec) if spec is not None else None, d3_correction(d3)) if c is not None]
     pending: list[Atoms] = []
     done = 0
 
     def run(chunk: list[Atoms], first: int) -> list[dict]:
         graphs = []
         for index, atoms in enumerate(chunk):
-            try:
-                graph = atoms_to_graph(atoms, model.cutoff, structure_label(atoms, first + index))
+            try:  # on a GPU, built there (vesin-torch)
+                graph = atoms_to_graph(atoms, model.cutoff, structure_label(atoms, first + index), device=device)
             except StructureError as error:
                 raise PredictionError(str(error)) from None
-            graph.task = torch.tensor([task_index])
+            where = graph.pos.device
+            graph.species = model.species(torch.as_tensor(atoms.numbers)).to(where)  # checked on the host
+            graph.task = torch.tensor([task_index], device=where)
             graphs.append(graph)
         batch = collate(graphs).to(device)
         try:
@@ -122,9 +128,10 @@ def predict(
             if has_stress(atoms):
                 stress = out[STRESS][index].detach().cpu().double().numpy()
                 result["stress"] = full_3x3_to_voigt_6_stress(stress)
-            if baseline is not None:
+            if corrections:
                 del result["energies"]
-                for key, value in baseline(atoms, stress="stress" in result).items():
+            for correction in corrections:
+                for key, value in correction(atoms, stress="stress" in result).items():
                     result[key] = result[key] + value
             check_finite(result, atoms, first + index)
             results.append(result)
@@ -196,19 +203,12 @@ class SevenOmniCalculator(Calculator):
         self.model = model.to(self.device).eval()
         self.task = task
         self.shift_task = shift_task
-        settings = d3_settings(d3)
-        self.d3 = D3Correction(settings) if settings is not None else None
+        self.d3 = d3_correction(d3)
         if self.d3 is not None or model.baseline_of(model.tasks[task_index]) is not None:
             # D3 and Δ-learning baselines give no per-atom energies
             self.implemented_properties = [p for p in type(self).implemented_properties if p != "energies"]
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
-        (result,) = predict(self.model, [self.atoms], self.task, self.shift_task, device=self.device)
+        (result,) = predict(self.model, [self.atoms], self.task, self.shift_task, device=self.device, d3=self.d3)
         self.results = {"free_energy": result["energy"], **result}
-        if self.d3 is not None:
-            dispersion = self.d3(self.atoms, stress="stress" in result)
-            self.results.pop("energies", None)
-            for key, value in dispersion.items():
-                self.results[key] = self.results[key] + value
-            self.results["free_energy"] = self.results["energy"]

@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     from sevenomni.dbs import register as register_dbs_commands  # `sevenomni dbs select|label`
 
     register_dbs_commands(commands)
+    from sevenomni.md.cli import register as register_md_commands  # `sevenomni lammps`
+
+    register_md_commands(commands)
     return parser
 
 

@@ -50,6 +50,14 @@ def d3_settings(d3: bool | dict[str, Any] | D3Settings | None) -> D3Settings | N
     return settings
 
 
+def d3_correction(d3: bool | dict[str, Any] | D3Settings | D3Correction | None) -> D3Correction | None:
+    """``d3`` (as :func:`d3_settings` takes it, or a ready correction) as a correction to add; None for none."""
+    if isinstance(d3, D3Correction):
+        return d3
+    settings = d3_settings(d3)
+    return D3Correction(settings) if settings is not None else None
+
+
 class D3Correction:
     """Energy, forces and (where asked) stress of DFT-D3 for one structure."""
 

@@ -70,3 +70,37 @@ def test_a_model_without_task_embeddings_is_a_clear_error(tmp_path, capsys):
     save_checkpoint(make_model(task_embedding_sites=[]), tmp_path / "plain.pt")
     assert main(["analyze", "embeddings", str(tmp_path / "plain.pt"), "--out", str(tmp_path / "x")]) == 2
     assert "has no task embeddings" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- channel gap
+def test_channel_gap_parts_account_for_the_whole_gap(tmp_path):
+    from ase.build import molecule
+    from ase.io import write
+
+    from sevenomni.analysis.channel_gap import channel_gap, task_parts
+
+    model = make_model(scale_per_task=True, task_embedding_sites=["si1", "si2", "readout"])
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for parameter in task_parts(model).values():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+        site = model.layers[0].si1.embedding.weight
+        site[1] = site[0]  # one site identical in both tasks: it carries none of the gap
+    structures = [molecule("CH3OH"), molecule("H2O")]
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    result = channel_gap(model, structures, "crystal", "molecule")
+    assert result["gap"] > 1e-3
+    parts = result["parts"]
+    assert set(parts) == {*task_parts(model), "all"} and "energy_scale" in parts
+    assert parts["all"]["gap_after_swap"] < 1e-10 * max(1.0, result["gap"])  # swapping everything: channel b
+    assert abs(parts["layers.0.si1"]["closed"]) < 1e-12 and parts["layers.0.si1"]["moved"] < 1e-12
+    assert max(p["closed"] for name, p in parts.items() if name != "all") > 0
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())  # rows restored
+
+    model_path = tmp_path / "model.pt"
+    save_checkpoint(model, model_path)
+    write(tmp_path / "mols.extxyz", structures)
+    main(["analyze", "gap", str(model_path), str(tmp_path / "mols.extxyz"), "--tasks", "crystal", "molecule",
+          "--out", str(tmp_path / "gap")])
+    written = json.loads((tmp_path / "gap" / "gap.json").read_text())
+    assert written["gap"] == pytest.approx(result["gap"], rel=1e-9)

@@ -19,7 +19,7 @@ LAYERS = {
     "sevenomni.loading": 4,
     "sevenomni.dispersion": 5,
     "sevenomni.calculator": 6,
-    "sevenomni.analysis": 7, "sevenomni.dbs": 7,
+    "sevenomni.analysis": 7, "sevenomni.dbs": 7, "sevenomni.md": 7,
     "sevenomni.train": 8,
     "sevenomni.cli": 9, "sevenomni": 9,
 }

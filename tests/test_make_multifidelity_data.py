@@ -278,3 +278,42 @@ def test_committed_tiny_manifest_matches_files():
     assert sets["molecule_gfn1_dbs"]["count"] > 0
     total = sum(p.stat().st_size for p in TINY.iterdir() if p.is_file())
     assert total < 5 * 1024 * 1024
+
+
+def test_contrast_makeup_differs_by_design():
+    standard = mmd.PRESETS["small"]
+    second = mmd.contrast(standard)
+    assert second.name == "small_contrast"
+    crystal_elements = {s for name in second.crystals for s in mmd.build_crystal(name, unit_cell=True).get_chemical_symbols()}
+    assert not crystal_elements & {"H", "N"}
+    assert sum(name in ("SiC_3C", "MgO_rocksalt") for name in second.crystals) == 2  # C and O, once each
+    size = lambda p: sum(p.crystal_train) * len(p.crystals)  # noqa: E731
+    assert abs(size(second) - size(standard)) <= 0.05 * size(standard)
+    assert (second.n_train_molecules, second.mol_frames_train, second.dbs_fraction) == (
+        standard.n_train_molecules, standard.mol_frames_train, standard.dbs_fraction)
+    for preset, factor in ((standard, 1.0), (second, 2.5)):
+        specs, _ = mmd.plan_primary(preset, 0, ["CH4"], ["H2O"])
+        for spec in specs:
+            chemistry = mmd.CRYSTALS[spec["source"]]
+            assert spec["sigma"] == pytest.approx(chemistry.sigma * factor)
+            assert spec["md_T"] == pytest.approx(chemistry.md_T * (1.0 if factor == 1.0 else 2.0))
+
+
+def test_crystal_chunk_rattles_with_the_planned_amplitude(monkeypatch, tmp_path):
+    import numpy as np
+
+    monkeypatch.setattr(mmd, "singlepoint", lambda atoms, *_: (0.0, np.zeros((len(atoms), 3)), np.zeros(6)))
+    spec = {"kind": "crystal", "source": "Al_fcc", "split": "train", "config_type": "rattle", "part": 0, "n": 40,
+            "seed": 0, "sigma": 0.2, "strain_max": 0.06, "md_T": 1200.0, "md_warmup": 2, "md_every": 2,
+            "unit_cell": False, "force_filter": 20.0}
+    images, _ = mmd.run_crystal_chunk(spec, tmp_path)
+    base = mmd.build_crystal("Al_fcc").positions
+    displacement = np.concatenate([a.positions - base for a in images])
+    assert displacement.std() == pytest.approx(0.2, rel=0.1)
+
+
+def test_manifest_gives_each_sets_label_spread(generated):
+    _, manifest = generated
+    for name, info in manifest["sets"].items():
+        if info["count"]:
+            assert info["force_rms"] > 0 and info["energy_per_atom_std"] >= 0, name

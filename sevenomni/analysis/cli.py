@@ -90,6 +90,23 @@ def embeddings(args: argparse.Namespace) -> None:
     print(f"wrote {json_path}, {png_path}")
 
 
+def gap(args: argparse.Namespace) -> None:
+    """Print and write (gap.json) the force gap between two channels, part by part."""
+    from ase.io import read
+
+    from sevenomni.analysis.channel_gap import channel_gap, format_channel_gap
+    from sevenomni.analysis.report import write_json
+    from sevenomni.devices import resolve_device
+    from sevenomni.loading import load_model
+
+    device = resolve_device(args.device)
+    model = load_model(args.model, trust_pickle=args.trust_pickle).to(device)
+    structures = [atoms for path in args.data for atoms in read(path, index=":")]
+    result = channel_gap(model, structures, *args.tasks, device=device)
+    print(format_channel_gap(result))
+    print(f"wrote {write_json(Path(args.out) / 'gap.json', {'model': str(args.model), 'data': args.data, **result})}")
+
+
 def plot(args: argparse.Namespace) -> None:
     from sevenomni.analysis.plots import write_run_plot
 
@@ -139,6 +156,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="embeddings", metavar="DIR", help="output directory (default: embeddings)")
     add_trust_pickle_argument(parser)
     parser.set_defaults(handler=embeddings)
+
+    parser = analyze_commands.add_parser(
+        "gap", help="the force gap between two channels on the same structures, by task-specific part",
+    )
+    parser.add_argument("model", help="model file, training checkpoint, run directory or SevenNet shortcut")
+    parser.add_argument("data", nargs="+", metavar="DATA", help="structure files (any format ASE reads)")
+    parser.add_argument("--tasks", nargs=2, required=True, metavar=("A", "B"), help="the two channels")
+    parser.add_argument("--out", default="gap", metavar="DIR", help="output directory (default: gap)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto …")
+    add_trust_pickle_argument(parser)
+    parser.set_defaults(handler=gap)
 
     parser = commands.add_parser("plot", help="training curves of a run directory (PNG)")
     parser.add_argument("run_dir", metavar="RUN_DIR")

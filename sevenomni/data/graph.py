@@ -137,9 +137,10 @@ def neighbor_list(
     """All pairs (i, j, S) with |pos[j] - pos[i] + S·cell| < cutoff, i ≠ j or S ≠ 0.
 
     Uses vesin (cell lists in C++), which handles triclinic cells, mixed periodicity and cells
-    smaller than the cutoff (an atom then sees several images of itself and of others).
+    smaller than the cutoff (an atom then sees several images of itself and of others). Pairs come
+    sorted by i (the receiver), so that the scatter into receivers writes each output row in one run.
     """
-    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
+    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True, sorted=True)
     i, j, shifts = calculator.compute(
         points=np.ascontiguousarray(positions, dtype=np.float64),
         box=np.ascontiguousarray(cell, dtype=np.float64),
@@ -147,6 +148,27 @@ def neighbor_list(
         quantities="ijS",
     )
     return i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64)
+
+
+def device_neighbor_lists() -> bool:
+    """Whether neighbour lists can be built on a GPU (``vesin-torch``, in the ``cuda`` extra)."""
+    try:
+        import vesin.torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def tensor_neighbor_list(
+    positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, cutoff: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`neighbor_list` on tensors, computed on their device (vesin-torch; CUDA or CPU)."""
+    from vesin.torch import NeighborList
+
+    i, j, shifts = NeighborList(cutoff=float(cutoff), full_list=True, sorted=True).compute(
+        points=positions, box=cell, periodic=pbc, quantities="ijS"
+    )
+    return i.long(), j.long(), shifts
 
 
 # Up to this many atoms, comparing all pairs with numpy is faster than building a cell list.
@@ -243,14 +265,22 @@ def describe_pair(i: int, j: int, shift: np.ndarray, distance: float) -> str:
     return f"atoms {i} and {j} are {distance:.4f} Å apart{image}"
 
 
-def atoms_to_graph(atoms: Atoms, cutoff: float, label: str | None = None) -> Data:
-    """Build the radius graph of one structure (no labels)."""
+def atoms_to_graph(
+    atoms: Atoms, cutoff: float, label: str | None = None, device: torch.device | str | None = None
+) -> Data:
+    """Build the radius graph of one structure (no labels), checked on the host.
+
+    With a CUDA ``device`` and vesin-torch installed, the neighbour list is computed on that device
+    and the whole graph is made there.
+    """
     positions = np.asarray(atoms.get_positions(), dtype=np.float64)
     cell = np.asarray(atoms.get_cell().array, dtype=np.float64)
     pbc = np.asarray(atoms.get_pbc(), dtype=bool)
     label = label or atoms.get_chemical_formula() or "structure"
     check_structure(positions, cell, pbc, label)
     check_cell(positions, cell, pbc, cutoff, label)
+    if device is not None and torch.device(device).type == "cuda" and device_neighbor_lists():
+        return arrays_to_graph_on(atoms.get_atomic_numbers(), positions, cell, pbc, cutoff, torch.device(device))
     return arrays_to_graph(atoms.get_atomic_numbers(), positions, cell, pbc, cutoff)
 
 
@@ -267,6 +297,28 @@ def arrays_to_graph(
         num_atoms=torch.tensor([len(positions)], dtype=torch.long),
         edge_index=torch.as_tensor(np.stack([j, i]), dtype=torch.long),
         cell_shift=torch.as_tensor(shifts, dtype=torch.float64),
+        num_nodes=len(positions),
+    )
+
+
+def arrays_to_graph_on(
+    atomic_numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float,
+    device: torch.device,
+) -> Data:
+    """:func:`arrays_to_graph` with the neighbour list computed on ``device`` (vesin-torch)."""
+    position_tensor = torch.as_tensor(positions, dtype=torch.float64, device=device)
+    cell_tensor = torch.as_tensor(cell, dtype=torch.float64, device=device)
+    i, j, shifts = tensor_neighbor_list(
+        position_tensor, cell_tensor, torch.as_tensor(pbc, dtype=torch.bool, device=device), cutoff
+    )
+    return Data(
+        atomic_numbers=torch.as_tensor(np.asarray(atomic_numbers), dtype=torch.long, device=device),
+        pos=position_tensor,
+        cell=cell_tensor.view(1, 3, 3),
+        pbc=torch.as_tensor(pbc, dtype=torch.bool, device=device).view(1, 3),
+        num_atoms=torch.tensor([len(positions)], dtype=torch.long, device=device),
+        edge_index=torch.stack([j, i]),
+        cell_shift=shifts.to(torch.float64),
         num_nodes=len(positions),
     )
 

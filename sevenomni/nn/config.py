@@ -76,7 +76,13 @@ class Architecture(StrictModel):
         "it, so the shared weights cannot amplify θT (see sevenomni.nn.task.TaskLinear)",
     )
     sh_normalize: bool = True
-    scale_per_task: bool = True
+    scale_per_task: bool | Literal["penalized", "fixed"] = Field(
+        True,
+        description="the energy scale's task dependence: true, one trained scale per task (task-specific and "
+        "not penalized); false, one scale shared by all tasks; 'penalized', the shared scale times exp(s_t) "
+        "with s_t a task embedding (θT: penalized by mode task, dropped on the common channel); 'fixed', one "
+        "scale per task set from that task's force RMS and never trained (see sevenomni.nn.task)",
+    )
     scale_per_element: bool = False
     readout_hidden: int | None = Field(None, ge=1, le=MAX_WIDTH)
     dtype: Literal["float32", "float64"] = "float32"

@@ -3,13 +3,15 @@
 The descriptor is built from the e3nn :class:`~e3nn.o3.TensorProduct` itself, path by path, so
 both compute the same map on the same weights: the same Wigner-3j coefficients (e3nn's), each
 scaled by e3nn's normalisation of that path, the weights of each path in e3nn's order. cuEquivariance
-works in the ``ir_mul`` layout (each block stored component-major); node features are transposed
+works in the ``ir_mul`` layout (each block stored component-major); node features are permuted
 into it before the edges gather them, and the aggregated messages back to e3nn's ``mul_ir``
-afterwards.
+afterwards, each direction one column gather (:func:`~sevenomni.nn.indexing.permute_columns`).
 
 On CUDA tensors the polynomial runs through cuEquivariance's ``uniform_1d`` kernel (gathering
 senders and scattering to receivers inside the kernel) when ``cuequivariance_ops_torch`` is
-installed; elsewhere through its PyTorch fallback (``naive``).
+installed; elsewhere through its PyTorch fallback (``naive``). The kernel library plans (and
+times) a kernel for each new problem size; node rows are padded to a multiple of
+:data:`NODE_BUCKET` on that path, so that structures or batches of similar size share one plan.
 """
 
 from __future__ import annotations
@@ -21,29 +23,20 @@ from e3nn import o3
 from torch import nn
 
 from sevenomni.nn.backend import cueq_kernels_installed
-from sevenomni.nn.slicing import cat, split_slices_in
+from sevenomni.nn.indexing import inverse_permutation, permute_columns
+from sevenomni.nn.slicing import split_slices_in
+
+# Node rows are padded to a multiple of this on the kernel path (one kernel plan per bucket).
+NODE_BUCKET = 256
 
 
-def _blocks(irreps: o3.Irreps) -> list[tuple[int, int]]:
-    return [(mul, ir.dim) for mul, ir in irreps]
-
-
-def to_ir_mul(x: torch.Tensor, blocks: list[tuple[int, int]]) -> torch.Tensor:
-    """Features in e3nn's ``mul_ir`` layout → ``ir_mul`` (each [mul, dim] block stored as [dim, mul])."""
-    pieces = x.split([mul * dim for mul, dim in blocks], dim=-1)
-    return cat(
-        [p.reshape(-1, mul, dim).transpose(1, 2).reshape(-1, mul * dim) for p, (mul, dim) in zip(pieces, blocks)],
-        dim=-1,
-    )
-
-
-def to_mul_ir(x: torch.Tensor, blocks: list[tuple[int, int]]) -> torch.Tensor:
-    """The inverse of :func:`to_ir_mul`."""
-    pieces = x.split([mul * dim for mul, dim in blocks], dim=-1)
-    return cat(
-        [p.reshape(-1, dim, mul).transpose(1, 2).reshape(-1, mul * dim) for p, (mul, dim) in zip(pieces, blocks)],
-        dim=-1,
-    )
+def ir_mul_permutation(irreps: o3.Irreps) -> torch.Tensor:
+    """Columns of a ``mul_ir`` feature vector in ``ir_mul`` order (each [mul, dim] block as [dim, mul])."""
+    pieces, offset = [], 0
+    for mul, ir in irreps:
+        pieces.append(offset + torch.arange(mul * ir.dim).view(mul, ir.dim).t().reshape(-1))
+        offset += mul * ir.dim
+    return torch.cat(pieces) if pieces else torch.zeros(0, dtype=torch.long)
 
 
 def channelwise_polynomial(tp: o3.TensorProduct, for_kernel: bool):
@@ -99,7 +92,12 @@ class CueChannelwiseConvolution(nn.Module):
         super().__init__()
         import cuequivariance_torch as cuet
 
-        self.in_blocks, self.out_blocks = _blocks(tp.irreps_in1), _blocks(tp.irreps_out)
+        to_ir_mul = ir_mul_permutation(tp.irreps_in1)
+        self.register_buffer("to_ir_mul", to_ir_mul)
+        self.register_buffer("from_ir_mul", inverse_permutation(to_ir_mul))
+        out_to_ir_mul = ir_mul_permutation(tp.irreps_out)
+        self.register_buffer("out_to_ir_mul", out_to_ir_mul)
+        self.register_buffer("out_from_ir_mul", inverse_permutation(out_to_ir_mul))
         self.fallback = cuet.SegmentedPolynomial(channelwise_polynomial(tp, for_kernel=False), method="naive")
         split_slices_in(self.fallback)
         self.kernel = None
@@ -107,14 +105,26 @@ class CueChannelwiseConvolution(nn.Module):
             self.kernel = cuet.SegmentedPolynomial(channelwise_polynomial(tp, for_kernel=True), method="uniform_1d")
         _transient(self)
 
+    def executor(self, h: torch.Tensor) -> tuple[nn.Module, int]:
+        """What evaluates the polynomial for ``h``, and the multiple its node rows are padded to."""
+        if self.kernel is not None and h.is_cuda:
+            return self.kernel, NODE_BUCKET
+        return self.fallback, 1
+
     def forward(
         self, h: torch.Tensor, edge_sh: torch.Tensor, weight: torch.Tensor, sender: torch.Tensor, receiver: torch.Tensor
     ) -> torch.Tensor:
-        run = self.kernel if self.kernel is not None and h.is_cuda else self.fallback
+        run, bucket = self.executor(h)
+        nodes = h.shape[0]
+        h = permute_columns(h, self.to_ir_mul, self.from_ir_mul)
+        if nodes % bucket:
+            h = torch.nn.functional.pad(h, (0, 0, 0, bucket - nodes % bucket))
         [messages] = run(
-            [weight, to_ir_mul(h, self.in_blocks), edge_sh],
+            [weight, h, edge_sh],
             input_indices={1: sender},
             output_shapes={0: h},
             output_indices={0: receiver},
         )
-        return to_mul_ir(messages, self.out_blocks)
+        if messages.shape[0] != nodes:
+            messages = messages.narrow(0, 0, nodes)
+        return permute_columns(messages, self.out_from_ir_mul, self.out_to_ir_mul)

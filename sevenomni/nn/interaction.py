@@ -4,35 +4,20 @@ from __future__ import annotations
 
 import torch
 from e3nn import o3
-from e3nn.nn import FullyConnectedNet, Gate
+from e3nn.nn import FullyConnectedNet
 from torch import nn
 
 from sevenomni.nn.backend import uses_cueq
+from sevenomni.nn.gate import build_gate
+from sevenomni.nn.indexing import gather_rows, scatter_sum
+from sevenomni.nn.linear import EquivariantLinear
 from sevenomni.nn.task import TaskLinear
-
-SCALAR_ACTIVATIONS = {1: torch.nn.functional.silu, -1: torch.tanh}
-GATE_ACTIVATIONS = {1: torch.nn.functional.silu, -1: torch.tanh}
 
 
 def reachable_irreps(irreps_in: o3.Irreps, irreps_sh: o3.Irreps, wanted: o3.Irreps) -> o3.Irreps:
     """The part of ``wanted`` that a tensor product of ``irreps_in`` with ``irreps_sh`` can produce."""
     produced = {ir_out for _, ir_in in irreps_in for _, ir_sh in irreps_sh for ir_out in ir_in * ir_sh}
     return o3.Irreps([(mul, ir) for mul, ir in wanted if ir in produced])
-
-
-def build_gate(irreps_out: o3.Irreps) -> Gate:
-    """Equivariant gate producing ``irreps_out``: scalars activated, l > 0 gated by extra 0e."""
-    scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l == 0])
-    gated = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l > 0])
-    gate_irrep = "0e" if o3.Irrep("0e") in [ir for _, ir in scalars] else "0o"
-    gates = o3.Irreps([(mul, gate_irrep) for mul, _ in gated])
-    return Gate(
-        scalars,
-        [SCALAR_ACTIVATIONS[ir.p] for _, ir in scalars],
-        gates,
-        [GATE_ACTIVATIONS[ir.p] for _, ir in gates],
-        gated,
-    )
 
 
 class Convolution(nn.Module):
@@ -92,8 +77,8 @@ class Convolution(nn.Module):
         if self.cue is not None and (self.backend == "cueq" or h.is_cuda):
             aggregated = self.cue(h, edge_sh, weight, sender, receiver)
         else:
-            messages = self.tp(h[sender], edge_sh, weight)
-            aggregated = messages.new_zeros(h.shape[0], messages.shape[1]).index_add(0, receiver, messages)
+            messages = self.tp(gather_rows(h, sender), edge_sh, weight)
+            aggregated = scatter_sum(messages, receiver, h.shape[0])
         return aggregated / self.denominator
 
 
@@ -106,7 +91,7 @@ class SelfConnection(nn.Module):
         if kind == "species":
             self.map = o3.FullyConnectedTensorProduct(irreps_in, irreps_species, irreps_out)
         else:
-            self.map = o3.Linear(irreps_in, irreps_out)
+            self.map = EquivariantLinear(irreps_in, irreps_out)
 
     def forward(self, x: torch.Tensor, species_onehot: torch.Tensor) -> torch.Tensor:
         if self.kind == "species":

@@ -17,11 +17,14 @@ from sevenomni.nn.backend import check_backend
 from sevenomni.nn.compiled import DOUBLE_BACKWARD_FALLBACK, compiled_atomic_energies
 from sevenomni.nn.config import ModelConfig
 from sevenomni.nn.interaction import Interaction
+from sevenomni.nn.linear import EquivariantLinear
 from sevenomni.nn.radial import BesselBasis, PolynomialCutoff, XPLORCutoff
 from sevenomni.nn.slicing import split_slices_in
 from sevenomni.nn.task import (
     EnergyScale,
+    FixedTaskEnergyScale,
     LinearCorrection,
+    PenalizedTaskScale,
     TaskEmbedding,
     TaskEnergyScale,
     TaskLinear,
@@ -42,6 +45,17 @@ def feature_irreps(channels: int, lmax: int, parity: str) -> o3.Irreps:
 
 def sh_irreps(lmax: int, parity: str) -> o3.Irreps:
     return o3.Irreps.spherical_harmonics(lmax, p=-1 if parity == "o3" else 1)
+
+
+def energy_scale(treatment: bool | str, num_tasks: int, num_species: int, per_element: bool) -> EnergyScale:
+    """The energy-scale module for ``ModelConfig.scale_per_task`` (see :mod:`sevenomni.nn.task`)."""
+    if treatment is False:
+        return EnergyScale(1, num_species, per_element)
+    if treatment == "penalized":
+        return PenalizedTaskScale(num_tasks, num_species, per_element)
+    if treatment == "fixed":
+        return FixedTaskEnergyScale(num_tasks, num_species, per_element)
+    return TaskEnergyScale(num_tasks, num_species, per_element)
 
 
 class SevenOmniModel(nn.Module):
@@ -86,7 +100,7 @@ class SevenOmniModel(nn.Module):
 
         irreps_species = o3.Irreps(f"{num_species}x0e")
         scalars = o3.Irreps(f"{config.channels}x0e")
-        self.species_embedding = o3.Linear(irreps_species, scalars)
+        self.species_embedding = EquivariantLinear(irreps_species, scalars)
 
         if config.hidden_irreps is not None:
             hidden = o3.Irreps(config.hidden_irreps)
@@ -117,10 +131,9 @@ class SevenOmniModel(nn.Module):
         self.readout_hidden = TaskLinear(
             irreps, readout_hidden, num_tasks if "readout" in sites else 0, config.task_embedding_norm
         )
-        self.readout_energy = o3.Linear(readout_hidden, o3.Irreps("1x0e"))
+        self.readout_energy = EquivariantLinear(readout_hidden, o3.Irreps("1x0e"))
         self.energy_shift = TaskShift(num_tasks, num_species)
-        scale_class = TaskEnergyScale if config.scale_per_task else EnergyScale
-        self.energy_scale = scale_class(num_tasks if config.scale_per_task else 1, num_species, config.scale_per_element)
+        self.energy_scale = energy_scale(config.scale_per_task, num_tasks, num_species, config.scale_per_element)
         self.linear_correction = LinearCorrection(num_tasks) if config.linear_correction else None
 
     def set_tp_backend(self, backend: str) -> SevenOmniModel:
@@ -207,6 +220,17 @@ class SevenOmniModel(nn.Module):
             return 0, False
         return self.task_index(task), False
 
+    def attach_species(self, graph):
+        """Give ``graph`` (on the host) its species indices, checked there: a forward on a GPU then
+        reads them instead of checking the atomic numbers on the device (a host-device sync)."""
+        graph.species = self.species(graph.atomic_numbers)
+        return graph
+
+    def species_of(self, graph) -> torch.Tensor:
+        """The species of ``graph``'s atoms: those :meth:`attach_species` checked, else checked now."""
+        species = getattr(graph, "species", None)
+        return species if species is not None else self.species(graph.atomic_numbers)
+
     def species(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
         """Species indices; ValueError naming any element the model does not know."""
         if int(atomic_numbers.min()) < 1 or int(atomic_numbers.max()) >= len(chemical_symbols):
@@ -229,7 +253,7 @@ class SevenOmniModel(nn.Module):
         """The network: edge vectors → energy of each atom (``theta_task=None``: θT dropped)."""
         x = self.node_features(edge_vec, edge_index, species, theta_task)
         atomic = self.readout_energy(self.readout_hidden(x, theta_task)).squeeze(-1)
-        scale = self.energy_scale(species, node_task)
+        scale = self.energy_scale(species, node_task, theta_task)
         if self.linear_correction is not None:
             scale = scale * self.linear_correction(species, node_task)
         return scale * atomic + self.energy_shift(species, node_task)
@@ -274,7 +298,7 @@ class SevenOmniModel(nn.Module):
         positions = graph.pos.detach().to(torch.float64)
         cell = graph.cell.to(torch.float64).view(-1, 3, 3)
         edge_vec = self._edge_vectors(graph, positions, cell, self._graph_of_atoms(graph))
-        return self.node_features(edge_vec, graph.edge_index, self.species(graph.atomic_numbers), None)
+        return self.node_features(edge_vec, graph.edge_index, self.species_of(graph), None)
 
     def _graph_of_atoms(self, graph) -> torch.Tensor:
         if getattr(graph, "batch", None) is not None:
@@ -304,7 +328,7 @@ class SevenOmniModel(nn.Module):
         dtype = self.dtype
         batch = self._graph_of_atoms(graph)
         num_graphs = graph.cell.shape[0]
-        species = self.species(graph.atomic_numbers)
+        species = self.species_of(graph)
         graph_task = getattr(graph, "task", None)
         if graph_task is None:
             if len(self.tasks) > 1:

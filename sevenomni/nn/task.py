@@ -7,9 +7,15 @@ selective penalty, optimizer groups, freezing, appending a task) finds them by m
 * :class:`TaskEmbedding` — θT proper: a ``[n_tasks, n_scalars]`` table added to the scalar (0e)
   outputs of a linear layer. This is penalized by selective regularization. θT = 0 is the common
   potential-energy surface.
-* :class:`TaskShift` (and :class:`TaskEnergyScale` when the scale is per task) — per-task,
-  per-element energy references. Task specific but never penalized: functionals differ in
-  absolute energies by design.
+* :class:`TaskShift` — per-task, per-element energy references. Task specific but never
+  penalized: functionals differ in absolute energies by design (references, not physics).
+* The energy scale (``ModelConfig.scale_per_task``): shared by all tasks (:class:`EnergyScale`);
+  the shared scale times exp(s_t) with s_t a task embedding (:class:`PenalizedTaskScale`: θT,
+  penalized, dropped on the common channel); one scale per task set from the task's force RMS and
+  never trained (:class:`FixedTaskEnergyScale`); or one trained scale per task
+  (:class:`TaskEnergyScale`), the only task-specific parameter that is trained, outside θT and
+  never penalized: it can carry one database's force magnitude into everything its task predicts,
+  which is why the other three exist.
 * :class:`LinearCorrection` (optional) — one scalar c_t per task multiplying the task's
   shift-free energy, 1 until trained: the linear correction of PES softening (fine-tuning with
   every other parameter frozen, ``train.freeze: all_but_linear_correction``).
@@ -26,6 +32,18 @@ from __future__ import annotations
 import torch
 from e3nn import o3
 from torch import nn
+
+from sevenomni.nn.linear import EquivariantLinear
+
+
+# The task-specific parameters (by module name in SevenOmniModel) that selective regularization
+# leaves alone, and why; every other trainable task-specific parameter is θT (a TaskEmbedding).
+UNPENALIZED_TASK_PARAMETERS = {
+    "energy_shift": "per-task, per-element energy references: methods differ in absolute energies by design",
+    "energy_scale": "only with scale_per_task: true, the free per-task scale (see above); the other "
+    "treatments share it, penalize its task part or fix it from statistics",
+    "linear_correction": "one scalar per task for PES softening, trained alone (train.freeze: all_but_linear_correction)",
+}
 
 
 class TaskSpecific(nn.Module):
@@ -78,7 +96,9 @@ class EnergyScale(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(num_tasks, num_species if per_element else 1))
 
-    def forward(self, species: torch.Tensor, node_task: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, species: torch.Tensor, node_task: torch.Tensor, theta_task: torch.Tensor | None = None
+    ) -> torch.Tensor:
         rows = node_task if self.weight.shape[0] > 1 else torch.zeros_like(node_task)
         columns = species if self.weight.shape[1] > 1 else torch.zeros_like(species)
         return self.weight[rows, columns]
@@ -90,6 +110,40 @@ class TaskEnergyScale(EnergyScale, TaskSpecific):
     def append_task(self, like: int | None = None) -> None:
         row = self.weight.new_ones(1, self.weight.shape[1]) if like is None else self.weight[like : like + 1]
         self.weight = nn.Parameter(torch.cat([self.weight.detach(), row.detach()]))
+
+
+class FixedTaskEnergyScale(TaskEnergyScale):
+    """One scale per task, set from statistics (each task's force RMS) and never trained."""
+
+    def __init__(self, num_tasks: int, num_species: int, per_element: bool):
+        super().__init__(num_tasks, num_species, per_element)
+        self.weight.requires_grad_(False)
+
+    def append_task(self, like: int | None = None) -> None:
+        super().append_task(like)
+        self.weight.requires_grad_(False)
+
+
+class PenalizedTaskScale(EnergyScale):
+    """scale[species] × exp(s_t): a shared scale, and per task a log-scale offset s_t that is θT.
+
+    s_t lives in a :class:`TaskEmbedding` of width 1, so selective regularization penalizes it
+    with the other task embeddings, ``sevenomni info`` and ``analyze embeddings`` show it (site
+    ``energy_scale``), a new task starts at s_t = 0 (the shared scale), and the common channel
+    (θT dropped) uses the shared scale alone.
+    """
+
+    def __init__(self, num_tasks: int, num_species: int, per_element: bool):
+        super().__init__(1, num_species, per_element)
+        self.embedding = TaskEmbedding(num_tasks, 1)
+
+    def forward(
+        self, species: torch.Tensor, node_task: torch.Tensor, theta_task: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        scale = super().forward(species, node_task)
+        if theta_task is None:
+            return scale
+        return scale * torch.exp(self.embedding(theta_task)[:, 0].to(scale.dtype))
 
 
 class LinearCorrection(TaskEnergyScale):
@@ -124,7 +178,7 @@ class TaskLinear(nn.Module):
         super().__init__()
         self.irreps_in = o3.Irreps(irreps_in)
         self.irreps_out = o3.Irreps(irreps_out)
-        self.linear = o3.Linear(self.irreps_in, self.irreps_out)
+        self.linear = EquivariantLinear(self.irreps_in, self.irreps_out)
         self.register_buffer("scalar_index", scalar_indices(self.irreps_out), persistent=False)
         self.embedding = TaskEmbedding(num_tasks, len(self.scalar_index)) if num_tasks else None
         self.normalize = bool(normalize) and self.embedding is not None

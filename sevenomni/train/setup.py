@@ -3,7 +3,8 @@
 A run started from a checkpoint (``model.init_from``) keeps that model's tasks, in its order
 (already trained: never re-introduced), and appends the data's new ones; the architecture is the
 checkpoint's. A fresh model takes its elements and neighbour normalization from the data unless
-the config gives them, and its energy scale from the force RMS of the first stage's data.
+the config gives them, and its energy scale from the force RMS of the first stage's data (with
+``model.scale_per_task: fixed``, each task's scale from its own data's force RMS).
 """
 
 from __future__ import annotations
@@ -65,11 +66,27 @@ def build_model(
         avg = first_stage_statistic(config, databases, average_num_neighbors, section.cutoff)
     architecture = section.model_dump(exclude={"elements", "init_from", "avg_num_neighbors"})
     model = SevenOmniModel(ModelConfig(tasks=tasks.as_list(), elements=elements, avg_num_neighbors=avg, **architecture))
-    rms = first_stage_statistic(config, databases, force_rms)
-    if rms > 0:
-        with torch.no_grad():
+    with torch.no_grad():
+        if section.scale_per_task == "fixed":
+            for index, rms in enumerate(task_force_rms(config, databases, len(tasks))):
+                model.energy_scale.weight[index].fill_(rms)
+        elif (rms := first_stage_statistic(config, databases, force_rms)) > 0:
             model.energy_scale.weight.fill_(rms)
     return record_baselines(model, config, Tasks()).train()
+
+
+def task_force_rms(config: RunConfig, databases: list[Database], num_tasks: int) -> list[float]:
+    """Each task's force RMS over its training databases (1 for a task without forces): the
+    scales of ``model.scale_per_task: fixed``."""
+    values = []
+    for index in range(num_tasks):
+        mine = [d.train for d in databases if d.task_index == index and d.spec.name in config.trained_databases]
+        try:
+            rms = float(force_rms(mine, sample=config.data.statistics_sample, seed=config.train.seed)) if mine else 0.0
+        except ValueError:  # no forces in this task's data
+            rms = 0.0
+        values.append(rms if rms > 0 else 1.0)
+    return values
 
 
 def record_baselines(model: SevenOmniModel, config: RunConfig, trained_before: Tasks) -> SevenOmniModel:
@@ -96,8 +113,8 @@ def freeze(model: SevenOmniModel, mode: str) -> None:
     if mode == "all_but_linear_correction":
         model.enable_linear_correction()
         trainable = {id(model.linear_correction.weight)}
-    else:  # shared: the task-specific parameters train, θC stays
-        trainable = {id(parameter) for _, parameter in model.task_parameters()}
+    else:  # shared: the task-specific parameters train (those that train at all), θC stays
+        trainable = {id(parameter) for _, parameter in model.task_parameters() if parameter.requires_grad}
     for parameter in model.parameters():
         parameter.requires_grad_(id(parameter) in trainable)
 

@@ -45,8 +45,8 @@ class OptimizerStep:
             if self.function_space is not None:
                 terms |= self.function_space.nothing(device, model.dtype)
         else:
-            batch = batch.to(device)
-            want_stress = config.loss.stress > 0 and bool(batch.has_stress.any())
+            want_stress = config.loss.stress > 0 and bool(batch.has_stress.any())  # on the host: no sync
+            batch = model.attach_species(batch).to(device)
             prediction = model(
                 batch, compute_forces=config.loss.forces > 0, compute_stress=want_stress, create_graph=True
             )
