@@ -14,7 +14,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from sevenomni.base import DEFAULT_MIN_DISTANCE, MIN_CELL_VOLUME
 from sevenomni.baseline import cached_baseline
-from sevenomni.data.graph import atoms_to_graph, closest_pair, collate, describe_pair
+from sevenomni.data.graph import StructureError, atoms_to_graph, closest_pair, collate, describe_pair
 from sevenomni.devices import resolve_device
 from sevenomni.dispersion import D3Correction, D3Settings, d3_correction
 from sevenomni.keys import ATOMIC_ENERGIES, ENERGY, FORCES, STRESS
@@ -25,13 +25,20 @@ from sevenomni.nn.model import DTYPES
 
 
 class PredictionError(ValueError):
-    """The model's output for a structure is not finite (names the structure and, when that is the
-    cause, its atoms that (nearly) coincide)."""
+    """A structure the model cannot predict: one no graph can be built for (non-finite, empty, a
+    degenerate or too extreme a cell: see ``graph.check_cell``), or whose output is not finite. Names
+    the structure and, when that is the cause, its atoms that (nearly) coincide."""
 
 
 def has_stress(atoms: Atoms) -> bool:
     """Stress is defined for a structure with some periodicity and a cell with volume."""
     return bool(atoms.pbc.any()) and abs(atoms.cell.volume) > MIN_CELL_VOLUME
+
+
+def structure_label(atoms: Atoms, index: int) -> str:
+    """``structure 3 (Si2)``: a structure of a prediction, by its index and formula (if it has atoms)."""
+    formula = atoms.get_chemical_formula()
+    return f"structure {index} ({formula})" if formula else f"structure {index}"
 
 
 def check_finite(result: dict[str, np.ndarray | float], atoms: Atoms, index: int) -> None:
@@ -43,7 +50,7 @@ def check_finite(result: dict[str, np.ndarray | float], atoms: Atoms, index: int
     pair = closest_pair(positions, atoms.cell.array, atoms.pbc, DEFAULT_MIN_DISTANCE)
     cause = f"{describe_pair(*pair)}; " if pair is not None else ""
     raise PredictionError(
-        f"structure {index} ({atoms.get_chemical_formula()}): {cause}the model's {', '.join(bad)} "
+        f"{structure_label(atoms, index)}: {cause}the model's {', '.join(bad)} "
         f"{'is' if len(bad) == 1 else 'are'} not finite"
     )
 
@@ -96,8 +103,11 @@ def predict(
 
     def run(chunk: list[Atoms], first: int) -> list[dict]:
         graphs = []
-        for atoms in chunk:
-            graph = atoms_to_graph(atoms, model.cutoff, device=device)  # on a GPU, built there (vesin-torch)
+        for index, atoms in enumerate(chunk):
+            try:  # on a GPU, built there (vesin-torch)
+                graph = atoms_to_graph(atoms, model.cutoff, structure_label(atoms, first + index), device=device)
+            except StructureError as error:
+                raise PredictionError(str(error)) from None
             where = graph.pos.device
             graph.species = model.species(torch.as_tensor(atoms.numbers)).to(where)  # checked on the host
             graph.task = torch.tensor([task_index], device=where)

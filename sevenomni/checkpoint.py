@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from sevenomni.files import new_sibling
+from sevenomni.base import validation_problems
+from sevenomni.files import atomic_write
 from sevenomni.nn import ModelConfig, SevenOmniModel
 
 CHECKPOINT_FORMAT = "sevenomni-model"
@@ -45,38 +46,46 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = new_sibling(path, ".{name}.{token}.tmp", _create_file)
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
-def _create_file(path: Path) -> None:
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    with atomic_write(path, "wb") as handle:
+        torch.save(obj, handle)
 
 
 def verify_archive(path: str | os.PathLike) -> None:
-    """Check every member of a torch zip archive against its stored CRC-32; CheckpointError if damaged."""
+    """Check a torch zip archive before anything is unpickled; CheckpointError if it fails.
+
+    Every member must be stored uncompressed (torch never compresses: a deflated member is a
+    compression bomb, its size unbounded by the file's) and lie within the file, and its bytes must
+    match their stored CRC-32. Any failure of the check (a damaged header, an unknown compression
+    method, a truncated member) is a CheckpointError naming the file.
+    """
     path = Path(path)
     try:
+        size = path.stat().st_size
         with zipfile.ZipFile(path) as archive:
             for member in archive.infolist():
+                if member.compress_type != zipfile.ZIP_STORED:
+                    raise CheckpointError(
+                        f"{path}: member {member.filename} is compressed (method {member.compress_type}); "
+                        "torch never compresses: refused unread"
+                    )
+                if member.file_size != member.compress_size or member.header_offset + member.file_size > size:
+                    raise CheckpointError(
+                        f"{path}: member {member.filename} claims {member.file_size:,} bytes, more than the "
+                        f"file holds ({size:,}): refused unread"
+                    )
                 crc = 0
                 with archive.open(member) as stream:  # zipfile raises BadZipFile on a CRC mismatch
                     while chunk := stream.read(1 << 22):
                         crc = zlib.crc32(chunk, crc)
+    except CheckpointError:
+        raise
     except zipfile.BadZipFile as error:
         detail = str(error) if "CRC" in str(error) else "not a complete torch zip archive"
         raise CheckpointError(f"{path}: damaged or truncated file ({detail}); it was not loaded") from None
-    except (OSError, EOFError, ValueError) as error:
-        raise CheckpointError(f"{path}: damaged or truncated file ({error}); it was not loaded") from None
+    except Exception as error:  # noqa: BLE001 - whatever a damaged archive makes zipfile raise
+        raise CheckpointError(
+            f"{path}: damaged or truncated file ({type(error).__name__}: {str(error)[:200]}); it was not loaded"
+        ) from None
 
 
 def _blocked_global(error: Exception) -> str:
@@ -205,18 +214,73 @@ def model_from_training_state(state: dict[str, Any], source: str = "training che
     ema = state.get("ema")
     if ema is not None:
         parameters = list(model.parameters())
-        if len(ema["shadow"]) != len(parameters):
+        shadows = ema.get("shadow") if isinstance(ema, dict) else None
+        if not isinstance(shadows, (list, tuple)) or len(shadows) != len(parameters) or any(
+            not isinstance(shadow, torch.Tensor) or shadow.shape != parameter.shape
+            for parameter, shadow in zip(parameters, shadows)
+        ):
             raise CheckpointError(f"{source}: the EMA weights do not match the model's parameters")
         with torch.no_grad():
-            for parameter, shadow in zip(parameters, ema["shadow"]):
+            for parameter, shadow in zip(parameters, shadows):
                 parameter.copy_(shadow)
     return model
 
 
+def check_weights_match(config: ModelConfig, state_dict: Any, source: str) -> None:
+    """CheckpointError unless ``state_dict`` has the layers and the sizes ``config`` describes.
+
+    Runs before the model is built, so that a config edited to a huge network (more layers, wider
+    layers) next to small weights is refused at once instead of exhausting memory. It compares the
+    names and shapes :class:`SevenOmniModel` gives its weights: one ``layers.<i>.`` group per layer,
+    the species embedding (elements × channels), the energy shifts (tasks × elements), and each
+    layer's radial network (radial basis → MLP widths).
+    """
+    if not isinstance(state_dict, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()
+    ):
+        raise CheckpointError(f"{source}: the weights are not a mapping of names to tensors")
+    layers = {int(m.group(1)) for key in state_dict if (m := re.match(r"layers\.(\d+)\.", key))}
+    if layers != set(range(config.num_layers)):
+        raise CheckpointError(
+            f"{source}: the config says num_layers {config.num_layers}, the weights hold {len(layers)} layer(s)"
+        )
+    expected = {
+        "species_embedding.weight": (len(config.elements) * config.channels,),
+        "energy_shift.weight": (len(config.tasks), len(config.elements)),
+    }
+    widths = [config.num_radial, *config.radial_mlp]
+    for layer in range(config.num_layers):
+        prefix = f"layers.{layer}.conv.radial_net"
+        found = sorted(key for key in state_dict if key.startswith(prefix + ".layer"))
+        if len(found) != len(widths):
+            raise CheckpointError(
+                f"{source}: the config's radial network has {len(widths)} layers, the weights' layer {layer} {len(found)}"
+            )
+        for index, width in enumerate(widths):
+            key = f"{prefix}.layer{index}.weight"
+            shape = tuple(state_dict[key].shape) if key in state_dict else None
+            if shape is None or shape[0] != width or (index + 1 < len(widths) and shape[1] != widths[index + 1]):
+                raise CheckpointError(
+                    f"{source}: {key} has shape {shape}; the config (num_radial, radial_mlp {config.radial_mlp}) "
+                    "needs other sizes"
+                )
+    for key, shape in expected.items():
+        found = tuple(state_dict[key].shape) if key in state_dict else None
+        if found != shape:
+            raise CheckpointError(f"{source}: {key} has shape {found}, the config needs {shape}")
+
+
 def _build(config: Any, state_dict: Any, source: str) -> SevenOmniModel:
     try:
-        model = SevenOmniModel(ModelConfig(**config))
+        model_config = ModelConfig(**config)
+    except TypeError:
+        raise CheckpointError(f"{source}: the model config is not a mapping") from None
+    except ValidationError as error:
+        raise CheckpointError(f"{source}: invalid model config: {'; '.join(validation_problems(error, 'config'))}") from None
+    check_weights_match(model_config, state_dict, source)
+    try:
+        model = SevenOmniModel(model_config)
         model.load_state_dict(state_dict, strict=True)
-    except (TypeError, KeyError, ValidationError, RuntimeError) as error:
+    except (TypeError, KeyError, ValueError, RuntimeError) as error:
         raise CheckpointError(f"{source}: inconsistent checkpoint contents: {error}") from None
     return model

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from sevenomni.checkpoint import CheckpointError
+from sevenomni.files import describe_os_error
 from sevenomni.loading import add_trust_pickle_argument
 from sevenomni.version import __version__
 
@@ -42,6 +43,18 @@ def import_sevenn(args: argparse.Namespace) -> None:
     model = convert(args.checkpoint, args.out, task_name=args.task_name, trust_pickle=args.trust_pickle)
     total = sum(p.numel() for p in model.parameters())
     print(f"wrote {args.out}: tasks {', '.join(model.tasks)}; {len(model.elements)} elements; {total:,} parameters")
+
+
+def error_message(error: Exception) -> str:
+    """What the user is told: an OS error naming its path; an error raised in a DataLoader worker as
+    the worker raised it (torch puts the worker's traceback before it)."""
+    if isinstance(error, OSError):
+        return describe_os_error(error)
+    text = str(error)
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        return last.removeprefix(f"{type(error).__module__}.{type(error).__qualname__}: ")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (CheckpointError, ValueError, FileNotFoundError) as error:
-        print(f"sevenomni {args.command}: error: {error}", file=sys.stderr)
+    except (CheckpointError, ValueError, OSError) as error:  # OSError: permission denied, disk full, read-only, …
+        print(f"sevenomni {args.command}: error: {error_message(error)}", file=sys.stderr)
         return 2
     except RuntimeError as error:
         from sevenomni.train.trainer import TrainingDiverged, TrainingInterrupted

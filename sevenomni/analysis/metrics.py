@@ -25,10 +25,9 @@ import torch
 
 from sevenomni.keys import ENERGY, FORCES, STRESS, VOIGT
 
-METRICS = (
-    "energy_mae", "energy_rmse", "energy_cmae", "forces_mae", "forces_rmse", "stress_mae",
-    "softening_scale", "structures",
-)
+# The errors (lower is better: any of them can pick the best checkpoint, ``train.best_metric``).
+ERROR_METRICS = ("energy_mae", "energy_rmse", "energy_cmae", "forces_mae", "forces_rmse", "stress_mae")
+METRICS = (*ERROR_METRICS, "softening_scale", "structures")
 
 
 def reduced_compositions(atomic_numbers: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> list[tuple]:

@@ -1,4 +1,4 @@
-"""``sevenomni data ingest`` and ``sevenomni data info``."""
+"""``sevenomni data ingest``, ``sevenomni data info`` and ``sevenomni data verify``."""
 
 from __future__ import annotations
 
@@ -67,8 +67,16 @@ def _info(args: argparse.Namespace) -> None:
         print(describe(args.store))
 
 
+def _verify(args: argparse.Namespace) -> None:
+    from sevenomni.data.store import StoreReader
+
+    with StoreReader(args.store) as reader:
+        reader.verify()
+        print(f"{args.store}: {len(reader):,} records intact; the sidecar arrays and the metadata agree with them")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``data ingest`` and ``data info`` to the top-level command parser."""
+    """Add ``data ingest``, ``data info`` and ``data verify`` to the top-level command parser."""
     data = subparsers.add_parser("data", help="build and inspect structure stores")
     commands = data.add_subparsers(dest="data_command", required=True)
 
@@ -101,3 +109,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     info.add_argument("store")
     info.add_argument("--json", action="store_true", help="print the raw metadata record")
     info.set_defaults(handler=_info)
+
+    verify = commands.add_parser(
+        "verify", help="check every record's checksum and values, and the sidecar arrays and metadata against them"
+    )
+    verify.add_argument("store")
+    verify.set_defaults(handler=_verify)

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 from torch_geometric.data import Batch, Data
 
-from sevenomni.data.graph import arrays_to_graph
+from sevenomni.data.graph import arrays_to_graph, check_cell
 from sevenomni.data.spec import DatabaseSpec, SplitSpec
 from sevenomni.data.store import StoreReader, describe_label_origins
 from sevenomni.keys import ENERGY, FORCES, STRESS
@@ -121,6 +121,7 @@ class LMDBDataset(Dataset):
         reader, local = self._locate(int(i))
         record = reader.read(local)
         n = len(record["numbers"])
+        check_cell(record["positions"], record["cell"], record["pbc"], self.cutoff, f"{reader.path}: record {local}")
         graph = arrays_to_graph(record["numbers"], record["positions"], record["cell"], record["pbc"], self.cutoff)
         has_energy, has_forces, has_stress = ENERGY in record, FORCES in record, STRESS in record
         graph.energy = torch.tensor([float(record[ENERGY]) if has_energy else 0.0], dtype=torch.float64)

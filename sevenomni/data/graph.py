@@ -12,35 +12,123 @@ layer. Batching is PyG's: ``edge_index`` is offset per graph and ``batch`` maps 
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 import vesin
 from ase import Atoms
 from torch_geometric.data import Batch, Data
 
-from sevenomni.base import MIN_CELL_VOLUME
+from sevenomni.base import MAX_CELL_LIST_BINS, MAX_PERIODIC_IMAGES, MAX_SEARCHED_BIN_PAIRS, MIN_CELL_VOLUME
+
+
+class StructureError(ValueError):
+    """A structure no graph can be built for (non-finite, empty, degenerate or too extreme a cell);
+    the message names the structure."""
 
 
 def check_structure(
     positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, label: str = "structure"
 ) -> None:
-    """Reject non-finite coordinates and degenerate periodic lattices with a clear message."""
+    """Reject non-finite coordinates and degenerate periodic lattices with a clear message (StructureError)."""
     if positions.ndim != 2 or positions.shape[1] != 3:
-        raise ValueError(f"{label}: positions must have shape (N, 3), got {positions.shape}")
+        raise StructureError(f"{label}: positions must have shape (N, 3), got {positions.shape}")
     if len(positions) == 0:
-        raise ValueError(f"{label}: has no atoms")
+        raise StructureError(f"{label}: has no atoms")
     if not np.isfinite(positions).all():
-        raise ValueError(f"{label}: positions contain NaN or inf")
+        raise StructureError(f"{label}: positions contain NaN or inf")
     if not np.isfinite(cell).all():
-        raise ValueError(f"{label}: cell contains NaN or inf")
+        raise StructureError(f"{label}: cell contains NaN or inf")
     if pbc.any():
         lattice = cell[pbc]
         gram = np.linalg.det(lattice @ lattice.T)
         if gram <= MIN_CELL_VOLUME**2:
-            raise ValueError(
+            raise StructureError(
                 f"{label}: periodic cell has zero volume along its periodic directions "
                 f"(pbc={pbc.tolist()}, cell={cell.tolist()})"
             )
+
+
+class SearchGrid(NamedTuple):
+    """The cell list that vesin lays over a structure for a cutoff (see :func:`search_grid`)."""
+
+    extents: np.ndarray  # Å along each cell direction
+    bins: np.ndarray  # cutoff-sized bins along each direction
+    reach: np.ndarray  # bins searched on each side of a bin, along each direction
+
+    @property
+    def total_bins(self) -> float:
+        return float(np.prod(self.bins))
+
+    @property
+    def searched_pairs(self) -> float:
+        """(bin, neighbouring bin) pairs the search visits."""
+        return self.total_bins * float(np.prod(2.0 * self.reach + 1.0))
+
+
+def search_grid(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float) -> SearchGrid:
+    """The cell list vesin builds for a structure (that ``check_structure`` accepts), as vesin does.
+
+    Along a periodic cell direction its extent is the distance between lattice planes (the other
+    periodic vectors, and unit vectors normal to them, spanning the planes); along a non-periodic
+    one, 1.01 × the atoms' spread along that Cartesian axis, at least 1 Å. Each direction holds
+    ``extent // cutoff`` bins (at least one), and the search reaches as many bins on either side
+    as the cutoff spans; with mixed periodicity, every bin of a non-periodic direction.
+    """
+    with np.errstate(over="ignore"):
+        spread = positions.max(axis=0) - positions.min(axis=0)
+        extents = np.maximum(1.0, 1.01 * np.where(spread < 1e-6, 1.0, spread))
+    if pbc.all():
+        extents = 1.0 / np.sqrt((np.linalg.inv(cell) ** 2).sum(axis=0))
+    elif pbc.any():
+        periodic = cell[pbc]
+        _, _, rows = np.linalg.svd(periodic)
+        basis = np.concatenate([periodic, rows[len(periodic):]])  # orthonormal completion of the periodic span
+        extents[pbc] = 1.0 / np.sqrt((np.linalg.inv(basis) ** 2).sum(axis=0))[: len(periodic)]
+    with np.errstate(over="ignore", invalid="ignore"):  # coordinates near the float limit: inf bins, refused
+        bins = np.maximum(1.0, np.floor(extents / cutoff))
+        reach = np.maximum(1.0, np.ceil(cutoff * bins / extents))
+    if pbc.any() and not pbc.all():
+        reach[~pbc] = np.maximum(reach[~pbc], bins[~pbc] - 1.0)
+    return SearchGrid(extents, bins, reach)
+
+
+def check_cell(
+    positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float, label: str = "structure"
+) -> None:
+    """Refuse (StructureError) a structure whose neighbour search at ``cutoff`` exceeds the limits:
+    MAX_CELL_LIST_BINS bins, MAX_SEARCHED_BIN_PAIRS bin pairs searched, or MAX_PERIODIC_IMAGES
+    periodic images of its cell within the cutoff.
+
+    Called before every neighbour list: beyond the bins, vesin shrinks its grid into a degenerate
+    one and dies by SIGFPE (a very thin or very long cell, atoms far apart); beyond the pairs, the
+    search does not end; beyond the images (a cell much thinner than the cutoff), the edges explode.
+    """
+    grid = search_grid(positions, cell, pbc, cutoff)
+    with np.errstate(over="ignore"):
+        images = float(np.prod(2.0 * np.ceil(cutoff / grid.extents[pbc]) + 1.0))
+    if grid.total_bins <= MAX_CELL_LIST_BINS and images <= MAX_PERIODIC_IMAGES and (
+        grid.searched_pairs <= MAX_SEARCHED_BIN_PAIRS
+    ):
+        return
+    size = " × ".join(f"{e:.3g}" for e in grid.extents)
+    if not grid.total_bins <= MAX_CELL_LIST_BINS:
+        raise StructureError(
+            f"{label}: too large a cell for a cutoff of {cutoff:g} Å: its extent ({size} Å) would need "
+            f"{grid.total_bins:.3g} neighbour-search bins, at most {MAX_CELL_LIST_BINS:,} are allowed"
+        )
+    if not images <= MAX_PERIODIC_IMAGES:
+        raise StructureError(
+            f"{label}: too thin a periodic cell for a cutoff of {cutoff:g} Å: its extent ({size} Å) "
+            f"would need {images:.3g} periodic images within the cutoff, at most {MAX_PERIODIC_IMAGES:,} are allowed"
+        )
+    if not grid.searched_pairs <= MAX_SEARCHED_BIN_PAIRS:
+        raise StructureError(
+            f"{label}: too wide a neighbour search for a cutoff of {cutoff:g} Å: its extent ({size} Å, "
+            f"pbc {pbc.astype(int).tolist()}) would need {grid.searched_pairs:.3g} bin pairs searched, at most "
+            f"{MAX_SEARCHED_BIN_PAIRS:,} are allowed"
+        )
 
 
 def neighbor_list(
@@ -138,13 +226,27 @@ def _closest_of_all_pairs(
     return int(i), int(j), shifts[i, j].astype(np.int64), float(np.sqrt(squared[i, j]))
 
 
+def _search_cutoff(positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, least: float) -> float:
+    """Of ``least`` and its doublings (up to one bin), the cutoff whose cell list stays within
+    MAX_CELL_LIST_BINS and searches the fewest bin pairs."""
+    candidates, cutoff = [], least
+    while True:
+        grid = search_grid(positions, cell, pbc, cutoff)
+        if grid.total_bins <= MAX_CELL_LIST_BINS:
+            candidates.append((grid.searched_pairs, cutoff))
+        if grid.total_bins <= 1:
+            return min(candidates)[1]
+        cutoff *= 2.0
+
+
 def _closest_in_neighbour_list(
     positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, within: float
 ) -> tuple[int, int, np.ndarray, float] | None:
     """Closest pair among the neighbour pairs of a cell list (cutoff ≥ ``within``); None if none."""
     n = len(positions)
     volume = abs(np.linalg.det(cell)) if pbc.all() else float(np.prod(np.ptp(positions, axis=0) + 1.0))
-    search = vesin.NeighborList(cutoff=max(float(within), (volume / n) ** (1 / 3)), full_list=False)
+    cutoff = _search_cutoff(positions, cell, pbc, max(float(within), (volume / n) ** (1 / 3)))
+    search = vesin.NeighborList(cutoff=cutoff, full_list=False)
     i, j, shifts, distances = search.compute(
         points=np.ascontiguousarray(positions), box=np.ascontiguousarray(cell, dtype=np.float64),
         periodic=[bool(p) for p in pbc], quantities="ijSd",
@@ -174,7 +276,9 @@ def atoms_to_graph(
     positions = np.asarray(atoms.get_positions(), dtype=np.float64)
     cell = np.asarray(atoms.get_cell().array, dtype=np.float64)
     pbc = np.asarray(atoms.get_pbc(), dtype=bool)
-    check_structure(positions, cell, pbc, label or atoms.get_chemical_formula())
+    label = label or atoms.get_chemical_formula() or "structure"
+    check_structure(positions, cell, pbc, label)
+    check_cell(positions, cell, pbc, cutoff, label)
     if device is not None and torch.device(device).type == "cuda" and device_neighbor_lists():
         return arrays_to_graph_on(atoms.get_atomic_numbers(), positions, cell, pbc, cutoff, torch.device(device))
     return arrays_to_graph(atoms.get_atomic_numbers(), positions, cell, pbc, cutoff)

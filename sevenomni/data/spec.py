@@ -46,7 +46,7 @@ class DatabaseSpec(StrictModel):
     energy_key: str | None = Field(None, min_length=1)
     forces_key: str | None = Field(None, min_length=1)
     stress_key: str | None = Field(None, min_length=1)
-    min_distance: float = Field(DEFAULT_MIN_DISTANCE, ge=0.0, allow_inf_nan=False)
+    min_distance: float = Field(DEFAULT_MIN_DISTANCE, ge=0.0)
     loss_weights: dict[str, float] = Field(default_factory=lambda: {k: 1.0 for k in LABELS})
     split: SplitSpec = Field(default_factory=SplitSpec)
     baseline: BaselineSpec | None = Field(

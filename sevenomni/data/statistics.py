@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sevenomni.data.dataset import LMDBDataset
-from sevenomni.data.graph import neighbor_list
+from sevenomni.data.graph import check_cell, neighbor_list
 from sevenomni.data.sampler import permutation_keys, permute
 from sevenomni.data.store import LABEL_FORCES, MAX_Z, StoreReader
 from sevenomni.keys import FORCES
@@ -139,6 +139,7 @@ def average_num_neighbors(
     for (reader, idx), pos in zip(parts, positions):
         for item in _select(reader, idx, pos):
             record = reader.read(int(item))
+            check_cell(record["positions"], record["cell"], record["pbc"], cutoff, f"{reader.path}: record {item}")
             i, _, _ = neighbor_list(record["positions"], record["cell"], record["pbc"], cutoff)
             edges += len(i)
             atoms += len(record["numbers"])

@@ -10,15 +10,18 @@ Layout of a store directory::
     elem_z.npy, elem_n.npy uint8 / uint32  atomic number and its count in the structure
 
 The sidecar arrays are memory-mapped on read, so opening a store of 10^8 structures costs no
-anonymous memory. A store is written under ``<out>.partial-*`` and renamed into place only when
+anonymous memory. A store is written under ``<out>.partial-*`` (its writer holding a lock there, so
+that a later writer removes the directories of killed ones) and renamed into place only when
 complete; a reader refuses a directory without the metadata record (``"complete": true``), and
 damaged files (a truncated or foreign ``data.mdb``, a sidecar of the wrong length) with a
-:class:`StoreError` naming the file, before anything is mapped.
+:class:`StoreError` naming the file, before anything is mapped. It compares the sidecars with a
+sample of records when it opens a store, and with all of them in :meth:`StoreReader.verify`.
 
 One record is a fixed little-endian header followed by raw arrays (no pickle)::
 
     magic "S7", version, flags (energy, forces, stress, charge, spin, pbc x/y/z), natoms,
-    source id, source index, energy, charge, spin, len(config_type), len(name), crc32(payload)
+    source id, source index, energy, charge, spin, len(config_type), len(name), crc32(header before
+    the checksum + payload; version 1 records, written before version 2, covered the payload only)
     payload: positions f64[N,3], cell f64[3,3], forces f64[N,3]?, stress f64[3,3]?,
              numbers u8[N], config_type utf-8, name utf-8
 
@@ -29,6 +32,8 @@ from __future__ import annotations
 
 import array
 import errno
+import fcntl
+import glob
 import json
 import os
 import shutil
@@ -45,8 +50,10 @@ from typing import Any, NamedTuple
 import lmdb
 import numpy as np
 from ase.data import chemical_symbols
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sevenomni.files import new_sibling
+from sevenomni.base import validation_problems
+from sevenomni.files import describe_os_error, new_sibling
 from sevenomni.keys import ENERGY, FORCES, STRESS
 
 FORMAT_NAME = "sevenomni-store"
@@ -61,9 +68,12 @@ UNITS = {
 }
 
 _MAGIC = b"S7"
-_RECORD_VERSION = 1
+_RECORD_VERSION = 2
+_READABLE_RECORD_VERSIONS = (1, 2)
 _HEADER = struct.Struct("<2sBBIIQdddHHI4x")
 _SOURCE_ID = struct.Struct("<I")  # at byte offset 8 of the header
+_CHECKSUM = struct.Struct("<I")  # at byte offset 48 of the header
+_CHECKSUM_OFFSET = 48
 _HAS_ENERGY, _HAS_FORCES, _HAS_STRESS, _HAS_CHARGE, _HAS_SPIN = 1, 2, 4, 8, 16
 _PBC_SHIFT = 5
 LABEL_ENERGY, LABEL_FORCES, LABEL_STRESS = 1, 2, 4
@@ -83,6 +93,30 @@ class StoreError(ValueError):
 
 class CorruptRecordError(StoreError):
     """A stored record fails its checks on read (names the store and the index)."""
+
+
+class _AtomCounts(BaseModel):
+    total: int = Field(ge=0)
+    min: int = Field(ge=0)
+    max: int = Field(ge=0)
+    mean: float = Field(ge=0, allow_inf_nan=False)
+
+
+class StoreMetadata(BaseModel):
+    """What a reader relies on in a store's metadata record (other keys are kept as they are)."""
+
+    model_config = ConfigDict(extra="allow")
+    count: int = Field(ge=0)
+    sources: list[str]
+    num_atoms: _AtomCounts
+    elements: dict[str, int]
+    labels: dict[str, int]
+    units: dict[str, str]
+
+
+# Records compared with the sidecar arrays whenever a store is opened (the first, the last and
+# some in between); ``StoreReader.verify`` compares every one.
+SIDECAR_SAMPLE = 8
 
 
 def record_key(index: int) -> bytes:
@@ -148,9 +182,20 @@ def encode_record(record: Record, source_id: int) -> bytes:
         float(record.spin) if record.spin is not None else 0.0,
         len(config),
         len(name),
-        zlib.crc32(payload),
+        0,
     )
-    return header + payload
+    return sealed(header + payload)
+
+
+def _checksum(buffer: bytes, version: int) -> int:
+    """CRC-32 of a record: its header up to the checksum and its payload (version 1: the payload)."""
+    view = memoryview(buffer)
+    return zlib.crc32(view[_HEADER.size :], 0 if version == 1 else zlib.crc32(view[:_CHECKSUM_OFFSET]))
+
+
+def sealed(data: bytes) -> bytes:
+    """An encoded record with its checksum (re)computed, e.g. after its source id was set."""
+    return data[:_CHECKSUM_OFFSET] + _CHECKSUM.pack(_checksum(data, _RECORD_VERSION)) + data[_CHECKSUM_OFFSET + 4 :]
 
 
 def decode_record(buffer: bytes, where: str) -> dict[str, Any]:
@@ -160,14 +205,18 @@ def decode_record(buffer: bytes, where: str) -> dict[str, Any]:
     magic, version, flags, n, source_id, index, energy, charge, spin, n_config, n_name, crc = (
         _HEADER.unpack_from(buffer)
     )
-    if magic != _MAGIC or version != _RECORD_VERSION:
+    if magic != _MAGIC or version not in _READABLE_RECORD_VERSIONS:
         raise CorruptRecordError(f"{where}: not a sevenomni record (magic {magic!r}, version {version})")
     n_floats = 3 * n + 9 + (3 * n if flags & _HAS_FORCES else 0) + (9 if flags & _HAS_STRESS else 0)
     expected = _HEADER.size + 8 * n_floats + n + n_config + n_name
     if len(buffer) != expected:
         raise CorruptRecordError(f"{where}: record has {len(buffer)} bytes, its header says {expected}")
-    if zlib.crc32(memoryview(buffer)[_HEADER.size :]) != crc:
+    if _checksum(buffer, version) != crc:
         raise CorruptRecordError(f"{where}: checksum mismatch (corrupted record)")
+    scalars = {ENERGY: (_HAS_ENERGY, energy), "charge": (_HAS_CHARGE, charge), "spin": (_HAS_SPIN, spin)}
+    bad = [name for name, (flag, value) in scalars.items() if flags & flag and not np.isfinite(value)]
+    if bad:
+        raise CorruptRecordError(f"{where}: non-finite {', '.join(bad)} in a stored record")
     floats = np.frombuffer(buffer, dtype="<f8", count=n_floats, offset=_HEADER.size)
     out: dict[str, Any] = {
         "positions": floats[: 3 * n].reshape(n, 3).copy(),
@@ -194,8 +243,11 @@ def decode_record(buffer: bytes, where: str) -> dict[str, Any]:
     if flags & _HAS_SPIN:
         out["spin"] = np.float64(spin)
     offset += n
-    out["config_type"] = bytes(buffer[offset : offset + n_config]).decode() or None
-    out["name"] = bytes(buffer[offset + n_config : offset + n_config + n_name]).decode() or None
+    try:
+        out["config_type"] = bytes(buffer[offset : offset + n_config]).decode() or None
+        out["name"] = bytes(buffer[offset + n_config : offset + n_config + n_name]).decode() or None
+    except UnicodeDecodeError:
+        raise CorruptRecordError(f"{where}: its config_type or name is not UTF-8 (corrupted record)") from None
     out["source_id"] = source_id
     out["index"] = index
     return out
@@ -298,13 +350,20 @@ class StoreWriter:
         if self.out.exists() and not overwrite:
             raise StoreError(f"{self.out} already exists (pass overwrite=True / --overwrite to replace it)")
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = new_sibling(self.out, "{name}.partial-{token}", Path.mkdir)  # dirs 0777 & ~umask
+        remove_stale_partials(self.out)
+        self.tmp = new_sibling(self.out, PARTIAL, Path.mkdir)  # dirs 0777 & ~umask
+        self.lock = _hold_writer_lock(self.tmp)
         self.overwrite = overwrite
         self.commit_every = commit_every
-        self.env = lmdb.open(
-            str(self.tmp), map_size=map_size, subdir=True, sync=False, metasync=False,
-            meminit=False, map_async=True, mode=0o666,  # files 0666 & ~umask, as open() makes them
-        )
+        try:
+            self.env = lmdb.open(
+                str(self.tmp), map_size=map_size, subdir=True, sync=False, metasync=False,
+                meminit=False, map_async=True, mode=0o666,  # files 0666 & ~umask, as open() makes them
+            )
+        except lmdb.Error as error:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            os.close(self.lock)
+            raise self._write_failed(error) from None
         self.txn = self.env.begin(write=True)
         self.count = 0
         self.sources: dict[str, int] = {}
@@ -328,11 +387,28 @@ class StoreWriter:
         if not self.closed:
             self.abort()
 
+    def _write_failed(self, error: Exception) -> StoreError:
+        """The store cannot be written (permission, disk full, an LMDB error): a StoreError naming it."""
+        try:
+            full = shutil.disk_usage(self.out.parent).free < _DISK_FULL_BYTES
+        except OSError:
+            full = False
+        full = full or getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT)
+        detail = describe_os_error(error) if isinstance(error, OSError) else f"{type(error).__name__}: {error}"
+        cause = f"the disk is full ({detail})" if full else detail
+        return StoreError(f"{self.out}: cannot write the store: {cause}; nothing was written there")
+
     def add(self, record: Record | EncodedRecord) -> int:
         """Append one (already validated) record; returns its index in the store."""
+        try:
+            return self._add(record)
+        except (lmdb.Error, OSError) as error:
+            raise self._write_failed(error) from None
+
+    def _add(self, record: Record | EncodedRecord) -> int:
         item = record if isinstance(record, EncodedRecord) else prepare_record(record)
         source_id = self.sources.setdefault(item.source, len(self.sources))
-        data = item.data if source_id == 0 else item.data[:8] + _SOURCE_ID.pack(source_id) + item.data[12:]
+        data = item.data if source_id == 0 else sealed(item.data[:8] + _SOURCE_ID.pack(source_id) + item.data[12:])
         self.txn.put(record_key(self.count), data, append=True)
         for zi, ci in zip(item.z, item.counts):
             self.elements[zi] += ci
@@ -403,6 +479,7 @@ class StoreWriter:
             self.env.close()
             for name, spool in self.spools.items():
                 spool.finish(self.tmp / f"{name}.npy")
+            (self.tmp / _WRITER_LOCK).unlink()  # still held: a cleaner finds no lock and keeps the directory
             _fsync_dir(self.tmp)
             if self.out.exists():
                 if not self.overwrite:
@@ -419,10 +496,14 @@ class StoreWriter:
                         raise
                     raise StoreError(f"{self.out} appeared while writing; not replacing it") from None
             _fsync_dir(self.out.parent)
+        except (lmdb.Error, OSError) as error:
+            self.abort()
+            raise self._write_failed(error) from None
         except BaseException:
             self.abort()
             raise
         self.closed = True
+        os.close(self.lock)
         return meta
 
     def abort(self) -> None:
@@ -441,6 +522,43 @@ class StoreWriter:
         except lmdb.Error:
             pass
         shutil.rmtree(self.tmp, ignore_errors=True)
+        os.close(self.lock)
+
+
+# A store is written in ``<out>.partial-<token>``, whose writer holds an exclusive lock on the file
+# _WRITER_LOCK in it until the store is complete. A writer killed (SIGKILL, power loss) leaves the
+# directory with the lock free: the next writer of the same store removes it.
+PARTIAL = "{name}.partial-{token}"
+_WRITER_LOCK = ".writer.lock"
+_DISK_FULL_BYTES = 1 << 20  # less free space than this: a failed write is put down to a full disk
+
+
+def _hold_writer_lock(directory: Path) -> int:
+    descriptor = os.open(directory / _WRITER_LOCK, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)
+    return descriptor
+
+
+def remove_stale_partials(out: Path) -> list[Path]:
+    """Remove the partial directories of ``out`` whose writer is gone (its lock is free); returns them.
+
+    A directory without a lock file (its writer just created it, or an older sevenomni wrote it) is kept.
+    """
+    removed = []
+    for candidate in sorted(out.parent.glob(glob.escape(out.name) + ".partial-*")):
+        try:
+            descriptor = os.open(candidate / _WRITER_LOCK, os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # its writer is at work
+            os.close(descriptor)
+            continue
+        shutil.rmtree(candidate, ignore_errors=True)
+        os.close(descriptor)
+        removed.append(candidate)
+    return removed
 
 
 def _fsync_dir(path: Path) -> None:
@@ -551,8 +669,17 @@ class StoreReader:
                 f"{self.path}: store format version {self.metadata.get('version')}, "
                 f"this sevenomni reads version {FORMAT_VERSION}"
             )
+        try:
+            StoreMetadata(**self.metadata)
+        except ValidationError as error:
+            raise StoreError(
+                f"{self.path / 'data.mdb'}: damaged metadata record ({'; '.join(validation_problems(error))}); "
+                "re-ingest the store"
+            ) from None
         self._count = int(self.metadata["count"])
         self._arrays = self._open_sidecars()
+        sample = np.linspace(0, self._count - 1, num=min(SIDECAR_SAMPLE, self._count)).round().astype(np.int64)
+        self._compare_sidecars(sample, skip_damaged=True)
 
     def _open_sidecars(self) -> dict[str, np.ndarray]:
         """Memory-map the sidecar arrays, checking each one's type and length first."""
@@ -564,7 +691,7 @@ class StoreReader:
                 raise StoreError(f"{self.path}: store is incomplete (missing {file.name})")
             try:
                 array = np.load(file, mmap_mode="r")
-            except (ValueError, OSError) as error:
+            except Exception as error:  # noqa: BLE001 - whatever a damaged .npy header makes numpy raise
                 raise StoreError(f"{file}: damaged sidecar array ({error}); re-ingest the store") from None
             if array.dtype != dtype or array.ndim != 1 or len(array) != lengths[name]:
                 raise StoreError(f"{file}: damaged sidecar array ({array.dtype} {array.shape}, "
@@ -573,6 +700,59 @@ class StoreReader:
                 lengths["elem_z"] = lengths["elem_n"] = int(array[-1])
             arrays[name] = array
         return arrays
+
+    def _compare_sidecars(self, indices: Iterable[int], skip_damaged: bool = False) -> None:
+        """StoreError naming the sidecar that disagrees with one of these records (a damaged record:
+        CorruptRecordError, or skipped with ``skip_damaged``: reading it will name it)."""
+        ptr, z, counts = self._arrays["elem_ptr"], self._arrays["elem_z"], self._arrays["elem_n"]
+        for index in indices:
+            try:
+                record = self.read(int(index))
+            except CorruptRecordError:
+                if skip_damaged:
+                    continue
+                raise
+            numbers = record["numbers"]
+            histogram = np.bincount(numbers)
+            elements = np.flatnonzero(histogram)
+            labels = sum(bit for label, bit in ((ENERGY, LABEL_ENERGY), (FORCES, LABEL_FORCES), (STRESS, LABEL_STRESS))
+                         if label in record)
+            energy = float(record.get(ENERGY, np.nan))
+            start, stop = int(ptr[index]), int(ptr[index + 1])
+            checks = {
+                "natoms": int(self.num_atoms[index]) == len(numbers),
+                ENERGY: np.array_equal(self.energies[index], energy, equal_nan=True),
+                "labels": int(self.label_flags[index]) == labels,
+                "elem_ptr": 0 <= start <= stop <= len(z) and stop - start == len(elements),
+            }
+            if checks["elem_ptr"]:
+                checks["elem_z"] = np.array_equal(z[start:stop], elements)
+                checks["elem_n"] = np.array_equal(counts[start:stop], histogram[elements])
+            wrong = [name for name, agrees in checks.items() if not agrees]
+            if wrong:
+                raise StoreError(
+                    f"{self.path / (wrong[0] + '.npy')}: disagrees with record {index} of the store "
+                    f"({', '.join(wrong)}); the store is damaged: re-ingest it"
+                )
+
+    def verify(self) -> None:
+        """Compare every record with the sidecar arrays and the metadata; StoreError at the first
+        disagreement (``sevenomni data verify``). Opening a store compares only a sample."""
+        self._compare_sidecars(range(self._count))
+        try:
+            extra = self._transaction().get(record_key(self._count))
+        except lmdb.Error as error:
+            raise StoreError(f"{self.path / 'data.mdb'}: {error}") from None
+        if extra is not None:
+            raise StoreError(f"{self.path / 'data.mdb'}: holds more records than its metadata's count {self._count}")
+        atoms = self.metadata["num_atoms"]
+        natoms = np.asarray(self.num_atoms, dtype=np.int64)
+        found = {"total": int(natoms.sum()), "min": int(natoms.min()) if len(natoms) else 0,
+                 "max": int(natoms.max(initial=0))}
+        wrong = [key for key, value in found.items() if atoms[key] != value]
+        if wrong:
+            raise StoreError(f"{self.path / 'data.mdb'}: its metadata's atom counts ({', '.join(wrong)}) disagree "
+                             "with the records; re-ingest the store")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -675,7 +855,9 @@ class StoreReader:
         record = decode_record(buffer, where)
         sources = self.metadata["sources"]
         source_id = record.pop("source_id")
-        record["source"] = sources[source_id] if source_id < len(sources) else None
+        if source_id >= len(sources):
+            raise CorruptRecordError(f"{where}: source id {source_id}, the store has {len(sources)} source(s)")
+        record["source"] = sources[source_id]
         return record
 
 

@@ -55,7 +55,7 @@ from ase.data import chemical_symbols
 from e3nn import o3
 from pydantic import ValidationError
 
-from sevenomni.checkpoint import CheckpointError, load_archive, save_checkpoint
+from sevenomni.checkpoint import CheckpointError, load_archive, save_checkpoint, verify_archive
 from sevenomni.nn import ModelConfig, SevenOmniModel
 
 DEFAULT_TASK_NAME = "sevenn"
@@ -132,14 +132,16 @@ def is_sevenn_shortcut(name: str | os.PathLike) -> bool:
 
 
 def _pickle_strings(path: str | os.PathLike) -> set[str] | None:
-    """The string constants in a torch zip archive's pickle, read without unpickling; None if not one."""
+    """The string constants in a torch zip archive's pickle, read without unpickling; None if not one
+    (or not an intact one: see :func:`~sevenomni.checkpoint.verify_archive`)."""
     try:
+        verify_archive(path)
         with zipfile.ZipFile(path) as archive:
             names = [n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
             if len(names) != 1:
                 return None
             data = archive.read(names[0])
-    except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError):
+    except (CheckpointError, zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError):
         return None
     strings: set[str] = set()
     try:

@@ -14,6 +14,15 @@ from sevenomni.nn.task_names import Tasks
 
 TaskEmbeddingSite = Literal["si1", "si2", "readout"]  # where θT may be added: two self-interactions, the readout
 
+# Caps on every size hyperparameter, so that no config (a model file's included) can make building the
+# network exhaust memory or time. Far above every published model (SevenNet: 5 layers, 128 channels).
+MAX_LAYERS = 32
+MAX_WIDTH = 1024  # channels, multiplicity of each hidden irrep, radial MLP and readout widths
+MAX_RADIAL = 128  # radial basis functions, and radial MLP layers at most 8
+MAX_RADIAL_LAYERS = 8
+MAX_CUTOFF = 50.0  # Å
+MAX_TASKS = 1024
+
 
 def element_symbols(elements: list) -> list[str]:
     """Chemical symbols (given as symbols or atomic numbers), unique, sorted by atomic number."""
@@ -47,17 +56,17 @@ class Architecture(StrictModel):
     the data. One schema, so a bad value in a run config is an error before any data is read.
     """
 
-    channels: int = Field(32, ge=1)
+    channels: int = Field(32, ge=1, le=MAX_WIDTH)
     lmax: int = Field(2, ge=0, le=6)
     parity: Literal["o3", "so3"] = "o3"
-    num_layers: int = Field(3, ge=1)
+    num_layers: int = Field(3, ge=1, le=MAX_LAYERS)
     hidden_irreps: str | None = None
-    cutoff: float = Field(5.0, gt=0)
-    num_radial: int = Field(8, ge=1)
+    cutoff: float = Field(5.0, gt=0, le=MAX_CUTOFF)
+    num_radial: int = Field(8, ge=1, le=MAX_RADIAL)
     radial_trainable: bool = True
-    radial_mlp: list[int] = Field(default_factory=lambda: [64, 64])
+    radial_mlp: list[int] = Field(default_factory=lambda: [64, 64], max_length=MAX_RADIAL_LAYERS)
     envelope: Literal["polynomial", "xplor"] = "polynomial"
-    polynomial_p: int = Field(6, ge=1)
+    polynomial_p: int = Field(6, ge=1, le=64)
     xplor_on: float | None = None
     self_connection: Literal["linear", "species"] = "species"
     task_embedding_sites: list[TaskEmbeddingSite] = Field(default_factory=lambda: ["si1", "si2"])
@@ -75,7 +84,7 @@ class Architecture(StrictModel):
         "scale per task set from that task's force RMS and never trained (see sevenomni.nn.task)",
     )
     scale_per_element: bool = False
-    readout_hidden: int | None = Field(None, ge=1)
+    readout_hidden: int | None = Field(None, ge=1, le=MAX_WIDTH)
     dtype: Literal["float32", "float64"] = "float32"
     tp_backend: TPBackend = Field("auto", description="tensor-product implementation, see sevenomni.nn.backend")
 
@@ -92,13 +101,15 @@ class Architecture(StrictModel):
             raise ValueError(f"not an irreps string: {irreps!r}") from None
         if "0e" not in [str(ir) for _, ir in parsed]:
             raise ValueError(f"hidden_irreps must contain scalars (0e): {irreps!r}")
+        if any(mul > MAX_WIDTH or ir.l > 6 for mul, ir in parsed):
+            raise ValueError(f"hidden_irreps: multiplicities at most {MAX_WIDTH}, l at most 6: {irreps!r}")
         return str(parsed)
 
     @field_validator("radial_mlp")
     @classmethod
     def _positive_widths(cls, widths: list[int]) -> list[int]:
-        if any(w < 1 for w in widths):
-            raise ValueError(f"radial_mlp widths must be positive: {widths}")
+        if any(w < 1 or w > MAX_WIDTH for w in widths):
+            raise ValueError(f"radial_mlp widths must be in 1..{MAX_WIDTH}: {widths}")
         return widths
 
     @field_validator("task_embedding_sites")
@@ -123,7 +134,7 @@ class ModelConfig(Architecture):
     chemical species the model knows. Everything else fixes the network's shape.
     """
 
-    tasks: list[str] = Field(min_length=1)
+    tasks: list[str] = Field(min_length=1, max_length=MAX_TASKS)
     elements: list[str] = Field(min_length=1)
     avg_num_neighbors: float | list[float] = 1.0
     baselines: dict[str, BaselineSpec] = Field(

@@ -9,7 +9,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from sevenomni.base import StrictModel
+from sevenomni.analysis.metrics import ERROR_METRICS
+from sevenomni.base import StrictModel, validation_problems
 from sevenomni.baseline import BaselineSpec
 from sevenomni.data.spec import DatabaseSpec, SamplingSpec
 from sevenomni.nn.config import Architecture, check_neighbor_normalization, element_symbols
@@ -149,6 +150,25 @@ class TrainSection(StrictModel):
     progress_bar: bool = True
     wandb: dict[str, Any] | None = None
 
+    @field_validator("best_metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        if metric not in ERROR_METRICS:
+            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(ERROR_METRICS)}")
+        return metric
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, device: str) -> str:
+        import torch
+
+        if device != "auto":
+            try:
+                torch.device(device)
+            except RuntimeError:
+                raise ValueError(f"not a device: {device!r}; e.g. auto, cpu, cuda, cuda:1") from None
+        return device
+
     @field_validator("mixed_precision")
     @classmethod
     def _no_mixed_precision_yet(cls, enabled: bool) -> bool:
@@ -237,9 +257,14 @@ class RunConfig(StrictModel):
         return tasks
 
 
-def parse_value(text: str) -> Any:
-    """A --set value: parsed as YAML (numbers, booleans, lists), else kept as a string."""
-    return yaml.safe_load(text)
+def parse_value(text: str, dotted: str) -> Any:
+    """A --set value: parsed by YAML's safe loader (numbers, booleans, lists, strings; no tags that
+    construct objects); ConfigError naming the key if it is not plain YAML."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"--set {dotted}: not a plain YAML value ({problem}): {text!r}") from None
 
 
 def apply_override(raw: dict, assignment: str) -> None:
@@ -263,17 +288,13 @@ def apply_override(raw: dict, assignment: str) -> None:
     if isinstance(node, list):
         if not last.isdigit() or int(last) >= len(node):
             raise ConfigError(f"--set {dotted}: {last} is not a valid list index")
-        node[int(last)] = parse_value(value)
+        node[int(last)] = parse_value(value, dotted)
     else:
-        node[last] = parse_value(value)
+        node[last] = parse_value(value, dotted)
 
 
 def format_validation_error(error: ValidationError) -> str:
-    lines = []
-    for item in error.errors():
-        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
-        lines.append(f"  {location}: {item['msg']}")
-    return "invalid configuration:\n" + "\n".join(lines)
+    return "invalid configuration:\n" + "\n".join(f"  {line}" for line in validation_problems(error))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (), raw: dict | None = None) -> RunConfig:

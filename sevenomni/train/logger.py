@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Any
+
+from sevenomni.files import atomic_write
 
 METRICS = ("initial", "train", "validation", "final")
 
@@ -77,10 +78,8 @@ class MetricsLogger:
                 kept = lines[:1] + [line for line in lines[1:] if csv_row_step(line, width) <= step]
             else:
                 kept = [line for line in lines if jsonl_row_step(line) <= step]
-            temporary = path.with_name(f".{path.name}.tmp")
-            with temporary.open("w", newline="") as handle:
+            with atomic_write(path, newline="") as handle:
                 handle.write("".join(kept))
-            os.replace(temporary, path)
 
     def close(self) -> None:
         if self.wandb is not None:
@@ -98,12 +97,10 @@ def append_csv_row(path: Path, row: dict[str, Any]) -> None:
     if new_columns and header:
         with path.open(newline="") as handle:
             rows = list(csv.DictReader(handle))
-        temporary = path.with_name(f".{path.name}.tmp")
-        with temporary.open("w", newline="") as handle:
+        with atomic_write(path, newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=header + new_columns, restval="")
             writer.writeheader()
             writer.writerows(rows)
-        os.replace(temporary, path)
     with path.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=header + new_columns, restval="")
         if not header:

@@ -77,30 +77,40 @@ def record_from_atoms(
 
 def _extxyz_frames(path: str) -> Iterator[tuple[int, str]]:
     """Split an (ext)xyz file into frame texts without parsing them (so one bad frame is skippable)."""
-    with open_with_compression(path, "r") as handle:
-        index = line_no = 0
-        while True:
-            first = handle.readline()
-            line_no += 1
-            if not first:
-                return
-            if not first.strip():
-                continue
-            try:
-                natoms = int(first.split()[0])
-            except ValueError:
-                raise SourceError(
-                    f"{path}: record {index} (line {line_no}): expected an atom count, got {first.strip()[:60]!r}"
-                ) from None
-            lines = [first]
-            for _ in range(natoms + 1):
-                line = handle.readline()
-                if not line:
-                    raise SourceError(f"{path}: record {index} (line {line_no}): file ends inside the frame")
-                lines.append(line)
-            line_no += natoms + 1
-            yield index, "".join(lines)
-            index += 1
+    try:
+        with open_with_compression(path, "r") as handle:
+            yield from _frames(handle, path)
+    except UnicodeDecodeError as error:
+        raise SourceError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start} of a line; "
+                          "a binary or UTF-16 file?)") from None
+
+
+def _frames(handle, path: str) -> Iterator[tuple[int, str]]:
+    index = line_no = 0
+    while True:
+        first = handle.readline()
+        line_no += 1
+        if not first:
+            return
+        if not first.strip():
+            continue
+        try:
+            natoms = int(first.split()[0])
+        except ValueError:
+            natoms = -1
+        if natoms < 0:
+            raise SourceError(
+                f"{path}: record {index} (line {line_no}): expected an atom count, got {first.strip()[:60]!r}"
+            )
+        lines = [first]
+        for _ in range(natoms + 1):
+            line = handle.readline()
+            if not line:
+                raise SourceError(f"{path}: record {index} (line {line_no}): file ends inside the frame")
+            lines.append(line)
+        line_no += natoms + 1
+        yield index, "".join(lines)
+        index += 1
 
 
 def _parse_extxyz_frame(text: str, source: str, index: int, keys: LabelKeys) -> Record | Rejected:

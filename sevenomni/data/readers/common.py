@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from ase.data import atomic_numbers as SYMBOL_TO_Z
 
-from sevenomni.base import DEFAULT_MIN_DISTANCE
-from sevenomni.data.graph import check_structure, closest_pair, describe_pair
+from sevenomni.base import DEFAULT_MIN_DISTANCE, REFERENCE_CUTOFF
+from sevenomni.data.graph import StructureError, check_cell, check_structure, closest_pair, describe_pair
 from sevenomni.data.store import MAX_Z, Record
 
 # Reason codes of rejected records (stored, counted, printed).
@@ -25,6 +25,7 @@ NON_FINITE = "non_finite"
 BAD_POSITIONS = "bad_positions"
 NO_ATOMS = "no_atoms"
 ZERO_VOLUME = "zero_volume"
+BAD_CELL = "bad_cell"  # beyond the neighbour search's limits at the reference cutoff (graph.check_cell)
 FORCES_SHAPE = "forces_shape"
 STRESS_SHAPE = "stress_shape"
 MISSING_ENERGY = "missing_energy"
@@ -34,7 +35,7 @@ UNKNOWN_ELEMENT = "unknown_element"
 UNREADABLE = "unreadable"
 BASELINE_FAILED = "baseline_failed"  # a Δ-learning baseline could not compute the structure
 REASONS = (
-    NON_FINITE, BAD_POSITIONS, NO_ATOMS, ZERO_VOLUME, CLOSE_ATOMS, FORCES_SHAPE, STRESS_SHAPE,
+    NON_FINITE, BAD_POSITIONS, NO_ATOMS, ZERO_VOLUME, BAD_CELL, CLOSE_ATOMS, FORCES_SHAPE, STRESS_SHAPE,
     MISSING_ENERGY, MISSING_LABEL, UNKNOWN_ELEMENT, UNREADABLE, BASELINE_FAILED,
 )
 
@@ -205,7 +206,8 @@ def validate_record(
     """The single validation every reader uses; raises :class:`InvalidRecordError`.
 
     Checks: known elements; positions (N, 3) and finite, periodic cell of non-zero volume
-    (``graph.check_structure``); no two atoms nearer than ``min_distance`` Å, periodic images
+    (``graph.check_structure``) within the neighbour search's limits at ``REFERENCE_CUTOFF``
+    (``graph.check_cell``); no two atoms nearer than ``min_distance`` Å, periodic images
     included (``graph.closest_pair``; 0 turns it off); energy present if required and finite;
     forces (N, 3) and finite; stress 3×3 or Voigt-6 and finite.
     """
@@ -240,6 +242,10 @@ def validate_record(
             else BAD_POSITIONS
         )
         raise fail(reason, text) from None
+    try:
+        check_cell(positions, cell, pbc, REFERENCE_CUTOFF, "structure")
+    except StructureError as error:
+        raise fail(BAD_CELL, str(error).removeprefix("structure: ")) from None
     pair = closest_pair(positions, cell, pbc, min_distance)
     if pair is not None:
         raise fail(CLOSE_ATOMS, f"{describe_pair(*pair)} (minimum {min_distance} Å)")
