@@ -33,7 +33,13 @@ import torch
 from sevenomni.checkpoint import check_model_record, model_from_record, model_record
 from sevenomni.devices import resolve_device
 from sevenomni.loading import load_model
-from sevenomni.md.mliap_halo import HaloError, check_ghost_neighbours, check_halo, required_ghost_cutoff
+from sevenomni.md.mliap_halo import (
+    HaloError,
+    check_ghost_neighbours,
+    check_halo,
+    hops_from_owned,
+    required_ghost_cutoff,
+)
 from sevenomni.nn import SevenOmniModel
 
 FILE_FORMAT = "sevenomni-mliap-unified"
@@ -133,18 +139,22 @@ class SevenOmniMLIAP:
             raise ValueError("an atom type is mapped to NULL in pair_coeff; every type needs one of the model's "
                              f"elements {self.element_types}")
         check_ghost_neighbours(nlocal, ntotal, int(data.natomneigh), self.layers, self.cutoff)
+        fij = np.zeros((npairs, 3))
         if npairs:
             pair_i = np.asarray(data.pair_i, dtype=np.int64)
             pair_j = np.asarray(data.pair_j, dtype=np.int64)
             rij = np.array(data.rij, dtype=np.float64)
+            reach = hops_from_owned(nlocal, ntotal, pair_i, pair_j, self.layers - 1)
             if self.layers > 1:
-                check_halo(nlocal, ntotal, pair_i, pair_j, rij, self.layers, self.cutoff)
-        else:
-            pair_i = pair_j = np.zeros(0, dtype=np.int64)
-            rij = np.zeros((0, 3))
-        energy, atomic, fij = self.evaluate(rij, pair_i, pair_j, elements, nlocal)
-        if npairs:
+                check_halo(nlocal, ntotal, pair_i, pair_j, rij, self.layers, self.cutoff, reach)
+            # only messages into atoms within layers − 1 hops reach the owned atoms' energies
+            needed = np.flatnonzero(reach[pair_i])
+            energy, atomic, fij_needed = self.evaluate(rij[needed], pair_i[needed], pair_j[needed], elements, nlocal)
+            fij[needed] = fij_needed
             data.update_pair_forces(fij)
+        else:
+            empty = np.zeros(0, dtype=np.int64)
+            energy, atomic, _ = self.evaluate(np.zeros((0, 3)), empty, empty, elements, nlocal)
         data.energy = energy
         data.eatoms = np.ascontiguousarray(atomic[np.asarray(data.iatoms)[: data.nlistatoms]])
 

@@ -93,10 +93,16 @@ def rebuild_positions(
 
 
 def check_halo(
-    nlocal: int, ntotal: int, pair_i: np.ndarray, pair_j: np.ndarray, rij: np.ndarray, layers: int, cutoff: float
+    nlocal: int, ntotal: int, pair_i: np.ndarray, pair_j: np.ndarray, rij: np.ndarray, layers: int, cutoff: float,
+    reach: np.ndarray | None = None,
 ) -> None:
-    """HaloError unless every ghost within ``layers − 1`` hops of an owned atom has all its neighbours."""
-    inner = hops_from_owned(nlocal, ntotal, pair_i, pair_j, layers - 1)
+    """HaloError unless every ghost within ``layers − 1`` hops of an owned atom has all its neighbours.
+
+    ``reach``: :func:`hops_from_owned` for ``layers − 1`` hops, if the caller has it already.
+    """
+    if reach is None:
+        reach = hops_from_owned(nlocal, ntotal, pair_i, pair_j, layers - 1)
+    inner = reach.copy()
     inner[:nlocal] = False
     if not inner.any():
         return
