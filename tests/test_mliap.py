@@ -4,6 +4,7 @@ refused; the exported file carries every task and the channel can be chosen when
 
 from __future__ import annotations
 
+import os
 import pickle
 
 import numpy as np
@@ -128,6 +129,20 @@ def test_exported_file_carries_every_task_and_the_channel_is_chosen_when_loaded(
     monkeypatch.delenv(SHIFT_TASK_VARIABLE)
     with open(path, "rb") as handle, pytest.raises(ValueError, match="SEVENOMNI_TASK='pbe'.*crystal"):
         pickle.load(handle)
+
+
+def test_the_channel_follows_lammps_shell_putenv(model, tmp_path, monkeypatch):
+    """`shell putenv` changes the C environment only; the adapter reads that, not Python's copy of it."""
+    path = tmp_path / "model.mliap.pkl"
+    export_mliap(model, path, task="crystal", device="cpu")
+    monkeypatch.delenv(TASK_VARIABLE, raising=False)
+    os.putenv(TASK_VARIABLE, "molecule")
+    try:
+        assert TASK_VARIABLE not in os.environ
+        with open(path, "rb") as handle:
+            assert pickle.load(handle).channel == "molecule"
+    finally:
+        os.unsetenv(TASK_VARIABLE)
 
 
 def test_export_errors(model, tmp_path):

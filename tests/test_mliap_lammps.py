@@ -62,13 +62,14 @@ def crystal() -> Atoms:
     return atoms
 
 
-def input_script(halo: float, flag: int, steps: int) -> str:
+def input_script(halo: float, flag: int, steps: int, before_pair: str = "") -> str:
     record = " ".join(f"$({name}:%.17g)" for name in THERMO)
     return f"""units metal
 atom_style atomic
 boundary p p p
 read_data start.data
 comm_modify cutoff {halo}
+{before_pair}
 pair_style mliap unified model.mliap.pkl {flag}
 pair_coeff * * {" ".join(ELEMENTS)}
 neighbor 2.0 bin
@@ -83,8 +84,8 @@ write_dump all custom final.dump id x y z fx fy fz c_peratom modify sort id form
 
 
 def run_lammps(directory: Path, ranks: int, halo: float = 10.0, flag: int = 1, steps: int = STEPS,
-               environment: dict | None = None) -> subprocess.CompletedProcess:
-    (directory / "in.nve").write_text(input_script(halo, flag, steps))
+               environment: dict | None = None, before_pair: str = "") -> subprocess.CompletedProcess:
+    (directory / "in.nve").write_text(input_script(halo, flag, steps, before_pair))
     command = [LMP, "-in", "in.nve", "-log", "log.lammps", "-nocite"]
     if ranks > 1:
         mpirun = os.environ.get("SEVENOMNI_MPIRUN", "mpirun")
@@ -160,11 +161,15 @@ def test_nve_agrees_with_ase(setup, ase_run, ranks, tmp_path):
     assert pressure <= 1e-2  # bar: 1e-2 bar is 6e-9 eV/Å³
 
 
-def test_the_channel_is_chosen_at_run_time(setup, tmp_path):
+@pytest.mark.parametrize("how", ["environment", "shell putenv"])
+def test_the_channel_is_chosen_at_run_time(setup, tmp_path, how):
     directory, model, atoms = setup
     for name in ("start.data", "model.mliap.pkl"):
         shutil.copy(directory / name, tmp_path / name)
-    result = run_lammps(tmp_path, 1, steps=0, environment={"SEVENOMNI_TASK": "molecule"})
+    if how == "environment":
+        result = run_lammps(tmp_path, 1, steps=0, environment={"SEVENOMNI_TASK": "molecule"})
+    else:
+        result = run_lammps(tmp_path, 1, steps=0, before_pair="shell putenv SEVENOMNI_TASK=molecule")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     reference = atoms.copy()
     reference.calc = SevenOmniCalculator(model, task="molecule", device="cpu")

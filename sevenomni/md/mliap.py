@@ -17,12 +17,14 @@ refuses to run otherwise (:mod:`sevenomni.md.mliap_halo`).
 The file holds the whole model, every task. ``pair_style mliap unified`` has no place for a task
 keyword, so the export names the default channel and the environment of the LAMMPS process can
 choose another when the file is loaded: ``SEVENOMNI_TASK`` (a task or ``common``) and
-``SEVENOMNI_SHIFT_TASK`` (with ``common``). Δ-learning channels (their baseline needs the whole
+``SEVENOMNI_SHIFT_TASK`` (with ``common``), set before ``lmp`` starts or in the input with
+``shell putenv SEVENOMNI_TASK=...`` before ``pair_style``. Δ-learning channels (their baseline needs the whole
 structure) and D3 are not available here; ``sevenomni lammps`` has them.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import pickle
 from pathlib import Path
@@ -49,6 +51,21 @@ SHIFT_TASK_VARIABLE = "SEVENOMNI_SHIFT_TASK"
 TORCH_SUFFIXES = (".pt", ".pth")  # LAMMPS reads these with torch.load, which refuses pickled objects
 
 __all__ = ["SevenOmniMLIAP", "HaloError", "export_mliap"]
+
+
+def process_variable(name: str) -> str | None:
+    """An environment variable as the process has it now.
+
+    LAMMPS' ``shell putenv NAME=VALUE`` sets it in the C environment, which ``os.environ`` (a copy
+    taken when Python started, possibly before that command) does not see.
+    """
+    try:
+        getenv = ctypes.CDLL(None).getenv
+    except (OSError, AttributeError):  # no C library to ask: Python's copy
+        return os.environ.get(name)
+    getenv.restype = ctypes.c_char_p
+    value = getenv(name.encode())
+    return value.decode() if value else None
 
 
 class SevenOmniMLIAP:
@@ -112,9 +129,9 @@ class SevenOmniMLIAP:
         if not isinstance(state, dict) or state.get("format") != FILE_FORMAT or state.get("version") != FILE_VERSION:
             raise ValueError(f"not a {FILE_FORMAT} file of version {FILE_VERSION}; export it again with this sevenomni")
         task, shift_task = state["task"], state["shift_task"]
-        chosen = os.environ.get(TASK_VARIABLE)
+        chosen = process_variable(TASK_VARIABLE)
         if chosen:  # the channel chosen at run time
-            task, shift_task = chosen, os.environ.get(SHIFT_TASK_VARIABLE) or None
+            task, shift_task = chosen, process_variable(SHIFT_TASK_VARIABLE) or None
         try:
             self._setup(check_model_record(state["record"], "ML-IAP file"), task, shift_task, state["device"])
         except ValueError as error:
