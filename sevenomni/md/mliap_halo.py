@@ -12,15 +12,17 @@ style its ghost cutoff, so the check is geometric (:func:`check_halo`):
   is populated there), every ghost within ``layers - 1`` hops of an owned atom must have its whole
   cutoff sphere inside the component's extent. An atom at the edge of that extent proves that the
   ghost region reaches at least that far (ghosts are all the atoms within the ghost cutoff of the
-  processor's sub-domain, which holds the owned atoms), so a pass is exact; a halo thinner than
-  ``layers × cutoff`` leaves inner ghosts near its edge and is refused.
+  processor's sub-domain, which holds the owned atoms), so a pass is exact for orthogonal boxes
+  (up to the atoms' motion since the last re-neighbouring, which the skin covers); a halo thinner
+  than ``layers × cutoff`` leaves inner ghosts near its edge and is refused.
 
 Where a component's atoms do not reach beyond its owned atoms on a side (a slab's vacuum), nothing
 beyond can be connected to it (LAMMPS' ghost cutoff is at least the pair cutoff plus the skin). The
 check is exact for orthogonal boxes; for triclinic ones LAMMPS' halo is a skewed slab and the
-Cartesian extents only approximate it. It can refuse a halo that is in fact sufficient where the
-structure itself is sparse (a lone molecule crossing a periodic boundary): it never accepts a thin one
-on a dense system.
+Cartesian extents only approximate it. The check errs towards refusing: it can refuse a halo that
+is in fact sufficient where the structure itself is sparse (a lone molecule crossing a periodic
+boundary), or where the outermost ghosts sit up to an interatomic spacing inside the halo's edge
+(hence ``comm_modify cutoff`` = layers × cutoff + skin, not layers × cutoff).
 """
 
 from __future__ import annotations
