@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The checks that need a CUDA GPU, in one device call (about 4-8 minutes on one H100/H200):
+# The checks that need a CUDA GPU, in one device call (at most about 8 minutes on one H100/H200):
 #   1. the GPU part of the speed benchmark, beside SevenNet: inference at 7net-Omni size on 1,000 /
 #      4,096 / 10,648 / 21,952 Si atoms, then force training at 7net-0 and at quickstart size;
 #      benchmarks/speed.py writes speed_gpu.{json,md} after every case and the plot at the end;
@@ -60,11 +60,11 @@ assert backend.cueq_kernels_installed(), "the cuEquivariance kernels do not impo
 step "speed (GPU part)" "${SPEED_LIMIT:-300}" python3 benchmarks/speed.py --gpu-only --rounds 3 \
     --gpu-train-batch 32 --gpu-repeats $repeats --out "$out/speed_gpu"
 
-step "cuda tests" "${TESTS_LIMIT:-120}" python3 -m pytest -m cuda tests/test_backends.py tests/test_hot_path.py \
+step "cuda tests" "${TESTS_LIMIT:-50}" python3 -m pytest -m cuda tests/test_backends.py tests/test_hot_path.py \
     -p no:cacheprovider -q -rs
 
 run_dir=$(mktemp -d)/ddp
-step "trainer on NCCL (torchrun, 1 process)" "${DDP_LIMIT:-90}" python3 -m torch.distributed.run --nproc_per_node 1 \
+step "trainer on NCCL (torchrun, 1 process)" "${DDP_LIMIT:-75}" python3 -m torch.distributed.run --nproc_per_node 1 \
     -m sevenomni.cli train \
     recipes/quickstart.yaml --set train.run_dir="$run_dir" --set train.device=cuda \
     --set 'stages=[{name: short, databases: [crystal_gfn1, molecule_gfn2], epochs: 1}]' --set train.validation_channels=own
