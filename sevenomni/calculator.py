@@ -165,6 +165,8 @@ class SevenOmniCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
     # Keywords of ASE's Calculator that this calculator passes on; any other unknown keyword is an error.
     ase_keywords = ("atoms", "directory", "label")
+    # What other codes call a channel (MACE: head; SevenNet: modal); answered with a pointer to task=.
+    task_aliases = ("head", "modal", "channel", "fidelity")
 
     def __init__(
         self,
@@ -181,8 +183,10 @@ class SevenOmniCalculator(Calculator):
     ):
         unknown = sorted(set(kwargs) - set(self.ase_keywords))
         if unknown:
+            peers = sorted(set(unknown) & set(self.task_aliases))
+            hint = f" ({', '.join(f'{k}=' for k in peers)}: sevenomni calls the channel task=)" if peers else ""
             raise TypeError(
-                f"SevenOmniCalculator got unknown keyword(s) {unknown}; it takes model, task, device, dtype, "
+                f"SevenOmniCalculator got unknown keyword(s) {unknown}{hint}; it takes model, task, device, dtype, "
                 f"shift_task, trust_pickle, tp_backend, compile, d3 and ASE's {list(self.ase_keywords)}"
             )
         super().__init__(**kwargs)

@@ -80,12 +80,28 @@ def verify_archive(path: str | os.PathLike) -> None:
     except CheckpointError:
         raise
     except zipfile.BadZipFile as error:
+        structures = structure_file_format(path)
+        if structures is not None:
+            raise CheckpointError(
+                f"{path}: this is a structure file ({structures}), not a model; give a model file, training "
+                "checkpoint, run directory or SevenNet checkpoint"
+            ) from None
         detail = str(error) if "CRC" in str(error) else "not a complete torch zip archive"
         raise CheckpointError(f"{path}: damaged or truncated file ({detail}); it was not loaded") from None
     except Exception as error:  # noqa: BLE001 - whatever a damaged archive makes zipfile raise
         raise CheckpointError(
             f"{path}: damaged or truncated file ({type(error).__name__}: {str(error)[:200]}); it was not loaded"
         ) from None
+
+
+def structure_file_format(path: Path) -> str | None:
+    """The ASE format of ``path`` if it is a structure file ASE recognises by its contents, else None."""
+    try:
+        from ase.io.formats import filetype
+
+        return filetype(str(path), guess=False)
+    except Exception:  # noqa: BLE001 - not a structure file ASE knows
+        return None
 
 
 def _blocked_global(error: Exception) -> str:

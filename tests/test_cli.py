@@ -34,3 +34,20 @@ def test_train_in_a_batch_job_logs_progress_lines_and_its_config_reproduces_the_
     assert main(["train", str(run_dir / "config.yaml"), "--overwrite"]) == 0
     again = torch.load(run_dir / "model.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(first[key], again[key]) for key in first)
+
+
+# ----------------------------------------------------------------------------- habits of other codes
+def test_a_structure_file_given_as_a_model_is_named_as_such(tmp_path, capsys):
+    from ase.build import molecule
+    from ase.io import write
+
+    write(tmp_path / "water.extxyz", molecule("H2O"))
+    assert main(["info", str(tmp_path / "water.extxyz")]) == 2
+    error = capsys.readouterr().err
+    assert "is a structure file (extxyz), not a model" in error and "damaged" not in error
+
+
+@pytest.mark.parametrize("keyword", ["head", "modal"])
+def test_the_calculator_answers_other_codes_channel_keywords_with_task(keyword):
+    with pytest.raises(TypeError, match=rf"\['{keyword}'\] \({keyword}=: sevenomni calls the channel task=\)"):
+        sevenomni.SevenOmniCalculator("unused.pt", **{keyword: "PBE"})

@@ -148,6 +148,10 @@ def test_cli_custom_keys(tmp_path, capsys):
     assert main(["data", "ingest", str(tmp_path / "k.extxyz"), "--out", str(tmp_path / "s"),
                  "--energy-key", "my_e", "--quiet"]) == 0
     assert StoreReader(tmp_path / "s").read(0)["energy"] == 42.0
+    # MACE's spelling of the same option
+    assert main(["data", "ingest", str(tmp_path / "k.extxyz"), "--out", str(tmp_path / "mace"),
+                 "--energy_key", "my_e", "--quiet"]) == 0
+    assert StoreReader(tmp_path / "mace").read(0)["energy"] == 42.0
 
 
 def test_cli_explicit_key_missing_is_an_error_and_sources_are_shown(tmp_path, capsys):
