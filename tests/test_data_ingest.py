@@ -164,6 +164,7 @@ def test_cli_explicit_key_missing_is_an_error_and_sources_are_shown(tmp_path, ca
         code = main(["data", "ingest", str(tmp_path / "f.extxyz"), "--out", str(store), option, f"DFT_{key}", "--quiet"])
         err = capsys.readouterr().err
         assert code == 2 and f"f.extxyz: record 0: no {key} under the key 'DFT_{key}'" in err and not store.exists()
+        assert "has 'REF_" in err and f"'REF_{key}'" in err  # the keys the record does have where it looked
     # unset keys fall back to the calculator, and the store says where every label came from
     assert main(["data", "ingest", str(tmp_path / "f.extxyz"), "--out", str(store), "--quiet"]) == 0
     reader = StoreReader(store)

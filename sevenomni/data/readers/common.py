@@ -140,9 +140,11 @@ class LabelLookup:
                     self.origin[label] = f"{where}:{name}"
                 return value
         if key is not None:
-            looked = ", ".join(where for where, _, _ in lookups)
+            present = "; ".join(
+                f"{where} has {', '.join(repr(k) for k in sorted(mapping)) or 'no keys'}" for where, mapping, _ in lookups
+            )
             raise InvalidRecordError(self.source, self.index, MISSING_LABEL,
-                                     f"no {label} under the key {key!r} (looked in {looked})")
+                                     f"no {label} under the key {key!r} ({present})")
         return None
 
 
