@@ -30,6 +30,8 @@ from e3nn import o3
 from e3nn.o3._linear import Instruction
 from torch import nn
 
+from sevenomni.nn.indexing import inverse_permutation
+
 # Below this chunk width a batched product of g × g pieces is slower than one product per block.
 MIN_CHUNK = 8
 
@@ -91,7 +93,7 @@ class EquivariantLinear(nn.Module):
     def _plan_paths(self) -> None:
         """Index tables of the batched form (see the module docstring); constants, not state."""
         g = self.chunk
-        in_starts, out_starts = _offsets(self.irreps_in), _offsets(self.irreps_out)
+        out_starts = _offsets(self.irreps_out)
         # Output rows: (block, chunk, component), each g channels; their columns in mul_ir order.
         out_row_of, out_columns = {}, []
         for i_out, (mul, ir) in enumerate(self.irreps_out):
@@ -99,40 +101,28 @@ class EquivariantLinear(nn.Module):
                 for m in range(ir.dim):
                     out_row_of[i_out, chunk, m] = len(out_row_of)
                     out_columns += [out_starts[i_out] + (chunk * g + c) * ir.dim + m for c in range(g)]
-        input_columns, weight_index, scale, target = [], [], [], []
-        position = 0
-        for ins in self.instructions:
-            mul_in, mul_out = ins.path_shape
-            dim = self.irreps_in[ins.i_in].ir.dim
+        input_columns, weight_index, scale, piece_of_path, row_of_path = [], [], [], [], []
+        for position, mul_in, mul_out, dim, in_start, i_out, path_weight in self.blocks:
             block = torch.arange(position, position + mul_in * mul_out).view(mul_in, mul_out)
-            position += mul_in * mul_out
             for chunk_in in range(mul_in // g):
                 for chunk_out in range(mul_out // g):
-                    piece = block[chunk_in * g : (chunk_in + 1) * g, chunk_out * g : (chunk_out + 1) * g]
-                    weight_index.append(piece)
-                    scale.append(ins.path_weight)
+                    weight_index.append(block[chunk_in * g : (chunk_in + 1) * g, chunk_out * g : (chunk_out + 1) * g])
+                    scale.append(path_weight)
                     for m in range(dim):
-                        input_columns += [in_starts[ins.i_in] + (chunk_in * g + c) * dim + m for c in range(g)]
-                        target.append((ins.i_out, chunk_out, m))
-        pieces = len(weight_index)
-        paths_per_piece = [self.irreps_in[ins.i_in].ir.dim for ins in self.instructions
-                           for _ in range((ins.path_shape[0] // g) * (ins.path_shape[1] // g))]
+                        input_columns += [in_start + (chunk_in * g + c) * dim + m for c in range(g)]
+                        piece_of_path.append(len(weight_index) - 1)
+                        row_of_path.append(out_row_of[i_out, chunk_out, m])
         self.num_out_rows = len(out_row_of)
         self.register_buffer("input_columns", torch.tensor(input_columns, dtype=torch.long), persistent=False)
-        self.register_buffer("weight_index", torch.stack(weight_index).view(pieces, g, g), persistent=False)
+        self.register_buffer("weight_index", torch.stack(weight_index), persistent=False)
         self.register_buffer(
-            "piece_scale", torch.tensor(scale, dtype=torch.get_default_dtype()).view(pieces, 1, 1), persistent=False
+            "piece_scale", torch.tensor(scale, dtype=torch.get_default_dtype()).view(-1, 1, 1), persistent=False
         )
+        self.register_buffer("piece_of_path", torch.tensor(piece_of_path, dtype=torch.long), persistent=False)
+        self.register_buffer("row_of_path", torch.tensor(row_of_path, dtype=torch.long), persistent=False)
         self.register_buffer(
-            "piece_of_path", torch.repeat_interleave(torch.arange(pieces), torch.tensor(paths_per_piece)),
-            persistent=False,
+            "rows_to_mul_ir", inverse_permutation(torch.tensor(out_columns, dtype=torch.long)), persistent=False
         )
-        self.register_buffer(
-            "row_of_path", torch.tensor([out_row_of[t] for t in target], dtype=torch.long), persistent=False
-        )
-        rows_to_mul_ir = torch.empty(len(out_columns), dtype=torch.long)
-        rows_to_mul_ir[torch.tensor(out_columns, dtype=torch.long)] = torch.arange(len(out_columns))
-        self.register_buffer("rows_to_mul_ir", rows_to_mul_ir, persistent=False)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
