@@ -18,7 +18,7 @@ from e3nn import o3
 from e3nn.nn import Gate
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
-from sevenomni.data.graph import arrays_to_graph, arrays_to_graph_on, atoms_to_graph, collate, neighbor_list
+from sevenomni.data.graph import arrays_to_graph, atoms_to_graph, collate, neighbor_list
 from sevenomni.nn import ModelConfig, SevenOmniModel
 from sevenomni.nn.gate import GATE_ACTIVATIONS, SCALAR_ACTIVATIONS, build_gate
 from sevenomni.nn.indexing import gather_rows, inverse_permutation, permute_columns, scatter_sum
@@ -122,9 +122,10 @@ def test_neighbour_list_on_tensors_gives_the_same_graph():
     atoms.rattle(0.05, seed=0)
     atoms.pbc = [True, True, False]
     arrays = (atoms.numbers, atoms.positions, atoms.cell.array, atoms.pbc, 4.0)
-    on_host, on_tensors = arrays_to_graph(*arrays), arrays_to_graph_on(*arrays, torch.device("cpu"))
+    on_host, on_tensors = arrays_to_graph(*arrays), arrays_to_graph(*arrays, device=torch.device("cpu"))
     for key in ("edge_index", "cell_shift", "pos", "cell", "atomic_numbers", "pbc", "num_atoms"):
         assert torch.equal(on_host[key], on_tensors[key]), key
+        assert on_host[key].dtype == on_tensors[key].dtype, key
 
 
 @pytest.mark.cuda

@@ -279,45 +279,31 @@ def atoms_to_graph(
     label = label or atoms.get_chemical_formula() or "structure"
     check_structure(positions, cell, pbc, label)
     check_cell(positions, cell, pbc, cutoff, label)
-    if device is not None and torch.device(device).type == "cuda" and device_neighbor_lists():
-        return arrays_to_graph_on(atoms.get_atomic_numbers(), positions, cell, pbc, cutoff, torch.device(device))
-    return arrays_to_graph(atoms.get_atomic_numbers(), positions, cell, pbc, cutoff)
+    on_gpu = device is not None and torch.device(device).type == "cuda" and device_neighbor_lists()
+    return arrays_to_graph(atoms.get_atomic_numbers(), positions, cell, pbc, cutoff, torch.device(device) if on_gpu else None)
 
 
 def arrays_to_graph(
-    atomic_numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float
-) -> Data:
-    """Build the radius graph from plain arrays (already validated)."""
-    i, j, shifts = neighbor_list(positions, cell, pbc, cutoff)
-    return Data(
-        atomic_numbers=torch.as_tensor(np.asarray(atomic_numbers), dtype=torch.long),
-        pos=torch.as_tensor(positions, dtype=torch.float64),
-        cell=torch.as_tensor(cell, dtype=torch.float64).view(1, 3, 3),
-        pbc=torch.as_tensor(pbc, dtype=torch.bool).view(1, 3),
-        num_atoms=torch.tensor([len(positions)], dtype=torch.long),
-        edge_index=torch.as_tensor(np.stack([j, i]), dtype=torch.long),
-        cell_shift=torch.as_tensor(shifts, dtype=torch.float64),
-        num_nodes=len(positions),
-    )
-
-
-def arrays_to_graph_on(
     atomic_numbers: np.ndarray, positions: np.ndarray, cell: np.ndarray, pbc: np.ndarray, cutoff: float,
-    device: torch.device,
+    device: torch.device | None = None,
 ) -> Data:
-    """:func:`arrays_to_graph` with the neighbour list computed on ``device`` (vesin-torch)."""
-    position_tensor = torch.as_tensor(positions, dtype=torch.float64, device=device)
-    cell_tensor = torch.as_tensor(cell, dtype=torch.float64, device=device)
-    i, j, shifts = tensor_neighbor_list(
-        position_tensor, cell_tensor, torch.as_tensor(pbc, dtype=torch.bool, device=device), cutoff
-    )
+    """Build the radius graph from plain arrays (already validated). With a ``device``, the graph's
+    tensors are made there and its neighbour list computed there (vesin-torch)."""
+    def tensor(values, dtype):
+        return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
+
+    position_tensor, cell_tensor = tensor(positions, torch.float64), tensor(cell, torch.float64)
+    if device is None:
+        i, j, shifts = (torch.as_tensor(a) for a in neighbor_list(positions, cell, pbc, cutoff))
+    else:
+        i, j, shifts = tensor_neighbor_list(position_tensor, cell_tensor, tensor(pbc, torch.bool), cutoff)
     return Data(
-        atomic_numbers=torch.as_tensor(np.asarray(atomic_numbers), dtype=torch.long, device=device),
+        atomic_numbers=tensor(atomic_numbers, torch.long),
         pos=position_tensor,
         cell=cell_tensor.view(1, 3, 3),
-        pbc=torch.as_tensor(pbc, dtype=torch.bool, device=device).view(1, 3),
-        num_atoms=torch.tensor([len(positions)], dtype=torch.long, device=device),
-        edge_index=torch.stack([j, i]),
+        pbc=tensor(pbc, torch.bool).view(1, 3),
+        num_atoms=tensor([len(positions)], torch.long),
+        edge_index=torch.stack([j, i]).long(),
         cell_shift=shifts.to(torch.float64),
         num_nodes=len(positions),
     )
