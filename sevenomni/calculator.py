@@ -108,9 +108,8 @@ def predict(
                 graph = atoms_to_graph(atoms, model.cutoff, structure_label(atoms, first + index), device=device)
             except StructureError as error:
                 raise PredictionError(str(error)) from None
-            where = graph.pos.device
-            graph.species = model.species(torch.as_tensor(atoms.numbers)).to(where)  # checked on the host
-            graph.task = torch.tensor([task_index], device=where)
+            model.attach_species(graph, torch.as_tensor(atoms.numbers))
+            graph.task = torch.tensor([task_index], device=graph.pos.device)
             graphs.append(graph)
         batch = collate(graphs).to(device)
         try:

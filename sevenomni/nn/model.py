@@ -220,10 +220,12 @@ class SevenOmniModel(nn.Module):
             return 0, False
         return self.task_index(task), False
 
-    def attach_species(self, graph):
-        """Give ``graph`` (on the host) its species indices, checked there: a forward on a GPU then
-        reads them instead of checking the atomic numbers on the device (a host-device sync)."""
-        graph.species = self.species(graph.atomic_numbers)
+    def attach_species(self, graph, atomic_numbers: torch.Tensor | None = None):
+        """Give ``graph`` its species indices, checked on the host (from ``atomic_numbers`` there, for
+        a graph already on a GPU): a forward then reads them instead of checking the atomic numbers
+        on the device (a host-device sync)."""
+        numbers = graph.atomic_numbers if atomic_numbers is None else atomic_numbers
+        graph.species = self.species(numbers).to(graph.pos.device)
         return graph
 
     def species_of(self, graph) -> torch.Tensor:
