@@ -20,10 +20,8 @@ GATE_ACTIVATIONS = {1: torch.nn.functional.silu, -1: torch.tanh}
 
 def _columns(irreps: o3.Irreps, blocks: tuple[int, ...]) -> torch.Tensor:
     """Flat column indices of ``blocks`` of a feature vector of ``irreps``, in that order."""
-    starts = [0]
-    for mul, ir in irreps:
-        starts.append(starts[-1] + mul * ir.dim)
-    return torch.cat([torch.arange(starts[b], starts[b + 1]) for b in blocks] or [torch.zeros(0, dtype=torch.long)])
+    slices = irreps.slices()
+    return torch.cat([torch.arange(slices[b].start, slices[b].stop) for b in blocks] or [torch.zeros(0, dtype=torch.long)])
 
 
 def _same_function(a, b) -> bool:

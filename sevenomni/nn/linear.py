@@ -36,14 +36,6 @@ from sevenomni.nn.indexing import inverse_permutation
 MIN_CHUNK = 8
 
 
-def _offsets(irreps: o3.Irreps) -> list[int]:
-    starts, position = [], 0
-    for mul, ir in irreps:
-        starts.append(position)
-        position += mul * ir.dim
-    return starts
-
-
 class EquivariantLinear(nn.Module):
     """``x ↦ o3.Linear(irreps_in, irreps_out)(x)`` with every input block connected to every output
     block of the same irrep, 'element' path normalisation, no biases (e3nn's defaults)."""
@@ -77,10 +69,10 @@ class EquivariantLinear(nn.Module):
         self.register_buffer("output_mask", torch.cat(mask) if mask else torch.ones(0))
 
         # The block-by-block form's plan, in plain numbers (no irreps objects in the forward).
-        in_starts, position, self.blocks = _offsets(self.irreps_in), 0, []
+        in_slices, position, self.blocks = self.irreps_in.slices(), 0, []
         for ins in self.instructions:
             (mul_in, mul_out), dim = ins.path_shape, self.irreps_in[ins.i_in].ir.dim
-            self.blocks.append((position, mul_in, mul_out, dim, in_starts[ins.i_in], ins.i_out, ins.path_weight))
+            self.blocks.append((position, mul_in, mul_out, dim, in_slices[ins.i_in].start, ins.i_out, ins.path_weight))
             position += mul_in * mul_out
         self.out_widths = [mul * ir.dim for mul, ir in self.irreps_out]
         muls = [mul for mul, _ in (*self.irreps_in, *self.irreps_out) if mul > 0]
@@ -93,7 +85,7 @@ class EquivariantLinear(nn.Module):
     def _plan_paths(self) -> None:
         """Index tables of the batched form (see the module docstring); constants, not state."""
         g = self.chunk
-        out_starts = _offsets(self.irreps_out)
+        out_starts = [block.start for block in self.irreps_out.slices()]
         # Output rows: (block, chunk, component), each g channels; their columns in mul_ir order.
         out_row_of, out_columns = {}, []
         for i_out, (mul, ir) in enumerate(self.irreps_out):
