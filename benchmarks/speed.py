@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import platform
+import signal
 import statistics
 import time
 import warnings
@@ -69,6 +71,19 @@ def finish_device_work(device: str) -> None:
         torch.cuda.synchronize()
 
 
+# Every warm-up call as it finishes (variant, case, seconds or out of memory): printed at once and kept
+# in the report, so a run stopped by its time limit still says where its time went.
+WARMUPS: list[dict] = []
+
+
+def note_warmup(case: str, name: str, seconds: float | None, error: str | None = None) -> None:
+    entry = {"case": case, "variant": name, "seconds": None if seconds is None else round(seconds, 2)}
+    if error:
+        entry["error"] = error
+    WARMUPS.append(entry)
+    print(f"  warm-up {case} / {name}: " + (error or f"{seconds:.1f} s"), flush=True)
+
+
 def summary(times: list[float]) -> dict:
     return {
         "median": statistics.median(times),
@@ -101,7 +116,7 @@ def inference_variants(model, device: str, cueq: bool, compiled: bool) -> dict:
     return variants
 
 
-def time_calls(variants: dict, atoms, rounds: int, warmup: int = 1) -> dict:
+def time_calls(variants: dict, atoms, rounds: int, warmup: int = 1, case: str = "") -> dict:
     """ms per energy+forces+stress call, rounds interleaved over variants.
 
     A variant that runs out of GPU memory on its warm-up call is left out of the rounds and
@@ -117,9 +132,11 @@ def time_calls(variants: dict, atoms, rounds: int, warmup: int = 1) -> dict:
                 calc.calculate(copies[name], ["energy", "forces", "stress"])
         except torch.cuda.OutOfMemoryError as error:
             failed[name] = {"out_of_memory": str(error).splitlines()[0]}
+            note_warmup(case, name, None, "out of memory")
             torch.cuda.empty_cache()
             continue
         first[name] = (time.perf_counter() - start) * 1e3
+        note_warmup(case, name, first[name] / 1e3)
     times = {name: [] for name in first}
     for _ in range(rounds):
         for name in first:
@@ -210,13 +227,14 @@ def quickstart_size_model(batch) -> "sevenomni.SevenOmniModel":  # noqa: F821
 
 
 def time_training(device: str, batch_size: int, rounds: int, quickstart_size: bool = False) -> dict:
-    """Structures/s of force-training steps: 7net-0 (sevenomni e3nn and cueq, SevenNet) and, with
-    ``quickstart_size``, sevenomni at the quickstart recipe's size (e3nn and cueq)."""
+    """Structures/s of force-training steps: 7net-0 (sevenomni e3nn and cueq, SevenNet; on a GPU also
+    SevenNet with cuEquivariance) and, with ``quickstart_size``, sevenomni at the quickstart recipe's
+    size (e3nn and cueq)."""
+    from sevenn.model_build import build_E3_equivariant_model
     from sevenn.util import model_from_checkpoint
 
     batch = training_batch(batch_size)
     theirs, config = model_from_checkpoint(str(resolve_sevenn_checkpoint("7net-0")))
-    theirs = theirs.to(device).train()
     models = {"sevenomni e3nn": sevenomni.load_model("7net-0", tp_backend="e3nn")}
     models["sevenomni cueq"] = copy.deepcopy(models["sevenomni e3nn"]).set_tp_backend("cueq")
     if quickstart_size:
@@ -226,9 +244,19 @@ def time_training(device: str, batch_size: int, rounds: int, quickstart_size: bo
     for name, model in models.items():
         model = model.to(device).train()
         steps[name] = (sevenomni_step(model, batch, device), torch.optim.Adam(model.parameters(), lr=1e-6))
-    steps["SevenNet"] = (sevenn_step(theirs, batch, device, config["cutoff"]), torch.optim.Adam(theirs.parameters(), lr=1e-6))
-    for step, optimizer in steps.values():
+    references = {"SevenNet": theirs}
+    if torch.device(device).type == "cuda":
+        theirs_cueq = build_E3_equivariant_model({**copy.deepcopy(config), "cuequivariance_config": {"use": True}})
+        theirs_cueq.load_state_dict(theirs.state_dict(), strict=False)
+        references["SevenNet cueq"] = theirs_cueq
+    for name, model in references.items():
+        model = model.to(device).train()
+        steps[name] = (sevenn_step(model, batch, device, config["cutoff"]), torch.optim.Adam(model.parameters(), lr=1e-6))
+    for name, (step, optimizer) in steps.items():
+        start = time.perf_counter()
         step(optimizer)
+        finish_device_work(device)
+        note_warmup(f"training {batch_size}", name, time.perf_counter() - start)
     rates = {name: [] for name in steps}
     for _ in range(rounds):
         for name, (step, optimizer) in steps.items():
@@ -267,8 +295,30 @@ def omni_size_models(device: str):
     return ours, theirs, theirs_cueq
 
 
-def gpu_cases(repeats: tuple[int, ...], rounds: int, compiled: bool, device: str = "cuda"):
-    """One case per cell size, yielded as it is measured (``device``: cuda; cpu to test the script)."""
+def inference_case(variants: dict, repeat: int, rounds: int, device: str) -> dict:
+    atoms = silicon(repeat)
+    finish_device_work(device)
+    system = f"Si {len(atoms)}"
+    times = time_calls(variants, atoms, rounds, case=system)
+    case = {
+        "kind": "gpu inference",
+        "system": system,
+        "atoms": len(atoms),
+        "ms_per_call": times,
+        "ns_per_day": {n: NS_PER_DAY_PER_STEP_PER_S * 1e3 / t["median"] for n, t in times.items() if "median" in t},
+        "load": load(),
+    }
+    print(system, {n: round(t["median"], 1) if "median" in t else "OOM" for n, t in times.items()}, flush=True)
+    for name in [n for n, t in times.items() if "out_of_memory" in t]:
+        del variants[name]  # a variant out of memory here cannot fit a larger cell either
+    return case
+
+
+def gpu_cases(args, deadline: float, device: str = "cuda"):
+    """The GPU cases, each yielded as it is measured: inference on the first cell size, the training
+    case, inference on the larger cells, then (with ``--gpu-compiled``) compiled cueq on the first
+    size. No case starts after ``deadline`` (a ``time.perf_counter()`` value); the cells stop growing
+    when every variant has run out of memory. ``device``: cuda (cpu to test the script)."""
     from sevenn.calculator import SevenNetCalculator
 
     ours, theirs, theirs_cueq = omni_size_models(device)
@@ -278,26 +328,22 @@ def gpu_cases(repeats: tuple[int, ...], rounds: int, compiled: bool, device: str
         "SevenNet e3nn": SevenNetCalculator(theirs.to(device), file_type="model_instance", device=device),
         "SevenNet cueq": SevenNetCalculator(theirs_cueq.to(device), file_type="model_instance", device=device),
     }
-    if compiled:
-        variants["sevenomni cueq compiled"] = sevenomni_calculator(ours, device, "cueq", True)
-    for repeat in repeats:
-        atoms = silicon(repeat)
-        finish_device_work(device)
-        times = time_calls(variants, atoms, rounds)
-        case = {
-            "kind": "gpu inference",
-            "system": f"Si {len(atoms)}",
-            "atoms": len(atoms),
-            "ms_per_call": times,
-            "ns_per_day": {n: NS_PER_DAY_PER_STEP_PER_S * 1e3 / t["median"] for n, t in times.items() if "median" in t},
-            "load": load(),
+    first, *larger = args.gpu_repeats
+    yield inference_case(variants, first, args.rounds, device)
+    if time.perf_counter() < deadline:
+        yield training_case(device, args.gpu_train_batch, args.rounds)
+    for repeat in larger:
+        if not variants or time.perf_counter() >= deadline:
+            break
+        yield inference_case(variants, repeat, args.rounds, device)
+    if args.gpu_compiled and time.perf_counter() < deadline:
+        compiled = {
+            "sevenomni cueq": sevenomni_calculator(ours, device, "cueq", False),
+            "sevenomni cueq compiled": sevenomni_calculator(ours, device, "cueq", True),
+            "SevenNet cueq": variants.get("SevenNet cueq") or SevenNetCalculator(theirs_cueq.to(device), file_type="model_instance", device=device),
         }
-        print(case["system"], {n: round(t["median"], 1) if "median" in t else "OOM" for n, t in times.items()}, flush=True)
-        yield case
-        if not case["ns_per_day"]:
-            break  # every variant out of memory: larger cells cannot fit either
-        for name in [n for n, t in times.items() if "out_of_memory" in t]:
-            del variants[name]  # a variant out of memory here cannot fit a larger cell either
+        case = inference_case(compiled, first, args.rounds, device)
+        yield case | {"kind": "gpu inference (compiled)"}
 
 
 # ------------------------------------------------------------------------------------ report
@@ -357,6 +403,14 @@ def write_markdown(report: dict, path: Path) -> None:
         "First call: the warm-up call of each calculator (compiled: includes compilation, or loading it from",
         "the in-process/on-disk cache). cueq on CPU is cuEquivariance's PyTorch fallback.",
     ]
+    if report.get("stopped"):
+        lines += ["", f"**Stopped before the last case**: {report['stopped']}."]
+    if report.get("warmups"):
+        lines += ["", "Warm-up calls in order (kernel compilation and planning show here):", "",
+                  "| case | variant | warm-up |", "| --- | --- | --- |"]
+        for warmup in report["warmups"]:
+            took = warmup.get("error") or f"{warmup['seconds']:.1f} s"
+            lines.append(f"| {warmup['case']} | {warmup['variant']} | {took} |")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -428,6 +482,8 @@ def main(argv=None) -> None:
     parser.add_argument("--gpu-train-batch", type=int, default=64)
     parser.add_argument("--gpu-only", action="store_true", help="the GPU cases alone (default output speed_gpu)")
     parser.add_argument("--gpu-compiled", action="store_true", help="also time the compiled cueq calculator on the GPU")
+    parser.add_argument("--budget", type=float, default=None, help="seconds: no GPU case starts after this (default: no limit)")
+    parser.add_argument("--gpu-smoke", action="store_true", help="run the GPU cases on the CPU with small cells (tests the script)")
     parser.add_argument("--out", type=Path, default=None, help="output path without suffix (default results/speed)")
     args = parser.parse_args(argv)
     args.out = args.out or RESULTS / ("speed_gpu" if args.gpu_only else "speed")
@@ -435,30 +491,45 @@ def main(argv=None) -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     started, clock = time.strftime("%Y-%m-%d %H:%M:%S"), time.perf_counter()
+    deadline = clock + (args.budget if args.budget is not None else math.inf)
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    if args.gpu_only and gpu is None:
+    if args.gpu_only and gpu is None and not args.gpu_smoke:
         raise SystemExit("--gpu-only: no CUDA device is visible to torch")
+    signal.signal(signal.SIGTERM, stop_on_signal)  # `timeout` stops a run with SIGTERM: keep what it measured
     cases: list[dict] = []
-    for case in measured_cases(args, gpu is not None):
-        values = case.get("ms_per_call") or case.get("steps_per_s") or case.get("structures_per_s")
-        case["ratio_to_sevenn"] = ratio(values)
-        if case["kind"] == "md":
-            case["ns_per_day"] = {n: v["median"] * NS_PER_DAY_PER_STEP_PER_S for n, v in values.items()}
-        cases.append(case)
-        write_report(args, cases, started, time.perf_counter() - clock, gpu)  # kept if a later case dies
+    try:
+        for case in measured_cases(args, gpu is not None, deadline):
+            values = case.get("ms_per_call") or case.get("steps_per_s") or case.get("structures_per_s")
+            case["ratio_to_sevenn"] = ratio(values)
+            if case["kind"] == "md":
+                case["ns_per_day"] = {n: v["median"] * NS_PER_DAY_PER_STEP_PER_S for n, v in values.items()}
+            cases.append(case)
+            write_report(args, cases, started, time.perf_counter() - clock, gpu)  # kept if a later case dies
+    except Stopped as stop:
+        write_report(args, cases, started, time.perf_counter() - clock, gpu, stopped=str(stop))
+        raise SystemExit(f"speed.py: {stop}; the cases measured so far are in {args.out.with_suffix('.json')}")
     plot(write_report(args, cases, started, time.perf_counter() - clock, gpu), args.out.with_suffix(".png"))
 
 
-def measured_cases(args, on_gpu: bool):
-    """The benchmark's cases in order: CPU (unless --gpu-only), then GPU inference, then GPU training."""
+class Stopped(Exception):
+    """The run was told to stop (SIGTERM) before its last case."""
+
+
+def stop_on_signal(signum, frame) -> None:
+    raise Stopped(f"stopped by signal {signum} after {len(WARMUPS)} warm-up call(s)")
+
+
+def measured_cases(args, on_gpu: bool, deadline: float = math.inf):
+    """The benchmark's cases in order: CPU (unless --gpu-only), then the GPU cases (see gpu_cases)."""
     if not args.gpu_only:
         yield from cpu_cases(args)
-    if on_gpu:
-        yield from gpu_cases(tuple(args.gpu_repeats), args.rounds, args.gpu_compiled)
-        yield training_case("cuda", args.gpu_train_batch, args.rounds)
+    if args.gpu_smoke:
+        yield from gpu_cases(args, deadline, device="cpu")
+    elif on_gpu:
+        yield from gpu_cases(args, deadline)
 
 
-def write_report(args, cases: list[dict], started: str, seconds: float, gpu: str | None) -> dict:
+def write_report(args, cases: list[dict], started: str, seconds: float, gpu: str | None, stopped: str | None = None) -> dict:
     report = {
         "started": started,
         "seconds": seconds,
@@ -474,6 +545,8 @@ def write_report(args, cases: list[dict], started: str, seconds: float, gpu: str
         "model": "7net-0 (SevenNet checkpoint) and its sevenomni import; GPU: 7net-Omni size, random weights",
         "gpu_run": gpu is not None,
         "cases": cases,
+        "warmups": WARMUPS,
+        "stopped": stopped,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The checks that need a CUDA GPU, in one device call (at most about 8 minutes on one H100/H200):
-#   1. the GPU part of the speed benchmark, beside SevenNet: inference at 7net-Omni size on 1,000 /
-#      4,096 / 10,648 / 21,952 Si atoms, then force training at 7net-0 and at quickstart size;
-#      benchmarks/speed.py writes speed_gpu.{json,md} after every case and the plot at the end;
+#   1. the GPU part of the speed benchmark, beside SevenNet: inference at 7net-Omni size on 1,000 Si
+#      atoms, force training at 7net-0 and at quickstart size, inference on 4,096 / 10,648 / 21,952
+#      atoms, compiled cueq on 1,000; benchmarks/speed.py writes speed_gpu.{json,md} after every case
+#      (and on SIGTERM), logs every warm-up call, and starts no case after its --budget;
 #   2. the tests marked `cuda`: the kernels against e3nn, and a forward with no host-device sync;
 #   3. the trainer's distributed path on NCCL: torchrun with one process per GPU, one short stage.
 # Usage: scripts/gpu_check.sh OUT_DIR [GPU_REPEATS...]   (default repeats: 5 8 11 14)
@@ -27,7 +28,7 @@ step() {  # step NAME SECONDS COMMAND...
     shift 2
     echo "=== $name ($(date -u +%H:%M:%S), limit ${seconds} s)" | tee -a "$log"
     local start=$SECONDS
-    timeout "$seconds" "$@" 2>&1 | tee -a "$log"
+    timeout -k 15 "$seconds" "$@" 2>&1 | tee -a "$log"
     local code=${PIPESTATUS[0]}
     echo "=== $name: exit $code after $((SECONDS - start)) s" | tee -a "$log"
     [ "$code" -eq 0 ] || failed+=("$name")
@@ -42,7 +43,7 @@ else
     export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
 
-step environment 60 python3 -c '
+step environment 45 python3 -c '
 import importlib, torch
 print("torch", torch.__version__, "CUDA", torch.version.cuda, "GPU", torch.cuda.get_device_name() if torch.cuda.is_available() else None)
 for name in ("e3nn", "cuequivariance", "cuequivariance_torch", "cuequivariance_ops_torch", "sevenn", "ase", "vesin", "lmdb"):
@@ -56,15 +57,16 @@ assert torch.cuda.is_available(), "no CUDA device visible to torch"
 assert backend.cueq_kernels_installed(), "the cuEquivariance kernels do not import: the GPU numbers would be the fallback"
 '
 
+speed_limit=${SPEED_LIMIT:-330}
 # shellcheck disable=SC2086
-step "speed (GPU part)" "${SPEED_LIMIT:-300}" python3 benchmarks/speed.py --gpu-only --rounds 3 \
-    --gpu-train-batch 32 --gpu-repeats $repeats --out "$out/speed_gpu"
+step "speed (GPU part)" "$speed_limit" python3 benchmarks/speed.py --gpu-only --rounds 3 --budget $((speed_limit * 2 / 3)) \
+    --gpu-train-batch 32 --gpu-repeats $repeats --gpu-compiled --out "$out/speed_gpu"
 
-step "cuda tests" "${TESTS_LIMIT:-50}" python3 -m pytest -m cuda tests/test_backends.py tests/test_hot_path.py \
+step "cuda tests" "${TESTS_LIMIT:-60}" python3 -m pytest -m cuda tests/test_backends.py tests/test_hot_path.py \
     -p no:cacheprovider -q -rs
 
 run_dir=$(mktemp -d)/ddp
-step "trainer on NCCL (torchrun, 1 process)" "${DDP_LIMIT:-75}" python3 -m torch.distributed.run --nproc_per_node 1 \
+step "trainer on NCCL (torchrun, 1 process)" "${DDP_LIMIT:-80}" python3 -m torch.distributed.run --nproc_per_node 1 \
     -m sevenomni.cli train \
     recipes/quickstart.yaml --set train.run_dir="$run_dir" --set train.device=cuda \
     --set 'stages=[{name: short, databases: [crystal_gfn1, molecule_gfn2], epochs: 1}]' --set train.validation_channels=own
