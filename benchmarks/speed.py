@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import math
 import os
@@ -84,6 +85,11 @@ def note_warmup(case: str, name: str, seconds: float | None, error: str | None =
     print(f"  warm-up {case} / {name}: " + (error or f"{seconds:.1f} s"), flush=True)
 
 
+def is_out_of_memory(error: Exception) -> bool:
+    """torch's OutOfMemoryError, or a kernel library's failed CUDA allocation (a plain RuntimeError)."""
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
+
+
 def summary(times: list[float]) -> dict:
     return {
         "median": statistics.median(times),
@@ -130,9 +136,13 @@ def time_calls(variants: dict, atoms, rounds: int, warmup: int = 1, case: str = 
         try:
             for _ in range(warmup):
                 calc.calculate(copies[name], ["energy", "forces", "stress"])
-        except torch.cuda.OutOfMemoryError as error:
+        except (torch.cuda.OutOfMemoryError, RuntimeError) as error:
+            if not is_out_of_memory(error):
+                raise
             failed[name] = {"out_of_memory": str(error).splitlines()[0]}
+        if name in failed:  # the failed call's frames are released by now: its memory can be returned
             note_warmup(case, name, None, "out of memory")
+            gc.collect()
             torch.cuda.empty_cache()
             continue
         first[name] = (time.perf_counter() - start) * 1e3

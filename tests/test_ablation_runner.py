@@ -28,9 +28,13 @@ runner = load_runner()
 ARMS = runner.load_arms()
 
 
-def test_the_seven_arms_of_the_issue_are_defined():
+SCALE_TREATMENTS = {"multi_task_scale_shared": False, "multi_task_scale_penalized": "penalized", "multi_task_scale_fixed": "fixed"}
+
+
+def test_the_seven_arms_and_the_scale_treatments_are_defined():
     assert list(ARMS) == [
         "single", "single_dbs", "multi_none", "multi_all", "multi_task", "multi_dbs_none", "multi_dbs_task",
+        *SCALE_TREATMENTS,
     ]
 
 
@@ -55,8 +59,9 @@ def test_every_arm_is_a_valid_run_config(arm, data):
     trained = set(config.stages[0].databases)
     assert ("dbs_molecule_gfn1" in trained) == ("dbs" in arm)
     assert by_name["test_molecule_gfn1"].task == "gfn1" and "test_molecule_gfn1" not in trained
-    expected_mode = {"all": "all", "task": "task"}.get(arm.rsplit("_", 1)[-1], "none")
+    expected_mode = "task" if arm in SCALE_TREATMENTS else {"all": "all", "task": "task"}.get(arm.rsplit("_", 1)[-1], "none")
     assert config.train.regularization.mode == expected_mode
+    assert config.model.scale_per_task == SCALE_TREATMENTS.get(arm, True)
 
 
 def test_all_arms_share_model_sampling_and_training_settings():

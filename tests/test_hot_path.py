@@ -117,7 +117,7 @@ def test_sorted_neighbour_list_has_the_same_pairs():
 
 
 def test_neighbour_list_on_tensors_gives_the_same_graph():
-    pytest.importorskip("vesin.torch")
+    pytest.importorskip("vesin_torch")
     atoms = bulk("Cu", "fcc", a=3.6).repeat((3, 2, 2))
     atoms.rattle(0.05, seed=0)
     atoms.pbc = [True, True, False]

@@ -153,7 +153,7 @@ def neighbor_list(
 def device_neighbor_lists() -> bool:
     """Whether neighbour lists can be built on a GPU (``vesin-torch``, in the ``cuda`` extra)."""
     try:
-        import vesin.torch  # noqa: F401
+        import vesin_torch  # noqa: F401
     except ImportError:
         return False
     return True
@@ -163,7 +163,7 @@ def tensor_neighbor_list(
     positions: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor, cutoff: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`neighbor_list` on tensors, computed on their device (vesin-torch; CUDA or CPU)."""
-    from vesin.torch import NeighborList
+    from vesin_torch import NeighborList
 
     i, j, shifts = NeighborList(cutoff=float(cutoff), full_list=True, sorted=True).compute(
         points=positions, box=cell, periodic=pbc, quantities="ijS"
