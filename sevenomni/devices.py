@@ -17,3 +17,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
         reason = "this torch is built without CUDA" if torch.version.cuda is None else "no GPU is visible"
         raise ValueError(f"device {str(device)!r}: CUDA is not available ({reason}); use 'cpu' or 'auto'")
     return chosen
+
+
+def use_tf32(enabled: bool) -> None:
+    """Let CUDA matmuls and cuDNN convolutions use TF32 (``enabled``) or keep them in full float32; a
+    process-wide switch, set explicitly either way so a run does not inherit another library's choice."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled

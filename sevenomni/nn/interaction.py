@@ -56,6 +56,20 @@ class Convolution(nn.Module):
         # A fixed divisor, kept with the weights (a non-trainable parameter) so checkpoints carry it.
         self.denominator = nn.Parameter(torch.tensor([float(denominator)]), requires_grad=False)
         self.backend, self.cue = "e3nn", None
+        self.radial_dtype: torch.dtype | None = None  # None: the radial MLP runs in the model's dtype
+
+    def set_radial_dtype(self, dtype: torch.dtype | None) -> None:
+        """Run the radial MLP under autocast to ``dtype`` (e.g. bfloat16), or in the model's dtype (None);
+        the tensor product always takes the weights in the model's dtype."""
+        self.radial_dtype = dtype
+
+    def radial_weights(self, edge_radial: torch.Tensor) -> torch.Tensor:
+        """The per-edge tensor-product weights from the radial basis."""
+        if self.radial_dtype is None:
+            return self.radial_net(edge_radial)
+        with torch.autocast(edge_radial.device.type, dtype=self.radial_dtype):
+            weight = self.radial_net(edge_radial)
+        return weight.to(edge_radial.dtype)
 
     def set_backend(self, backend: str) -> None:
         """Run the tensor product with ``backend`` (see :mod:`sevenomni.nn.backend`); weights unchanged."""
@@ -73,7 +87,7 @@ class Convolution(nn.Module):
         self, h: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor, edge_radial: torch.Tensor
     ) -> torch.Tensor:
         sender, receiver = edge_index
-        weight = self.radial_net(edge_radial)
+        weight = self.radial_weights(edge_radial)
         if self.cue is not None and (self.backend == "cueq" or h.is_cuda):
             aggregated = self.cue(h, edge_sh, weight, sender, receiver)
         else:

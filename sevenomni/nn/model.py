@@ -144,6 +144,16 @@ class SevenOmniModel(nn.Module):
         self.config = self.config.model_copy(update={"tp_backend": backend})
         return self
 
+    def set_radial_precision(self, precision: str) -> SevenOmniModel:
+        """Run the radial networks in ``precision``: "model" (the model's dtype) or "bfloat16" (autocast
+        around them only); tensor products and everything else keep the model's dtype. Weights unchanged."""
+        choices = {"model": None, "bfloat16": torch.bfloat16}
+        if precision not in choices:
+            raise ValueError(f"radial precision {precision!r}: choose one of {', '.join(choices)}")
+        for layer in self.layers:
+            layer.conv.set_radial_dtype(choices[precision])
+        return self
+
     # ------------------------------------------------------------------ parameters by role
     @property
     def tasks(self) -> list[str]:

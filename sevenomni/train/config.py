@@ -132,10 +132,15 @@ class TrainSection(StrictModel):
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     ema_decay: float | None = Field(None, gt=0, lt=1)
-    mixed_precision: bool = Field(
+    radial_precision: Literal["model", "bfloat16"] = Field(
+        "model",
+        description="the radial networks' arithmetic: 'model' (model.dtype) or 'bfloat16' (autocast around "
+        "them only; tensor products, gates and readout stay in model.dtype)",
+    )
+    tf32: bool = Field(
         False,
-        description="bf16 autocast; not supported yet: e3nn's linears and tensor products fail on mixed "
-        "bf16/float32 operands (tensordot), on CPU and CUDA alike",
+        description="let CUDA matmuls and convolutions use TF32 (Ampere and newer; ~3 significant digits in "
+        "their products, faster); off: full float32. No effect on the CPU",
     )
     compile: bool = Field(
         False, description="torch.compile the network; force/stress training steps stay eager (double backward)"
@@ -168,16 +173,6 @@ class TrainSection(StrictModel):
             except RuntimeError:
                 raise ValueError(f"not a device: {device!r}; e.g. auto, cpu, cuda, cuda:1") from None
         return device
-
-    @field_validator("mixed_precision")
-    @classmethod
-    def _no_mixed_precision_yet(cls, enabled: bool) -> bool:
-        if enabled:
-            raise ValueError(
-                "bf16 mixed precision is not supported yet: e3nn's linears and tensor products fail on mixed "
-                "bf16/float32 operands; train in float32 (model.dtype)"
-            )
-        return enabled
 
 
 class StageSection(StrictModel):

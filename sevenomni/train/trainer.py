@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from sevenomni.checkpoint import TRAINING_STATE_FORMAT, atomic_save, read_training_state, save_checkpoint
+from sevenomni.devices import use_tf32
 from sevenomni.keys import LABELS
 from sevenomni.logs import FILE_ONLY, log_to_file
 from sevenomni.nn import ModelConfig, SevenOmniModel
@@ -99,6 +100,8 @@ class Trainer:
         else:
             self.model = build_model(config, self.tasks, self.databases, start)
         self.model.to(self.device).set_tp_backend(config.model.tp_backend).set_compiled(config.train.compile)
+        self.model.set_radial_precision(config.train.radial_precision)
+        use_tf32(config.train.tf32)
         freeze(self.model, config.train.freeze)
         self.optimizer = build_optimizer(self.model, config.train.optimizer)
         self.penalty = WeightPenalty(
