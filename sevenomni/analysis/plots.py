@@ -249,9 +249,10 @@ def _stage_axis(axes, history: RunHistory) -> None:
 
 
 def _energy_metric(history: RunHistory) -> str:
-    """cMAE, the energy error the library reports, where the logs have it; else (older runs) the MAE."""
-    logged = any(np.isfinite(series["energy_cmae"]).any() for series in history.validation.values())
-    return "energy_cmae" if logged else "energy_mae"
+    """cMAE, the energy error the library reports, where the logs have it above 0; else the MAE
+    (older logs have no cMAE; validation sets whose compositions are each seen once have cMAE 0)."""
+    measured = any((series["energy_cmae"] > 0).any() for series in history.validation.values())
+    return "energy_cmae" if measured else "energy_mae"
 
 
 def training_figure(history: RunHistory, title: str = "", tasks: Sequence[str] = ()) -> Figure:
@@ -302,7 +303,8 @@ def training_figure(history: RunHistory, title: str = "", tasks: Sequence[str] =
     force_axes.set_title("validation force MAE (eV/Å)")
     energy_axes.set_title(
         "validation energy cMAE (meV/atom): energy − mean offset per composition"
-        if energy_metric == "energy_cmae" else "validation energy MAE (meV/atom)"
+        if energy_metric == "energy_cmae"
+        else "validation energy MAE (meV/atom; no cMAE above 0 logged: each composition seen once, or an older log)"
     )
     energy_axes.set_yscale("log")
     energy_axes.set_xlabel("step")
