@@ -65,10 +65,13 @@ def evaluate(args: argparse.Namespace) -> None:
         "seconds": evaluation.seconds,
         "structures_per_second": rate,
     })]
-    written.append(plots.transfer_matrix(evaluation.rows, out / "transfer_matrix.png", title=str(args.model)))
+    tasks = model.tasks.as_list()
+    matrix = plots.transfer_matrix_figure(evaluation.rows, title=str(args.model), tasks=tasks)
+    written.append(plots.save_figure(matrix, out / "transfer_matrix.png"))
     for name, (channel, samples) in evaluation.samples.items():
         row = next(r for r in evaluation.rows if r["database"] == name and r["channel"] == channel)
-        written.append(plots.parity(name, channel, samples, row, out / f"parity_{name}.png"))
+        parity = plots.parity_figure(name, channel, samples, row, tasks=tasks)
+        written.append(plots.save_figure(parity, out / f"parity_{name}.png"))
     if args.predictions:
         written += [out / "predictions" / f"{d.name}.extxyz" for d in databases]
     print("wrote " + ", ".join(str(path) for path in written))
@@ -86,7 +89,8 @@ def embeddings(args: argparse.Namespace) -> None:
     print(format_embeddings(analysis))
     out = Path(args.out)
     json_path = write_json(out / "embeddings.json", {"model": str(args.model), **analysis})
-    png_path = plots.embedding_map(analysis, out / "embeddings.png", title=f"task embeddings θT of {args.model}")
+    figure = plots.embedding_figure(analysis, title=f"task embeddings θT of {args.model}")
+    png_path = plots.save_figure(figure, out / "embeddings.png")
     print(f"wrote {json_path}, {png_path}")
 
 

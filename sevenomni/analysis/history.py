@@ -68,5 +68,5 @@ def read_history(run_dir: str | Path) -> RunHistory:
     validation = {}
     for key, by_step in series.items():
         ordered = [by_step[step] for step in sorted(by_step)]
-        validation[key] = {name: _column(ordered, name) for name in ("step", "energy_mae", "forces_mae")}
+        validation[key] = {name: _column(ordered, name) for name in ("step", "energy_mae", "energy_cmae", "forces_mae")}
     return RunHistory(train, validation, own, stage_starts)

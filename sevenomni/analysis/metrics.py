@@ -28,6 +28,8 @@ from sevenomni.keys import ENERGY, FORCES, STRESS, VOIGT
 # The errors (lower is better: any of them can pick the best checkpoint, ``train.best_metric``).
 ERROR_METRICS = ("energy_mae", "energy_rmse", "energy_cmae", "forces_mae", "forces_rmse", "stress_mae")
 METRICS = (*ERROR_METRICS, "softening_scale", "structures")
+# The sample key of each kept energy's composition group (an integer per structure, see ErrorAccumulator.samples).
+COMPOSITION = "composition"
 
 
 def reduced_compositions(atomic_numbers: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> list[tuple]:
@@ -118,11 +120,16 @@ class ErrorAccumulator:
 
     @property
     def samples(self) -> dict[str, np.ndarray]:
-        """Kept (reference, predicted) pairs: ``energy`` per atom (eV/atom), ``forces`` (eV/Å)."""
+        """Kept (reference, predicted) pairs: ``energy`` per atom (eV/atom), ``forces`` (eV/Å); and
+        :data:`COMPOSITION`, each kept energy's composition as an integer (equal for equal reduced
+        formulas), the groups cMAE removes its mean offsets over."""
         def stack(parts: list[np.ndarray]) -> np.ndarray:
             return np.concatenate(parts) if parts else np.empty((0, 2))
 
-        return {ENERGY: stack(self.energy_samples), FORCES: stack(self.force_samples)}
+        energy = stack(self.energy_samples)
+        labels: dict = {}
+        groups = [labels.setdefault(key, len(labels)) for key in self.compositions] if len(energy) else []
+        return {ENERGY: energy, FORCES: stack(self.force_samples), COMPOSITION: np.array(groups, dtype=np.int64)}
 
     def summary(self) -> dict[str, float]:
         """Every metric in :data:`METRICS` (NaN where a label kind is missing)."""

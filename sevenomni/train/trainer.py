@@ -357,5 +357,5 @@ class Trainer:
         self._say(f"skipped steps (non-finite loss or gradient): {self.progress.skipped_steps}")
         from sevenomni.analysis.plots import write_run_plot  # a figure of the metrics just written
 
-        self._say(f"training curves: {write_run_plot(self.run_dir)}")
+        self._say(f"training curves: {write_run_plot(self.run_dir, tasks=self.tasks)}")
         self.ctx.barrier()
