@@ -14,6 +14,7 @@ from sevenomni.base import StrictModel, validation_problems
 from sevenomni.baseline import BaselineSpec
 from sevenomni.data.spec import DatabaseSpec, SamplingSpec
 from sevenomni.nn.config import Architecture, check_neighbor_normalization, element_symbols
+from sevenomni.train.config_keys import unknown_key_message
 
 
 class ConfigError(ValueError):
@@ -51,7 +52,7 @@ class ModelSection(Architecture):
 
 class DataSection(StrictModel):
     databases: list[DatabaseSpec] = Field(min_length=1)
-    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+    sampling: SamplingSpec
     num_workers: int = Field(0, ge=0)
     cache_dir: str = "runs/cache"
     statistics_sample: int = Field(2000, ge=1)
@@ -294,7 +295,13 @@ def apply_override(raw: dict, assignment: str) -> None:
 
 
 def format_validation_error(error: ValidationError) -> str:
-    return "invalid configuration:\n" + "\n".join(f"  {line}" for line in validation_problems(error))
+    """One line per problem; an unknown key with the closest valid keys (see :mod:`.config_keys`)."""
+    lines = []
+    for item, line in zip(error.errors(), validation_problems(error)):
+        if item["type"] == "extra_forbidden":
+            line = line.removesuffix(item["msg"]) + unknown_key_message(RunConfig, item["loc"])
+        lines.append(line)
+    return "invalid configuration:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (), raw: dict | None = None) -> RunConfig:
