@@ -9,6 +9,11 @@ from sevenomni.arguments import add_trust_pickle_argument
 
 
 def train(args: argparse.Namespace) -> None:
+    if args.print_config:
+        from sevenomni.train.config_template import config_template
+
+        print(config_template(), end="")
+        return
     from sevenomni.checkpoint import read_training_state
     from sevenomni.logs import log_to_console
     from sevenomni.train.config import load_config
@@ -36,6 +41,8 @@ def register(commands) -> None:
     parser = commands.add_parser("train", help="train a model from a YAML run config")
     parser.add_argument("config", nargs="?", help="run config (YAML); optional with --resume")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print every config key with its default and description (commented YAML) and exit")
     parser.add_argument("--device", help="where to train: auto, cpu, cuda, cuda:1, … (sets train.device)")
     earlier = parser.add_mutually_exclusive_group()
     earlier.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
