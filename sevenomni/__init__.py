@@ -1,15 +1,38 @@
-"""sevenomni: one equivariant interatomic potential trained on many ab initio databases."""
+"""sevenomni: one equivariant interatomic potential trained on many ab initio databases.
 
-from sevenomni.calculator import PredictionError, SevenOmniCalculator, predict
-from sevenomni.checkpoint import CheckpointError, save_checkpoint
-from sevenomni.loading import load_model
-from sevenomni.nn import ModelConfig, SevenOmniModel
+The public names below are imported on first use (``from sevenomni import load_model``), so that
+``import sevenomni`` — and with it the command line's argument parsing — loads neither torch nor
+e3nn nor torch_geometric.
+"""
+
+from importlib import import_module
+from typing import Any
+
 from sevenomni.version import __version__
 
+_LAZY = {
+    "PredictionError": "sevenomni.calculator",
+    "SevenOmniCalculator": "sevenomni.calculator",
+    "predict": "sevenomni.calculator",
+    "CheckpointError": "sevenomni.checkpoint",
+    "save_checkpoint": "sevenomni.checkpoint",
+    "load_model": "sevenomni.loading",
+    "ModelConfig": "sevenomni.nn",
+    "SevenOmniModel": "sevenomni.nn",
+}
 
-def build_model(tasks: list[str], elements: list, **hyperparameters) -> SevenOmniModel:
+
+def build_model(tasks: list[str], elements: list, **hyperparameters):
     """An untrained model for ``tasks`` and ``elements``; see :class:`ModelConfig` for the rest."""
+    from sevenomni.nn import ModelConfig, SevenOmniModel
+
     return SevenOmniModel(ModelConfig(tasks=tasks, elements=elements, **hyperparameters))
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sevenomni' has no attribute {name!r}")
 
 
 __all__ = [

@@ -37,9 +37,9 @@ class BaselineSpec(StrictModel):
     mapping with ``calculator`` and ``kwargs`` (and optionally ``name``).
     """
 
-    calculator: str
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    name: str | None = None
+    calculator: str = Field(description="ASE calculator as module:Class (or a shortcut: gfn2-xtb, gfn1-xtb)")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the calculator")
+    name: str | None = Field(None, description="what logs show; null: the calculator")
 
     @model_validator(mode="before")
     @classmethod

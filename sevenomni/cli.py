@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sevenomni.checkpoint import CheckpointError
 from sevenomni.files import describe_os_error
-from sevenomni.loading import add_trust_pickle_argument
+from sevenomni.arguments import CommandParser, add_trust_pickle_argument
 from sevenomni.version import __version__
 
 
@@ -58,7 +57,7 @@ def error_message(error: Exception) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sevenomni", description=__doc__)
+    parser = CommandParser(prog="sevenomni", description=__doc__)
     parser.add_argument("--version", action="version", version=f"sevenomni {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     info_parser = commands.add_parser("info", help="describe a model checkpoint")
@@ -82,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     from sevenomni.analysis.cli import register as register_analysis_commands  # eval, analyze, plot
 
     register_analysis_commands(commands)
-    from sevenomni.dbs import register as register_dbs_commands  # `sevenomni dbs select|label`
+    from sevenomni.dbs_cli import register as register_dbs_commands  # `sevenomni dbs select|label`
 
     register_dbs_commands(commands)
     from sevenomni.md.cli import register as register_md_commands  # `sevenomni lammps`
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.handler(args)
-    except (CheckpointError, ValueError, OSError) as error:  # OSError: permission denied, disk full, read-only, …
+    except (ValueError, OSError) as error:  # ValueError: also CheckpointError, ConfigError; OSError: permission denied, disk full, read-only, …
         print(f"sevenomni {args.command}: error: {error_message(error)}", file=sys.stderr)
         return 2
     except RuntimeError as error:

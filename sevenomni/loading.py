@@ -10,10 +10,10 @@ imports the other. Every file is CRC-verified and unpickled with an allowlist on
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 
+from sevenomni.arguments import add_trust_pickle_argument  # noqa: F401  (importable from here as before)
 from sevenomni.checkpoint import (
     TRAINING_STATE_FORMAT,
     CheckpointError,
@@ -67,11 +67,3 @@ def load_model(
         model.set_tp_backend(tp_backend)
     return model.eval()
 
-
-def add_trust_pickle_argument(parser: argparse.ArgumentParser) -> None:
-    """The ``--trust-pickle`` flag of every command that loads a model (see :func:`load_model`)."""
-    parser.add_argument(
-        "--trust-pickle",
-        action="store_true",
-        help="unpickle a SevenNet checkpoint beyond plain data (can run arbitrary code: only files you trust)",
-    )

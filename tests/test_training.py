@@ -35,7 +35,7 @@ def assert_same_weights(a, b, atol=0.0):
 # ---------------------------------------------------------------------------- configuration
 def test_config_errors_name_the_key(tmp_path):
     raw = make_run(tmp_path)
-    with pytest.raises(ConfigError, match=r"model.chanels: Extra inputs are not permitted"):
+    with pytest.raises(ConfigError, match=r"model.chanels: unknown key \(did you mean channels\?\)"):
         load_config(raw={**raw, "model": {**raw["model"], "chanels": 8}})
     with pytest.raises(ConfigError, match=r"train.regularization.mode"):
         load_config(raw=raw, overrides=["train.regularization.mode=theta"])

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sevenomni.loading import add_trust_pickle_argument
+from sevenomni.arguments import add_trust_pickle_argument
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -143,9 +143,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                         help="torch CPU threads (default: torch's; 1 is often fastest on a busy CPU)")
     parser.add_argument("--cache-dir", default="runs/cache", metavar="DIR",
                         help="where raw files are ingested to stores, once (default: runs/cache)")
-    parser.add_argument("--energy-key", "--energy_key", metavar="K", help="energy label key (as in `data ingest`)")
-    parser.add_argument("--forces-key", "--forces_key", metavar="K", help="forces label key")
-    parser.add_argument("--stress-key", "--stress_key", metavar="K", help="stress label key")
+    parser.add_argument("--energy-key", metavar="K", help="energy label key (as in `data ingest`)")
+    parser.add_argument("--forces-key", metavar="K", help="forces label key")
+    parser.add_argument("--stress-key", metavar="K", help="stress label key")
     parser.add_argument("--skip-bad", action="store_true", help="skip invalid records instead of stopping")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_trust_pickle_argument(parser)

@@ -1,15 +1,16 @@
 """Graphs, structure stores, readers, datasets and samplers.
 
-Heavier pieces are imported on first use (``from sevenomni.data import LMDBDataset``), so that
-importing :mod:`sevenomni.data.graph` stays cheap and free of import cycles.
+Every name is imported on first use (``from sevenomni.data import LMDBDataset``), so that
+importing a light submodule (the command line's :mod:`sevenomni.data.cli`) loads no torch, and
+the package stays free of import cycles.
 """
 
 from importlib import import_module
 from typing import Any
 
-from sevenomni.data.graph import atoms_to_graph, collate
-
 _LAZY = {
+    "atoms_to_graph": "graph",
+    "collate": "graph",
     "DatabaseSpec": "spec",
     "SamplingSpec": "spec",
     "SplitSpec": "spec",
@@ -27,7 +28,7 @@ _LAZY = {
     "force_rms": "statistics",
 }
 
-__all__ = ["atoms_to_graph", "collate"] + list(_LAZY)
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

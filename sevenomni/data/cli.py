@@ -7,7 +7,7 @@ import json
 import sys
 
 from sevenomni.base import DEFAULT_MIN_DISTANCE
-from sevenomni.data.readers import FORMATS
+from sevenomni.data.format_names import FORMATS
 
 
 def _ingest(args: argparse.Namespace) -> None:
@@ -87,12 +87,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     ingest.add_argument("sources", nargs="+", metavar="SRC", help="files or .aselmdb directories")
     ingest.add_argument("--out", required=True, metavar="STORE", help="store directory to create")
-    ingest.add_argument("--energy-key", "--energy_key", default=None, metavar="K",
+    ingest.add_argument("--energy-key", default=None, metavar="K",
                         help="energy label key; a record without it is an error (default: REF_energy, else the "
                         "calculator's energy; native for MPtrj/SPICE/aselmdb)")
-    ingest.add_argument("--forces-key", "--forces_key", default=None, metavar="K",
+    ingest.add_argument("--forces-key", default=None, metavar="K",
                         help="forces label key, as strict (default: REF_forces, else the calculator's)")
-    ingest.add_argument("--stress-key", "--stress_key", default=None, metavar="K",
+    ingest.add_argument("--stress-key", default=None, metavar="K",
                         help="stress label key, as strict (default: REF_stress, else the calculator's)")
     ingest.add_argument("--workers", type=int, default=1, metavar="N", help="files read in parallel (default 1)")
     ingest.add_argument("--skip-bad", action="store_true", help="skip invalid records, counting them by reason")

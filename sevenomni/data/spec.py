@@ -18,9 +18,15 @@ from sevenomni.keys import LABELS
 class SplitSpec(StrictModel):
     """Reproducible train/validation split: a seeded fraction, or a separate file/store."""
 
-    valid_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    seed: int = 0
-    valid_path: str | list[str] | None = None
+    valid_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0,
+        description="share of the structures held out for validation (seeded)",
+    )
+    seed: int = Field(0, description="seed of the random split")
+    valid_path: str | list[str] | None = Field(
+        None,
+        description="a separate validation store or file(s) instead of valid_fraction",
+    )
 
     @model_validator(mode="after")
     def _one_way(self) -> SplitSpec:
@@ -39,16 +45,39 @@ class DatabaseSpec(StrictModel):
     included) is invalid; 0 turns the check off.
     """
 
-    name: str = Field(min_length=1)
-    path: str | list[str]
-    task: str = Field(min_length=1)
-    weight: float | None = Field(None, ge=0.0)
-    energy_key: str | None = Field(None, min_length=1)
-    forces_key: str | None = Field(None, min_length=1)
-    stress_key: str | None = Field(None, min_length=1)
-    min_distance: float = Field(DEFAULT_MIN_DISTANCE, ge=0.0)
-    loss_weights: dict[str, float] = Field(default_factory=lambda: {k: 1.0 for k in LABELS})
-    split: SplitSpec = Field(default_factory=SplitSpec)
+    name: str = Field(min_length=1, examples=["crystals"], description="the database's name in logs, tables and stages")
+    path: str | list[str] = Field(
+        examples=["crystals.extxyz"],
+        description="a store, a structure file, or a list of them (relative to the config file)",
+    )
+    task: str = Field(min_length=1, examples=["PBE"], description="the task (channel) this database trains")
+    weight: float | None = Field(None, ge=0.0, description="sampling weight in sampling mode ratio")
+    energy_key: str | None = Field(
+        None, min_length=1,
+        description="energy label key of raw files; null: REF_energy, else the calculator's (native for "
+        "MPtrj/SPICE/aselmdb)",
+    )
+    forces_key: str | None = Field(
+        None, min_length=1,
+        description="forces label key of raw files; null: REF_forces, else the calculator's",
+    )
+    stress_key: str | None = Field(
+        None, min_length=1,
+        description="stress label key of raw files; null: REF_stress, else the calculator's",
+    )
+    min_distance: float = Field(
+        DEFAULT_MIN_DISTANCE, ge=0.0,
+        description="a structure with two atoms nearer than this (Å, periodic images included) is invalid; 0: "
+        "no check",
+    )
+    loss_weights: dict[str, float] = Field(
+        default_factory=lambda: {k: 1.0 for k in LABELS},
+        description="this database's factors on train.loss's energy, forces and stress weights",
+    )
+    split: SplitSpec = Field(
+        default_factory=SplitSpec,
+        description="how this database is split into training and validation structures",
+    )
     baseline: BaselineSpec | None = Field(
         None,
         description="Δ-learning: the task learns reference − baseline (gfn2-xtb, gfn1-xtb, or an ASE calculator "
@@ -89,12 +118,24 @@ class SamplingSpec(StrictModel):
     An epoch draws ``epoch_size`` structures (default: the total size of the databases).
     """
 
-    mode: Literal["ratio", "proportional", "temperature"] = "proportional"
-    temperature: float = Field(1.0, gt=0.0)
-    batch_size: int | None = Field(None, ge=1)
-    max_atoms: int | None = Field(None, ge=1)
-    seed: int = 0
-    epoch_size: int | None = Field(None, ge=1)
+    mode: Literal["ratio", "proportional", "temperature"] = Field(
+        "proportional",
+        description="ratio: ∝ each database's weight; proportional: ∝ size (an epoch visits every structure "
+        "once); temperature: ∝ size^(1/temperature)",
+    )
+    temperature: float = Field(
+        1.0, gt=0.0,
+        description="T of mode temperature (1: proportional, large: uniform over databases)",
+    )
+    batch_size: int | None = Field(
+        None, ge=1, examples=[16], description="structures per batch (give this or max_atoms)"
+    )
+    max_atoms: int | None = Field(None, ge=1, description="atoms per batch at most (give this or batch_size)")
+    seed: int = Field(0, description="seed of the batch sampler")
+    epoch_size: int | None = Field(
+        None, ge=1,
+        description="structures drawn per epoch; null: the total size of the databases",
+    )
 
     @model_validator(mode="after")
     def _one_bound(self) -> SamplingSpec:

@@ -56,26 +56,53 @@ class Architecture(StrictModel):
     the data. One schema, so a bad value in a run config is an error before any data is read.
     """
 
-    channels: int = Field(32, ge=1, le=MAX_WIDTH)
-    lmax: int = Field(2, ge=0, le=6)
-    parity: Literal["o3", "so3"] = "o3"
-    num_layers: int = Field(3, ge=1, le=MAX_LAYERS)
-    hidden_irreps: str | None = None
-    cutoff: float = Field(5.0, gt=0, le=MAX_CUTOFF)
-    num_radial: int = Field(8, ge=1, le=MAX_RADIAL)
-    radial_trainable: bool = True
-    radial_mlp: list[int] = Field(default_factory=lambda: [64, 64], max_length=MAX_RADIAL_LAYERS)
-    envelope: Literal["polynomial", "xplor"] = "polynomial"
-    polynomial_p: int = Field(6, ge=1, le=64)
-    xplor_on: float | None = None
-    self_connection: Literal["linear", "species"] = "species"
-    task_embedding_sites: list[TaskEmbeddingSite] = Field(default_factory=lambda: ["si1", "si2"])
+    channels: int = Field(32, ge=1, le=MAX_WIDTH, description="multiplicity of each hidden irrep (the network's width)")
+    lmax: int = Field(
+        2, ge=0, le=6,
+        description="highest spherical-harmonic degree of the edge features and the hidden irreps",
+    )
+    parity: Literal["o3", "so3"] = Field(
+        "o3",
+        description="o3: features carry parity (e and o irreps); so3: rotations only",
+    )
+    num_layers: int = Field(3, ge=1, le=MAX_LAYERS, description="interaction (message-passing) layers")
+    hidden_irreps: str | None = Field(
+        None,
+        description="irreps of the hidden features, e.g. '64x0e+32x1o' (must hold 0e); null: channels × every "
+        "l ≤ lmax",
+    )
+    cutoff: float = Field(5.0, gt=0, le=MAX_CUTOFF, description="radial cutoff of the neighbour graph, Å")
+    num_radial: int = Field(8, ge=1, le=MAX_RADIAL, description="Bessel radial basis functions")
+    radial_trainable: bool = Field(True, description="train the Bessel basis frequencies")
+    radial_mlp: list[int] = Field(
+        default_factory=lambda: [64, 64], max_length=MAX_RADIAL_LAYERS,
+        description="hidden widths of the MLP mapping the radial basis to tensor-product weights",
+    )
+    envelope: Literal["polynomial", "xplor"] = Field(
+        "polynomial",
+        description="smooth cutoff function: polynomial (order polynomial_p) or xplor (switching from xplor_on "
+        "to cutoff)",
+    )
+    polynomial_p: int = Field(6, ge=1, le=64, description="order p of the polynomial envelope")
+    xplor_on: float | None = Field(
+        None,
+        description="where the xplor envelope starts switching off, Å (0 < xplor_on < cutoff; needed by "
+        "envelope xplor)",
+    )
+    self_connection: Literal["linear", "species"] = Field(
+        "species",
+        description="skip path of each layer: linear, or species (one linear map per element)",
+    )
+    task_embedding_sites: list[TaskEmbeddingSite] = Field(
+        default_factory=lambda: ["si1", "si2"],
+        description="where the task embeddings θT are added: si1, si2 (the self-interactions), readout",
+    )
     task_embedding_norm: bool = Field(
         False,
         description="scale-invariant θT: RMS-normalize the 0e outputs of each layer that carries θT after adding "
         "it, so the shared weights cannot amplify θT (see sevenomni.nn.task.TaskLinear)",
     )
-    sh_normalize: bool = True
+    sh_normalize: bool = Field(True, description="normalize edge vectors before the spherical harmonics")
     scale_per_task: bool | Literal["penalized", "fixed"] = Field(
         True,
         description="the energy scale's task dependence: true, one trained scale per task (task-specific and "
@@ -83,9 +110,12 @@ class Architecture(StrictModel):
         "with s_t a task embedding (θT: penalized by mode task, dropped on the common channel); 'fixed', one "
         "scale per task set from that task's force RMS and never trained (see sevenomni.nn.task)",
     )
-    scale_per_element: bool = False
-    readout_hidden: int | None = Field(None, ge=1, le=MAX_WIDTH)
-    dtype: Literal["float32", "float64"] = "float32"
+    scale_per_element: bool = Field(False, description="an energy scale per element as well (on top of scale_per_task)")
+    readout_hidden: int | None = Field(
+        None, ge=1, le=MAX_WIDTH,
+        description="width of the readout's hidden scalar layer; null: channels / 2",
+    )
+    dtype: Literal["float32", "float64"] = Field("float32", description="float32 or float64 weights and arithmetic")
     tp_backend: TPBackend = Field("auto", description="tensor-product implementation, see sevenomni.nn.backend")
 
     @field_validator("hidden_irreps")

@@ -5,26 +5,32 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sevenomni.loading import add_trust_pickle_argument
+from sevenomni.arguments import add_trust_pickle_argument
 
 
 def train(args: argparse.Namespace) -> None:
+    if args.print_config:
+        from sevenomni.train.config_template import config_template
+
+        print(config_template(), end="")
+        return
     from sevenomni.checkpoint import read_training_state
     from sevenomni.logs import log_to_console
     from sevenomni.train.config import load_config
     from sevenomni.train.trainer import Trainer
 
     log_to_console()
+    overrides = [*args.set, *([f"train.device={args.device}"] if args.device else [])]
     state = None
     if args.resume:
         state = read_training_state(Path(args.resume) / "checkpoints" / "last.pt")  # read once, for config and run
         raw = state["config"]
         raw["train"]["run_dir"] = args.resume  # the run continues where its state is, wherever that was first
-        config = load_config(raw=raw, overrides=args.set)
+        config = load_config(raw=raw, overrides=overrides)
     else:
         if args.config is None:
             raise ValueError("give a CONFIG.yaml (or --resume RUN_DIR)")
-        config = load_config(args.config, args.set)
+        config = load_config(args.config, overrides)
     trainer = Trainer(
         config, resume=bool(args.resume), overwrite=args.overwrite, trust_pickle=args.trust_pickle, state=state
     )
@@ -35,6 +41,9 @@ def register(commands) -> None:
     parser = commands.add_parser("train", help="train a model from a YAML run config")
     parser.add_argument("config", nargs="?", help="run config (YAML); optional with --resume")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print every config key with its default and description (commented YAML) and exit")
+    parser.add_argument("--device", help="where to train: auto, cpu, cuda, cuda:1, … (sets train.device)")
     earlier = parser.add_mutually_exclusive_group()
     earlier.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     earlier.add_argument(

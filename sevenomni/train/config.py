@@ -14,6 +14,7 @@ from sevenomni.base import StrictModel, validation_problems
 from sevenomni.baseline import BaselineSpec
 from sevenomni.data.spec import DatabaseSpec, SamplingSpec
 from sevenomni.nn.config import Architecture, check_neighbor_normalization, element_symbols
+from sevenomni.train.config_keys import unknown_key_message
 
 
 class ConfigError(ValueError):
@@ -24,9 +25,20 @@ class ModelSection(Architecture):
     """The ``model`` section: an :class:`Architecture`; tasks come from the databases, elements
     and the neighbour normalization from the data unless given."""
 
-    elements: list[str] | None = None
-    avg_num_neighbors: float | list[float] | Literal["auto"] = "auto"
-    init_from: str | None = None
+    elements: list[str] | None = Field(
+        None,
+        description="chemical symbols (or atomic numbers) the model knows; null: the elements found in the "
+        "databases",
+    )
+    avg_num_neighbors: float | list[float] | Literal["auto"] = Field(
+        "auto",
+        description="message normalization: one number, one per layer, or auto (measured on the training data)",
+    )
+    init_from: str | None = Field(
+        None,
+        description="start from this model (any source load_model takes: file, run directory, SevenNet "
+        "shortcut); the architecture is then the checkpoint's: delete the other model keys",
+    )
 
     @field_validator("elements", mode="before")
     @classmethod
@@ -50,11 +62,22 @@ class ModelSection(Architecture):
 
 
 class DataSection(StrictModel):
-    databases: list[DatabaseSpec] = Field(min_length=1)
-    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
-    num_workers: int = Field(0, ge=0)
-    cache_dir: str = "runs/cache"
-    statistics_sample: int = Field(2000, ge=1)
+    databases: list[DatabaseSpec] = Field(
+        min_length=1,
+        description="the labelled sources, each assigned to one task (at least one)",
+    )
+    sampling: SamplingSpec = Field(
+        description="how batches are drawn across databases; batch_size or max_atoms is required",
+    )
+    num_workers: int = Field(
+        0, ge=0,
+        description="DataLoader worker processes building graphs (0: in the training process)",
+    )
+    cache_dir: str = Field("runs/cache", description="where raw files are ingested into stores, once, and reused")
+    statistics_sample: int = Field(
+        2000, ge=1,
+        description="structures sampled to measure avg_num_neighbors, force RMS and energy shifts",
+    )
 
     @field_validator("databases")
     @classmethod
@@ -66,11 +89,18 @@ class DataSection(StrictModel):
 
 
 class LossSection(StrictModel):
-    kind: Literal["mse", "huber", "mae"] = "mse"
-    huber_delta: float = Field(0.01, gt=0)
-    energy: float = Field(1.0, ge=0)
-    forces: float = Field(1.0, ge=0)
-    stress: float = Field(0.0, ge=0)
+    kind: Literal["mse", "huber", "mae"] = Field(
+        "mse",
+        description="per-component error: mse, huber (with huber_delta) or mae",
+    )
+    huber_delta: float = Field(0.01, gt=0, description="δ of the Huber loss")
+    energy: float = Field(1.0, ge=0, description="weight of the per-atom energy error (0: not trained)")
+    forces: float = Field(1.0, ge=0, description="weight of the force error (0: not trained)")
+    stress: float = Field(
+        0.0, ge=0,
+        description="weight of the stress error; 0 (the default): stress labels are read and evaluated but not "
+        "trained",
+    )
 
 
 # λ when the config gives none: the values the three-seed ablation selected on validation
@@ -79,8 +109,12 @@ DEFAULT_STRENGTH = {"task": 1.0, "all": 1e-6, "none": 0.0}
 
 
 class RegularizationSection(StrictModel):
-    mode: Literal["task", "all", "none"] = "task"
-    strength: float = Field(
+    mode: Literal["task", "all", "none"] = Field(
+        "task",
+        description="which weights the L2 penalty keeps small: task (the task embeddings θT), all (every "
+        "weight) or none",
+    )
+    strength: float | None = Field(
         None, ge=0, validate_default=False,
         description="λ of (λ/2)·‖θ‖² over θT (task) or every weight (all); default: the mode's DEFAULT_STRENGTH",
     )
@@ -98,26 +132,46 @@ class RegularizationSection(StrictModel):
 
 
 class ScheduleSection(StrictModel):
-    kind: Literal["constant", "cosine", "linear", "plateau"] = "cosine"
-    warmup_steps: int = Field(0, ge=0)
-    final_lr_ratio: float = Field(0.01, ge=0, le=1)
-    plateau_factor: float = Field(0.5, gt=0, lt=1)
-    plateau_patience: int = Field(5, ge=0)
+    kind: Literal["constant", "cosine", "linear", "plateau"] = Field(
+        "cosine",
+        description="learning-rate schedule: constant, cosine or linear decay to final_lr_ratio × lr, or "
+        "plateau (reduce on a validation plateau)",
+    )
+    warmup_steps: int = Field(0, ge=0, description="steps of linear warm-up from 0 to lr")
+    final_lr_ratio: float = Field(
+        0.01, ge=0, le=1,
+        description="learning rate at the end of a cosine or linear schedule, as a fraction of lr",
+    )
+    plateau_factor: float = Field(
+        0.5, gt=0, lt=1,
+        description="factor on the learning rate when the validation score plateaus (kind plateau)",
+    )
+    plateau_patience: int = Field(
+        5, ge=0,
+        description="validations without improvement before the plateau schedule lowers the rate",
+    )
 
 
 class OptimizerSection(StrictModel):
-    kind: Literal["adam", "adamw"] = "adam"
-    lr: float = Field(5e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float | None = Field(None, gt=0)
+    kind: Literal["adam", "adamw"] = Field("adam", description="adam or adamw")
+    lr: float = Field(5e-3, gt=0, description="learning rate (a stage's lr overrides it)")
+    weight_decay: float = Field(0.0, ge=0, description="the optimizer's weight decay (decoupled for adamw)")
+    grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this; null: no clipping")
 
 
 class TrainSection(StrictModel):
     """How to train: optimizer, loss, regularization, schedule, checkpoints and logging."""
 
-    seed: int = 0
-    run_dir: str = "runs/run"
-    device: str = "auto"
+    seed: int = Field(
+        0,
+        description="seed of the model's initialization, the splits' statistics samples and the run's random "
+        "numbers",
+    )
+    run_dir: str = Field("runs/run", description="directory of the run's checkpoints, models, config, log and metrics")
+    device: str = Field(
+        "auto",
+        description="auto (cuda if available), cpu, cuda, cuda:1, … (also: sevenomni train --device)",
+    )
     threads: int | None = Field(
         None, ge=1, description="torch CPU threads per process (None: torch's default); 1 is often fastest for small models"
     )
@@ -127,11 +181,21 @@ class TrainSection(StrictModel):
         "all_but_linear_correction: train only one scalar per task on its shift-free energy (seed 004's linear "
         "correction; added to the model, initialized to 1)",
     )
-    loss: LossSection = Field(default_factory=LossSection)
-    regularization: RegularizationSection = Field(default_factory=RegularizationSection)
-    optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
-    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
-    ema_decay: float | None = Field(None, gt=0, lt=1)
+    loss: LossSection = Field(default_factory=LossSection, description="loss kind and the weight of each label")
+    regularization: RegularizationSection = Field(
+        default_factory=RegularizationSection,
+        description="selective L2 regularization (of the task embeddings θT by default)",
+    )
+    optimizer: OptimizerSection = Field(default_factory=OptimizerSection, description="optimizer and learning rate")
+    schedule: ScheduleSection = Field(
+        default_factory=ScheduleSection,
+        description="learning-rate schedule (a stage may give its own)",
+    )
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1,
+        description="exponential moving average of the weights (e.g. 0.999), used for validation and the "
+        "exported models; null: off",
+    )
     radial_precision: Literal["model", "bfloat16"] = Field(
         "model",
         description="the radial networks' arithmetic: 'model' (model.dtype) or 'bfloat16' (autocast around "
@@ -146,14 +210,23 @@ class TrainSection(StrictModel):
         False, description="torch.compile the network; force/stress training steps stay eager (double backward)"
     )
     validate_every: int = Field(0, ge=0, description="steps between validations; 0 = every epoch/stage end")
-    checkpoint_every: int = Field(50, ge=1)
+    checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints (last.pt)")
     best_metric: str = Field(
         "forces_mae", description="validation metric (mean over the own channels of trained databases) that picks model_best.pt"
     )
-    validation_channels: Literal["own", "all"] = "own"
-    max_bad_steps: int = Field(20, ge=1)
-    progress_bar: bool = True
-    wandb: dict[str, Any] | None = None
+    validation_channels: Literal["own", "all"] = Field(
+        "own",
+        description="own: validate each database on its own task's channel; all: on every channel and common",
+    )
+    max_bad_steps: int = Field(
+        20, ge=1,
+        description="consecutive steps with a non-finite loss or gradient before training stops as diverged",
+    )
+    progress_bar: bool = Field(True, description="a progress bar on a terminal (batch jobs get progress lines)")
+    wandb: dict[str, Any] | None = Field(
+        None,
+        description="keyword arguments of wandb.init to log to Weights & Biases; null: off",
+    )
 
     @field_validator("best_metric")
     @classmethod
@@ -176,13 +249,22 @@ class TrainSection(StrictModel):
 
 
 class StageSection(StrictModel):
-    name: str
-    databases: list[str] = Field(min_length=1)
-    ratios: dict[str, float] | None = None
-    steps: int | None = Field(None, ge=1)
-    epochs: int | None = Field(None, ge=1)
-    lr: float | None = Field(None, gt=0)
-    schedule: ScheduleSection | None = None
+    name: str = Field(examples=["main"], description="the stage's name in logs and checkpoints")
+    databases: list[str] = Field(
+        min_length=1, examples=[["crystals"]], description="names of the databases this stage trains on"
+    )
+    ratios: dict[str, float] | None = Field(
+        None,
+        description="sampling ratio per database of this stage (every database named); null: data.sampling "
+        "decides",
+    )
+    steps: int | None = Field(None, ge=1, description="length of the stage in optimizer steps (give this or epochs)")
+    epochs: int | None = Field(None, ge=1, examples=[100], description="length of the stage in epochs (give this or steps)")
+    lr: float | None = Field(None, gt=0, description="this stage's learning rate; null: train.optimizer.lr")
+    schedule: ScheduleSection | None = Field(
+        None,
+        description="this stage's learning-rate schedule; null: train.schedule",
+    )
 
     @model_validator(mode="after")
     def _length(self) -> StageSection:
@@ -194,10 +276,19 @@ class StageSection(StrictModel):
 
 
 class RunConfig(StrictModel):
-    model: ModelSection = Field(default_factory=ModelSection)
-    data: DataSection
-    train: TrainSection = Field(default_factory=TrainSection)
-    stages: list[StageSection] = Field(min_length=1)
+    model: ModelSection = Field(
+        default_factory=ModelSection,
+        description="the architecture (or init_from a trained model)",
+    )
+    data: DataSection = Field(description="the databases and how batches are drawn from them")
+    train: TrainSection = Field(
+        default_factory=TrainSection,
+        description="optimizer, loss, regularization, schedule, checkpoints and logging",
+    )
+    stages: list[StageSection] = Field(
+        min_length=1,
+        description="the training curriculum: stages run in order, each on some databases (at least one)",
+    )
 
     @model_validator(mode="after")
     def _stages_name_known_databases(self) -> RunConfig:
@@ -289,7 +380,13 @@ def apply_override(raw: dict, assignment: str) -> None:
 
 
 def format_validation_error(error: ValidationError) -> str:
-    return "invalid configuration:\n" + "\n".join(f"  {line}" for line in validation_problems(error))
+    """One line per problem; an unknown key with the closest valid keys (see :mod:`.config_keys`)."""
+    lines = []
+    for item, line in zip(error.errors(), validation_problems(error)):
+        if item["type"] == "extra_forbidden":
+            line = line.removesuffix(item["msg"]) + unknown_key_message(RunConfig, item["loc"])
+        lines.append(line)
+    return "invalid configuration:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (), raw: dict | None = None) -> RunConfig:

@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from sevenomni.keys import LABELS, STRESS
 from sevenomni.nn import SevenOmniModel
+from sevenomni.train.config import LossSection
 from sevenomni.train.data import Database
 
 
@@ -20,9 +22,11 @@ def parameter_count(named: Iterable[tuple[str, torch.nn.Parameter]]) -> int:
 
 
 def start_up_summary(
-    model: SevenOmniModel, databases: list[Database], device: torch.device, world_size: int
+    model: SevenOmniModel, databases: list[Database], device: torch.device, world_size: int, loss: LossSection
 ) -> list[str]:
-    """Device, dtype, tasks, parameter counts (θC shared, θT task embeddings) and the databases."""
+    """Device, dtype, tasks, parameter counts (θC shared, θT task embeddings), every loss weight
+    (zeros included), the databases with the labels found and the weight each is trained with, and
+    a hint for stress labels that are read but not trained."""
     processes = f" × {world_size} processes" if world_size > 1 else ""
     return [
         f"device {device}{processes}, dtype {model.config.dtype}",
@@ -32,18 +36,42 @@ def start_up_summary(
             f"θT {parameter_count(model.task_embedding_parameters()):,} in task embeddings, "
             f"{parameter_count(model.named_parameters()):,} in all"
         ),
-        *(database_line(database, model.tasks) for database in databases),
+        f"loss ({loss.kind}) weights: " + ", ".join(f"{label} {loss_weight(loss, label):g}" for label in LABELS),
+        *(database_line(database, model.tasks, loss) for database in databases),
+        *untrained_stress_hints(databases, loss),
     ]
 
 
-def database_line(database: Database, tasks: list[str]) -> str:
-    """A database's task, sizes and where each of its labels came from (the stores' ``label_sources``)."""
+def loss_weight(loss: LossSection, label: str, database: Database | None = None) -> float:
+    """The weight of ``label`` in the loss: ``train.loss``'s, times the database's ``loss_weights``."""
+    weight = getattr(loss, label)
+    return weight if database is None else weight * database.spec.loss_weights.get(label, 1.0)
+
+
+def database_line(database: Database, tasks: list[str], loss: LossSection) -> str:
+    """A database's task, sizes, where each of its labels came from (the stores' ``label_sources``)
+    and the weight the loss gives it."""
     valid = 0 if database.valid is None else len(database.valid)
-    sources = ", ".join(f"{label} from {source}" for label, source in database.train.label_sources.items())
+    sources = ", ".join(
+        f"{label} from {source} (weight {loss_weight(loss, label, database):g})"
+        for label, source in database.train.label_sources.items()
+    )
     return (
         f"database {database.spec.name}: task {tasks[database.task_index]}, "
         f"{len(database.train)} training / {valid} validation structures; {sources or 'no labels'}"
     )
+
+
+def untrained_stress_hints(databases: list[Database], loss: LossSection) -> list[str]:
+    """One line per database whose stress labels are read while ``train.loss.stress`` is 0."""
+    if loss.stress > 0:
+        return []
+    return [
+        f"stress labels found in {database.spec.name} but train.loss.stress is 0: they are read but not trained; "
+        "set train.loss.stress: 1 to train them"
+        for database in databases
+        if STRESS in database.train.label_sources
+    ]
 
 
 def energy_shift_line(task: str, elements: list[str], shifts: np.ndarray, structures: int) -> str:
@@ -74,8 +102,8 @@ def channel_spread(rows: list[dict[str, Any]]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def final_table(rows: list[dict[str, Any]], model_path: Path) -> list[str]:
-    """Every validation row of the exported model."""
+def final_table(rows: list[dict[str, Any]], model_path: Path, loss: LossSection) -> list[str]:
+    """Every validation row of the exported model; a note under it when stress was not trained."""
     lines = [
         f"final validation ({model_path}):",
         f"{'database':<24}{'channel':<16}{'E MAE meV/at':>14}{'F MAE eV/Å':>12}{'F RMSE eV/Å':>13}{'σ MAE eV/Å³':>13}",
@@ -85,6 +113,8 @@ def final_table(rows: list[dict[str, Any]], model_path: Path) -> list[str]:
             f"{row['database']:<24}{row['channel']:<16}{row['energy_mae']:>14.2f}"
             f"{row['forces_mae']:>12.4f}{row['forces_rmse']:>13.4f}{row['stress_mae']:>13.5f}"
         )
+    if loss.stress == 0:
+        lines.append("σ MAE: stress was not trained (train.loss.stress is 0), only evaluated")
     return lines
 
 

@@ -219,7 +219,7 @@ class Trainer:
             self._say(f"sevenomni {__version__}: resuming {self.run_dir} at step {self.progress.global_step} (stage {stage})")
         else:
             self._say(f"sevenomni {__version__}: training into {self.run_dir}")
-        for line in start_up_summary(self.model, self.databases, self.device, self.ctx.world_size):
+        for line in start_up_summary(self.model, self.databases, self.device, self.ctx.world_size, self.config.train.loss):
             self._say(line)
 
     def _run_stage(self, stage: StageSection) -> None:
@@ -352,7 +352,7 @@ class Trainer:
         for row in rows:
             self.logger.log("final", row, self.progress.global_step)
         self.final_metrics = rows
-        for line in final_table(rows, self.run_dir / "model.pt"):
+        for line in final_table(rows, self.run_dir / "model.pt", self.config.train.loss):
             self._say(line)
         self._say(f"skipped steps (non-finite loss or gradient): {self.progress.skipped_steps}")
         from sevenomni.analysis.plots import write_run_plot  # a figure of the metrics just written

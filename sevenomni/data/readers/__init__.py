@@ -24,6 +24,7 @@ from sevenomni.data.readers.common import (
     SourceFormat,
     validate_record,
 )
+from sevenomni.data.format_names import FORMATS, SOURCE_FORMAT_NAMES
 from sevenomni.data.store import is_store
 
 
@@ -39,7 +40,10 @@ def _discover() -> dict[str, SourceFormat]:
 
 
 SOURCE_FORMATS: dict[str, SourceFormat] = _discover()
-FORMATS = ("auto", *SOURCE_FORMATS)
+if tuple(SOURCE_FORMATS) != SOURCE_FORMAT_NAMES:
+    raise RuntimeError(
+        f"readers found {list(SOURCE_FORMATS)}; sevenomni.data.format_names lists {list(SOURCE_FORMAT_NAMES)}: update it"
+    )
 
 __all__ = [
     "FORMATS", "REASONS", "SOURCE_FORMATS", "InvalidRecordError", "LabelKeys", "Rejected", "SourceError",
