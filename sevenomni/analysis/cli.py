@@ -162,7 +162,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", help="model file, training checkpoint, run directory or SevenNet shortcut")
     parser.add_argument("data", nargs="+", metavar="DATA", help="structure files (any format ASE reads)")
-    parser.add_argument("--tasks", nargs=2, required=True, metavar=("A", "B"), help="the two channels")
+    parser.add_argument("--tasks", nargs=2, required=True, metavar=("A", "B"),
+                        help="the two channels: task A, and a task or 'common' (the common PES with A's energy scale)")
     parser.add_argument("--out", default="gap", metavar="DIR", help="output directory (default: gap)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto …")
     add_trust_pickle_argument(parser)

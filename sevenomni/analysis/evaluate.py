@@ -34,7 +34,7 @@ from sevenomni.data.ingest import cached_store
 from sevenomni.data.store import is_store
 from sevenomni.keys import ENERGY, FORCES, STRESS
 from sevenomni.nn import SevenOmniModel
-from sevenomni.nn.task_names import COMMON_CHANNEL, Tasks, is_common
+from sevenomni.nn.task_names import COMMON_CHANNEL, Tasks
 
 # Force components kept per database for its parity plot (a strided subsample beyond this).
 PARITY_POINTS = 30_000
@@ -157,7 +157,9 @@ def choose_channels(database: Database, model: SevenOmniModel, task: str) -> Non
             database.skipped.append(f"{COMMON_CHANNEL}: own task unknown (give --own {database.name}=TASK)")
         else:
             database.channels.append(common)
-    elif is_common(task):
+        return
+    index = model.tasks.channel(task)
+    if index is None:
         common = common_channel()
         if common is None:
             raise ValueError(
@@ -166,7 +168,6 @@ def choose_channels(database: Database, model: SevenOmniModel, task: str) -> Non
             )
         database.channels = [common]
     else:
-        index = model.task_index(task)
         database.channels = [Channel(model.tasks[index], index, False)]
 
 

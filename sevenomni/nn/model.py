@@ -202,7 +202,8 @@ class SevenOmniModel(nn.Module):
         PES (θT = 0) with the shift and scale of ``shift_from`` (the only task if there is one);
         ``shift_from`` with any other channel is an error (a task channel has its own shifts).
         """
-        common = is_common(task)
+        index = None if task is None else self.tasks.channel(task)
+        common = task is not None and index is None
         if shift_from is not None and not common:
             raise ValueError(
                 f"shift_task {shift_from!r} goes only with the 'common' channel; "
@@ -214,11 +215,11 @@ class SevenOmniModel(nn.Module):
                     f"the common channel needs the task whose shift/scale to use; one of {self.tasks}"
                 )
             return self.task_index(shift_from or self.tasks[0]), True
-        if task is None:
+        if index is None:
             if len(self.tasks) > 1:
                 raise ValueError(f"this model has several tasks; choose one of {self.tasks} or 'common'")
             return 0, False
-        return self.task_index(task), False
+        return index, False
 
     def attach_species(self, graph, atomic_numbers: torch.Tensor | None = None):
         """Give ``graph`` its species indices, checked on the host (from ``atomic_numbers`` there, for

@@ -66,6 +66,20 @@ class Tasks(tuple):
             raise ValueError(f"unknown task {name!r}; the tasks are {list(self)}")
         return lowered.index(key, start, stop)
 
+    def channel(self, name: str) -> int | None:
+        """The channel ``name`` selects: a task's index, or None for the common PES (``common``, any
+        case), whose energy shifts the caller takes from a task. ValueError naming the channels."""
+        if is_common(name):
+            return None
+        if name not in self:
+            raise ValueError(f"unknown channel {name!r}; the channels are the tasks {list(self)} and {COMMON_CHANNEL!r}")
+        return self.index(name)
+
+    def channel_name(self, name: str) -> str:
+        """The stored spelling of channel ``name``: a task's, or ``common``."""
+        index = self.channel(name)
+        return COMMON_CHANNEL if index is None else self[index]
+
     def canonical(self, name: str) -> str:
         """The stored spelling of ``name``."""
         return self[self.index(name)]
