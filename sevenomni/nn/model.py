@@ -15,7 +15,7 @@ from sevenomni.baseline import BaselineSpec
 from sevenomni.keys import ATOMIC_ENERGIES, ENERGY, FORCES, STRESS
 from sevenomni.nn.backend import check_backend
 from sevenomni.nn.compiled import DOUBLE_BACKWARD_FALLBACK, compiled_atomic_energies
-from sevenomni.nn.config import ModelConfig
+from sevenomni.nn.config import ModelConfig, element_symbols
 from sevenomni.nn.interaction import Interaction
 from sevenomni.nn.linear import EquivariantLinear
 from sevenomni.nn.radial import BesselBasis, PolynomialCutoff, XPLORCutoff
@@ -273,6 +273,17 @@ class SevenOmniModel(nn.Module):
         if baseline is not None:
             baselines[self.tasks.canonical(task)] = baseline
         self.config = self.config.model_copy(update={"baselines": baselines})
+
+    def task_elements(self, task: str) -> list[str] | None:
+        """The elements ``task`` was trained on (None: not recorded, as in models from before the record)."""
+        return (self.config.task_elements or {}).get(self.tasks.canonical(task))
+
+    def record_task_elements(self, task: str, elements: list[str]) -> None:
+        """Add ``elements`` to those ``task`` was trained on (``ModelConfig.task_elements``)."""
+        recorded = dict(self.config.task_elements or {})
+        canonical = self.tasks.canonical(task)
+        recorded[canonical] = element_symbols(sorted({*recorded.get(canonical, []), *elements}))
+        self.config = self.config.model_copy(update={"task_elements": recorded})
 
     def enable_linear_correction(self) -> SevenOmniModel:
         """Give the model its per-task linear correction (all 1: predictions unchanged), if it has none."""

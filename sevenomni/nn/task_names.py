@@ -72,7 +72,7 @@ class Tasks(tuple):
         if is_common(name):
             return None
         if name not in self:
-            raise ValueError(f"unknown channel {name!r}; the channels are the tasks {list(self)} and {COMMON_CHANNEL!r}")
+            raise ValueError(f"unknown task {name!r}; the tasks are {list(self)}, or {COMMON_CHANNEL!r} for the common PES")
         return self.index(name)
 
     def channel_name(self, name: str) -> str:
