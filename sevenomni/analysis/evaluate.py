@@ -30,8 +30,10 @@ from sevenomni.baseline import Baseline, cached_baseline
 from sevenomni.calculator import has_stress, resolve_device
 from sevenomni.data.dataset import LMDBDataset, worker_collate
 from sevenomni.data.graph import collate
-from sevenomni.data.ingest import cached_store
+from sevenomni.data.ingest import IngestError, cached_store
+from sevenomni.data.readers.common import MISSING_ENERGY, InvalidRecordError
 from sevenomni.data.store import is_store
+from sevenomni.extrapolation import warn_extrapolation
 from sevenomni.keys import ENERGY, FORCES, STRESS
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.task_names import COMMON_CHANNEL, Tasks
@@ -129,16 +131,30 @@ def open_databases(
         if is_store(path):
             store = str(path)
         else:
-            (store,) = cached_store(
-                [str(path)], cache_dir, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key,
-                skip_bad=skip_bad, progress=progress, name=name,
-            )
+            try:
+                (store,) = cached_store(
+                    [str(path)], cache_dir, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key,
+                    skip_bad=skip_bad, progress=progress, name=name,
+                )
+            except (InvalidRecordError, IngestError) as error:
+                raise unlabelled_error(error, path) from error
         dataset = LMDBDataset(store, model.cutoff, task_index=0, database_index=len(databases))
         task = own.pop(name, None) or infer_own_task(name, model.tasks)
         databases.append(Database(name, str(path), dataset, task))
     if own:
         raise ValueError(f"--own names unknown database(s) {sorted(own)}; the databases are {sorted(names)}")
     return databases
+
+
+def unlabelled_error(error: InvalidRecordError | IngestError, path: Path) -> ValueError:
+    """``error`` as it is, or for structures without energy labels, with the command that predicts them."""
+    reasons = {error.reason} if isinstance(error, InvalidRecordError) else set(error.skipped)
+    if reasons != {MISSING_ENERGY}:
+        return error
+    return ValueError(
+        f"{error}. `sevenomni eval` scores labelled structures; to predict unlabelled ones, run "
+        f"`sevenomni predict MODEL {path} --task NAME -o OUT.extxyz`"
+    )
 
 
 def choose_channels(database: Database, model: SevenOmniModel, task: str) -> None:
@@ -284,6 +300,8 @@ def evaluate_databases(
                 database.dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                 collate_fn=worker_collate if workers else collate,
             )
+            for channel in database.channels:
+                warn_extrapolation(model, channel.task_index, channel.common, database.dataset.elements)
             target = None if predictions_dir is None else Path(predictions_dir) / f"{database.name}.extxyz"
             with open(target, "w") if target is not None else contextlib.nullcontext() as handle:
                 for batch in loader:
