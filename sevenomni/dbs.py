@@ -77,8 +77,8 @@ def structure_scores(
             forces = []
             for index, common in resolved:
                 batch.task = torch.full_like(batch.task, index)
-                out = model(batch, common=common, compute_forces=True, compute_stress=False, create_graph=False)
-                forces.append(out[FORCES])
+                prediction = model(batch, common=common, compute_forces=True, compute_stress=False, create_graph=False)
+                forces.append(prediction[FORCES])
             squared = (forces[0] - forces[1]).double().pow(2).sum(dim=1)
             per_structure = squared.new_zeros(batch.num_graphs).index_add(0, batch.batch, squared)
             out.append(torch.sqrt(per_structure / (3 * batch.num_atoms.double())).detach().cpu().numpy())
