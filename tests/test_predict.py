@@ -14,6 +14,7 @@ from ase.io import read, write
 from conftest import make_model
 from sevenomni import SevenOmniCalculator, save_checkpoint
 from sevenomni.cli import main
+from sevenomni.data.ingest import ingest
 
 torch.set_num_threads(1)
 
@@ -86,8 +87,6 @@ def test_common_and_all_write_every_channel(tmp_path, model_file):
 
 
 def test_a_store_is_predicted_like_its_file(tmp_path, model_file):
-    from sevenomni.data.ingest import ingest
-
     _, model_path = model_file
     unlabelled(tmp_path / "plain.extxyz")
     ingest(tmp_path / "plain.extxyz", tmp_path / "store", require_energy=False)
@@ -141,3 +140,8 @@ def test_eval_of_unlabelled_structures_points_to_predict(tmp_path, model_file, c
         assert main(argv) == 2
         error = capsys.readouterr().err
         assert "missing_energy" in error and f"sevenomni predict MODEL {tmp_path / 'plain.extxyz'} --task" in error
+    ingest(tmp_path / "plain.extxyz", tmp_path / "store", require_energy=False)  # the old workaround
+    argv = ["eval", str(model_path), str(tmp_path / "store"), "--out", str(tmp_path / "eval"), "--quiet"]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "store: no energy or force labels" in error and f"sevenomni predict MODEL {tmp_path / 'store'}" in error

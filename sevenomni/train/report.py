@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from sevenomni.nn import SevenOmniModel
+from sevenomni.nn.task_names import CHANNEL_COLUMN
 from sevenomni.train.data import Database
 
 
@@ -78,7 +79,7 @@ def final_table(rows: list[dict[str, Any]], model_path: Path) -> list[str]:
     """Every validation row of the exported model."""
     lines = [
         f"final validation ({model_path}):",
-        f"{'database':<24}{'channel':<16}{'E MAE meV/at':>14}{'F MAE eV/Å':>12}{'F RMSE eV/Å':>13}{'σ MAE eV/Å³':>13}",
+        f"{'database':<24}{CHANNEL_COLUMN:<16}{'E MAE meV/at':>14}{'F MAE eV/Å':>12}{'F RMSE eV/Å':>13}{'σ MAE eV/Å³':>13}",
     ]
     for row in rows:
         lines.append(
