@@ -136,3 +136,23 @@ def test_training_records_each_tasks_elements(tmp_path):
     for name, task in (("crystal", "gfn1"), ("molecule", "gfn2")):
         elements = {symbol for atoms in read(tmp_path / f"{name}.extxyz", ":") for symbol in atoms.symbols}
         assert set(recorded[task]) == elements
+
+
+def test_fine_tuning_adds_to_a_record_and_never_invents_one():
+    from types import SimpleNamespace
+
+    from sevenomni.nn.task_names import Tasks
+    from sevenomni.train.setup import record_task_elements
+
+    def database(name, task_index, elements):
+        return SimpleNamespace(spec=SimpleNamespace(name=name), task_index=task_index,
+                               train=SimpleNamespace(elements=elements))
+
+    config = SimpleNamespace(trained_databases={"bulk", "slab"})
+    data = [database("bulk", 0, ["Si"]), database("slab", 1, ["N", "H"]), database("unused", 1, ["O"])]
+    old = make_model()  # a checkpoint from before the record: its tasks' earlier data is unknown
+    record_task_elements(old, config, data, trained_before=Tasks(["crystal"]))
+    assert old.config.task_elements == {"molecule": ["H", "N"]}  # crystal stays unrecorded, "unused" not trained
+    recorded = recorded_model()
+    record_task_elements(recorded, config, data, trained_before=Tasks(["crystal", "molecule"]))
+    assert recorded.config.task_elements == {"crystal": ["C", "Si"], "molecule": ["H", "C", "N", "O"]}
