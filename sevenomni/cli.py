@@ -25,7 +25,7 @@ def info(args: argparse.Namespace) -> None:
     print("trained on (elements per task; predictions for others draw an ExtrapolationWarning):")
     for task in model.tasks:
         elements = model.task_elements(task)
-        print(f"  {task}: {' '.join(elements) if elements is not None else 'not recorded (a model from before the record)'}")
+        print(f"  {task}: {' '.join(elements) if elements is not None else 'not recorded (no extrapolation warnings)'}")
     if model.linear_correction is not None:
         factors = model.linear_correction.weight.view(-1).tolist()
         print(f"linear correction: {', '.join(f'{t} {c:.4f}' for t, c in zip(model.tasks, factors))}")
