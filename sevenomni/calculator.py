@@ -10,13 +10,15 @@ import numpy as np
 import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
+from ase.data import atomic_numbers
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from sevenomni.base import DEFAULT_MIN_DISTANCE, MIN_CELL_VOLUME
 from sevenomni.baseline import cached_baseline
-from sevenomni.data.graph import StructureError, atoms_to_graph, closest_pair, collate, describe_pair
+from sevenomni.data.graph import atoms_to_graph, closest_pair, collate, describe_pair
 from sevenomni.devices import resolve_device
 from sevenomni.dispersion import D3Correction, D3Settings, d3_correction
+from sevenomni.extrapolation import warn_extrapolation
 from sevenomni.keys import ATOMIC_ENERGIES, ENERGY, FORCES, STRESS
 from sevenomni.loading import load_model
 from sevenomni.nn import SevenOmniModel
@@ -77,6 +79,7 @@ def predict(
     batch_size: int = 16,
     device: str | torch.device = "auto",
     d3: bool | dict | D3Settings | D3Correction | None = None,
+    require_neighbours: bool = False,
 ) -> Iterator[dict[str, np.ndarray | float]]:
     """Energy, per-atom energies, forces and (where defined) stress for each structure, batched.
 
@@ -89,7 +92,10 @@ def predict(
     ``d3`` (as the calculator takes it, or a :class:`~sevenomni.dispersion.D3Correction`) adds
     DFT-D3 dispersion the same way.
     Running out of GPU memory raises torch's ``OutOfMemoryError`` restated with the batch's atoms,
-    edges and backend, and what to change.
+    edges and backend, and what to change. An element the model does not know is a
+    :class:`PredictionError` naming the structure; so is, with ``require_neighbours``, a structure of
+    several atoms without one pair within the cutoff (a single atom is an isolated-atom reference).
+    An element the channel was not trained on draws an :class:`~sevenomni.extrapolation.ExtrapolationWarning`.
     """
     device = resolve_device(device)
     if not isinstance(model, SevenOmniModel):
@@ -104,13 +110,21 @@ def predict(
     def run(chunk: list[Atoms], first: int) -> list[dict]:
         graphs = []
         for index, atoms in enumerate(chunk):
+            label = structure_label(atoms, first + index)
             try:  # on a GPU, built there (vesin-torch)
-                graph = atoms_to_graph(atoms, model.cutoff, structure_label(atoms, first + index), device=device)
-            except StructureError as error:
-                raise PredictionError(str(error)) from None
-            model.attach_species(graph, torch.as_tensor(atoms.numbers))
+                graph = atoms_to_graph(atoms, model.cutoff, label, device=device)
+                model.attach_species(graph, torch.as_tensor(atoms.numbers))
+            except ValueError as error:  # graph.StructureError (it names the structure), or an unknown element
+                message = str(error)
+                raise PredictionError(message if message.startswith(label) else f"{label}: {message}") from None
+            if require_neighbours and len(atoms) > 1 and graph.edge_index.shape[1] == 0:
+                raise PredictionError(
+                    f"{label}: no two atoms within the model's cutoff of {model.cutoff} Å (are the positions in Å?)"
+                )
             graph.task = torch.tensor([task_index], device=graph.pos.device)
             graphs.append(graph)
+        present = {int(z) for atoms in chunk for z in np.unique(atoms.numbers)}
+        warn_extrapolation(model, task_index, common, [e for e in model.elements if atomic_numbers[e] in present])
         batch = collate(graphs).to(device)
         try:
             out = model(batch, common=common, compute_forces=True, compute_stress=True, create_graph=False)

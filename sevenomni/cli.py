@@ -21,12 +21,16 @@ def info(args: argparse.Namespace) -> None:
     print(f"tasks:      {', '.join(model.tasks)}")
     print(f"elements:   {' '.join(model.elements)} ({len(model.elements)})")
     print(f"cutoff:     {model.cutoff} Å")
+    print("trained on (elements per task; predictions for others draw an ExtrapolationWarning):")
+    for task in model.tasks:
+        elements = model.task_elements(task)
+        print(f"  {task}: {' '.join(elements) if elements is not None else 'not recorded (no extrapolation warnings)'}")
     if model.linear_correction is not None:
         factors = model.linear_correction.weight.view(-1).tolist()
         print(f"linear correction: {', '.join(f'{t} {c:.4f}' for t, c in zip(model.tasks, factors))}")
     print("hyperparameters:")
     for key, value in config.items():
-        if key not in ("tasks", "elements"):
+        if key not in ("tasks", "elements", "task_elements"):
             print(f"  {key}: {value}")
     print("parameters:")
     print(f"  shared (θC):              {count(model.shared_parameters()):,}")

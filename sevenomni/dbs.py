@@ -62,8 +62,10 @@ def structure_scores(
     model = model.to(device).eval()
     dataset = LMDBDataset(store, model.cutoff, task_index=0, database_index=0)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate)
-    if strategy == "disagreement":
-        indices = [model.task_index(channel) for channel in channels]
+    if strategy == "disagreement":  # the common channel with the other channel's shifts and scale
+        a, b = channels
+        resolved = [model.resolve_channel(c, other if model.tasks.channel(c) is None else None)
+                    for c, other in ((a, b), (b, a))]
     out = []
     for batch in loader:
         batch = batch.to(device)
@@ -73,9 +75,10 @@ def structure_scores(
             out.append((sums / batch.num_atoms.view(-1, 1).double()).cpu().numpy())
         else:
             forces = []
-            for index in indices:
+            for index, common in resolved:
                 batch.task = torch.full_like(batch.task, index)
-                forces.append(model(batch, compute_forces=True, compute_stress=False, create_graph=False)[FORCES])
+                prediction = model(batch, common=common, compute_forces=True, compute_stress=False, create_graph=False)
+                forces.append(prediction[FORCES])
             squared = (forces[0] - forces[1]).double().pow(2).sum(dim=1)
             per_structure = squared.new_zeros(batch.num_graphs).index_add(0, batch.batch, squared)
             out.append(torch.sqrt(per_structure / (3 * batch.num_atoms.double())).detach().cpu().numpy())
@@ -128,7 +131,9 @@ def select(
             channels = channels or tuple(model.tasks[:2])
             if len(model.tasks) < 2 or len(channels) != 2:
                 raise SelectionError(f"disagreement needs two channels of a multi-task model; tasks: {model.tasks}")
-            channels = tuple(model.tasks.canonical(channel) for channel in channels)
+            channels = tuple(model.tasks.channel_name(channel) for channel in channels)
+            if channels[0] == channels[1]:
+                raise SelectionError(f"disagreement needs two different channels, got {list(channels)}")
             record["channels"] = list(channels)
         scores = structure_scores(model, store, strategy, channels, device=device)
         if strategy == "fps":
@@ -259,6 +264,3 @@ def label(
     ingest(files, out)
     shutil.rmtree(work)
     return LabelReport(str(out), labelled, dict(skipped), len(done))
-
-
-# ----------------------------------------------------------------------------------- command line

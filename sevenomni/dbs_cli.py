@@ -51,7 +51,8 @@ def register(commands) -> None:
                               "largest force difference between two channels of the model")
     chooser.add_argument("--model", help="model for fps and disagreement (any source load_model takes)")
     chooser.add_argument("--channels", nargs=2, metavar=("A", "B"),
-                         help="the two channels compared by disagreement (default: the model's first two tasks)")
+                         help="the two channels compared by disagreement: tasks or 'common' (the common PES, with the other "
+                         "channel's energy scale; default: the model's first two tasks)")
     chooser.add_argument("--seed", type=int, default=0)
     chooser.add_argument("--device", default="auto")
     chooser.add_argument("--out", required=True, help="selection file to write (JSON)")

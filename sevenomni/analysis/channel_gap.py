@@ -28,9 +28,12 @@ from sevenomni.nn.task import LinearCorrection, TaskEnergyScale
 ALL_PARTS = "all"
 
 
-def task_parts(model: SevenOmniModel) -> dict[str, torch.nn.Parameter]:
-    """Name → a task-specific table with one row per task, that can move forces."""
+def task_parts(model: SevenOmniModel, embeddings_only: bool = False) -> dict[str, torch.nn.Parameter]:
+    """Name → a task-specific table with one row per task, that can move forces (only the θT tables
+    with ``embeddings_only``: what the common channel drops)."""
     parts = {name.removesuffix(".embedding.weight"): p for name, p in model.task_embedding_parameters()}
+    if embeddings_only:
+        return parts
     scale = model.energy_scale
     if isinstance(scale, TaskEnergyScale) and not isinstance(scale, LinearCorrection):
         parts["energy_scale"] = scale.weight
@@ -40,13 +43,14 @@ def task_parts(model: SevenOmniModel) -> dict[str, torch.nn.Parameter]:
 
 
 @contextmanager
-def rows_from(parameters: Sequence[torch.nn.Parameter], source: int, target: int) -> Iterator[None]:
-    """Within the block, row ``target`` of each parameter holds row ``source``'s values."""
+def rows_from(parameters: Sequence[torch.nn.Parameter], source: int | None, target: int) -> Iterator[None]:
+    """Within the block, row ``target`` of each parameter holds row ``source``'s values (zeros for
+    ``source=None``: the common channel's θT)."""
     saved = [p.detach()[target].clone() for p in parameters]
     try:
         with torch.no_grad():
             for p in parameters:
-                p[target] = p[source]
+                p[target] = 0.0 if source is None else p[source]
         yield
     finally:
         with torch.no_grad():
@@ -54,8 +58,11 @@ def rows_from(parameters: Sequence[torch.nn.Parameter], source: int, target: int
                 p[target] = row
 
 
-def _forces(model: SevenOmniModel, structures: Sequence[Atoms], task: str, device) -> np.ndarray:
-    return np.concatenate([r["forces"] for r in predict(model, structures, task, device=device)])
+def _forces(
+    model: SevenOmniModel, structures: Sequence[Atoms], task: str, device, shift_task: str | None = None
+) -> np.ndarray:
+    results = predict(model, structures, task, shift_task=shift_task, device=device)
+    return np.concatenate([r["forces"] for r in results])
 
 
 def _rms(difference: np.ndarray) -> float:
@@ -66,14 +73,18 @@ def channel_gap(
     model: SevenOmniModel, structures: Sequence[Atoms], task_a: str, task_b: str, device: str = "cpu"
 ) -> dict:
     """The force gap between channels ``task_a`` and ``task_b`` on ``structures``, part by part
-    (eV/Å; see the module docstring)."""
-    a, b = model.task_index(task_a), model.task_index(task_b)
+    (eV/Å; see the module docstring). ``task_b`` may be ``common``: the common PES with ``task_a``'s
+    energy scale, whose only differing parts are the θT tables (swapped in as zero rows)."""
+    a, b = model.tasks.channel(task_a), model.tasks.channel(task_b)
+    if a is None:
+        raise ValueError(f"the first channel must be a task (its parts are swapped); put 'common' second: {task_b} common")
+    name_b = model.tasks.channel_name(task_b)
     model = model.eval()
     forces_a = _forces(model, structures, task_a, device)
-    forces_b = _forces(model, structures, task_b, device)
+    forces_b = _forces(model, structures, name_b, device, shift_task=model.tasks[a] if b is None else None)
     gap = _rms(forces_a - forces_b)
-    parts = task_parts(model)
-    result = {"tasks": [model.tasks[a], model.tasks[b]], "structures": len(structures), "gap": gap, "parts": {}}
+    parts = task_parts(model, embeddings_only=b is None)
+    result = {"tasks": [model.tasks[a], name_b], "structures": len(structures), "gap": gap, "parts": {}}
     for name, parameters in [*((n, [p]) for n, p in parts.items()), (ALL_PARTS, list(parts.values()))]:
         with rows_from(parameters, b, a):
             swapped = _forces(model, structures, task_a, device)

@@ -1,4 +1,4 @@
-"""``sevenomni eval``, ``sevenomni analyze embeddings`` and ``sevenomni plot``."""
+"""``sevenomni eval``, ``sevenomni predict``, ``sevenomni analyze embeddings|gap`` and ``sevenomni plot``."""
 
 from __future__ import annotations
 
@@ -77,6 +77,16 @@ def evaluate(args: argparse.Namespace) -> None:
     print("wrote " + ", ".join(str(path) for path in written))
 
 
+def predict(args: argparse.Namespace) -> None:
+    """Write FILE's structures with the model's energies, forces and stresses (no labels needed)."""
+    from sevenomni.analysis.predict_file import predict_file
+    from sevenomni.loading import load_model
+
+    model = load_model(args.model, trust_pickle=args.trust_pickle)
+    count = predict_file(model, args.file, args.out, args.task, args.shift_task, args.batch_size, args.device)
+    print(f"wrote {args.out}: {count} structures")
+
+
 def embeddings(args: argparse.Namespace) -> None:
     """Print θT norms and cosines per site; write embeddings.json and embeddings.png."""
     from sevenomni.analysis import plots
@@ -118,7 +128,7 @@ def plot(args: argparse.Namespace) -> None:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add ``eval``, ``analyze embeddings`` and ``plot`` to the top-level command parser."""
+    """Add ``eval``, ``predict``, ``analyze embeddings|gap`` and ``plot`` to the top-level command parser."""
     parser = commands.add_parser(
         "eval", help="score a model on labelled data, per database and channel",
         description="Energy, force and stress errors, cMAE and the softening scale of MODEL on every DATA "
@@ -151,6 +161,25 @@ def register(commands: argparse._SubParsersAction) -> None:
     add_trust_pickle_argument(parser)
     parser.set_defaults(handler=evaluate)
 
+    parser = commands.add_parser(
+        "predict", help="energies, forces and stresses of unlabelled structures, written to extxyz",
+        description="Predict every structure of FILE (any file ASE reads, or a store) on one channel, or on all, "
+        "batch by batch. Writes OUT (extxyz) with sevenomni_energy, sevenomni_forces and, for periodic cells, "
+        "sevenomni_stress; with --task all, one set per channel: sevenomni_energy_<channel>, ….",
+    )
+    parser.add_argument("model", help="model file, training checkpoint, run directory or SevenNet shortcut")
+    parser.add_argument("file", metavar="FILE", help="structures: any file ASE reads, or a sevenomni store")
+    parser.add_argument("--task", required=True, metavar="NAME|common|all",
+                        help="the channel: a task, 'common' (the common PES), or 'all' (every task, and common "
+                        "when its shifts are known)")
+    parser.add_argument("--shift-task", metavar="NAME", help="the task whose energy shifts the common channel takes "
+                        "(needed with several tasks)")
+    parser.add_argument("-o", "--out", required=True, metavar="OUT.extxyz", help="extxyz file to write")
+    parser.add_argument("--batch-size", type=int, default=32, metavar="N", help="structures per batch (default 32)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, …")
+    add_trust_pickle_argument(parser)
+    parser.set_defaults(handler=predict)
+
     analyze = commands.add_parser("analyze", help="look inside a model")
     analyze_commands = analyze.add_subparsers(dest="analyze_command", required=True)
     parser = analyze_commands.add_parser(
@@ -166,7 +195,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", help="model file, training checkpoint, run directory or SevenNet shortcut")
     parser.add_argument("data", nargs="+", metavar="DATA", help="structure files (any format ASE reads)")
-    parser.add_argument("--tasks", nargs=2, required=True, metavar=("A", "B"), help="the two channels")
+    parser.add_argument("--tasks", nargs=2, required=True, metavar=("A", "B"),
+                        help="the two channels: task A, and a task or 'common' (the common PES with A's energy scale)")
     parser.add_argument("--out", default="gap", metavar="DIR", help="output directory (default: gap)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, auto …")
     add_trust_pickle_argument(parser)

@@ -30,12 +30,18 @@ from sevenomni.baseline import Baseline, cached_baseline
 from sevenomni.calculator import has_stress, resolve_device
 from sevenomni.data.dataset import LMDBDataset, worker_collate
 from sevenomni.data.graph import collate
-from sevenomni.data.ingest import cached_store
-from sevenomni.data.store import is_store
+from sevenomni.data.ingest import IngestError, cached_store
+from sevenomni.data.readers.common import MISSING_ENERGY, InvalidRecordError
+from sevenomni.data.store import LABEL_ENERGY, LABEL_FORCES, StoreReader, is_store
+from sevenomni.extrapolation import warn_extrapolation
 from sevenomni.keys import ENERGY, FORCES, STRESS
 from sevenomni.nn import SevenOmniModel
-from sevenomni.nn.task_names import COMMON_CHANNEL, Tasks, is_common
+from sevenomni.nn.task_names import CHANNEL_COLUMN, COMMON_CHANNEL, Tasks
 
+PREDICT_HINT = (
+    "`sevenomni eval` scores labelled structures; to predict unlabelled ones, run "
+    "`sevenomni predict MODEL {path} --task NAME -o OUT.extxyz`"
+)
 # Force components kept per database for its parity plot (a strided subsample beyond this).
 PARITY_POINTS = 30_000
 
@@ -129,16 +135,30 @@ def open_databases(
         if is_store(path):
             store = str(path)
         else:
-            (store,) = cached_store(
-                [str(path)], cache_dir, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key,
-                skip_bad=skip_bad, progress=progress, name=name,
-            )
+            try:
+                (store,) = cached_store(
+                    [str(path)], cache_dir, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key,
+                    skip_bad=skip_bad, progress=progress, name=name,
+                )
+            except (InvalidRecordError, IngestError) as error:
+                if not lacks_energy_labels(error):
+                    raise
+                raise ValueError(f"{error}. {PREDICT_HINT.format(path=path)}") from error
+        with StoreReader(store) as reader:
+            if not (np.asarray(reader.label_flags) & (LABEL_ENERGY | LABEL_FORCES)).any():
+                raise ValueError(f"{path}: no energy or force labels. {PREDICT_HINT.format(path=path)}")
         dataset = LMDBDataset(store, model.cutoff, task_index=0, database_index=len(databases))
         task = own.pop(name, None) or infer_own_task(name, model.tasks)
         databases.append(Database(name, str(path), dataset, task))
     if own:
         raise ValueError(f"--own names unknown database(s) {sorted(own)}; the databases are {sorted(names)}")
     return databases
+
+
+def lacks_energy_labels(error: InvalidRecordError | IngestError) -> bool:
+    """Whether an ingest failed only for structures without an energy label."""
+    reasons = {error.reason} if isinstance(error, InvalidRecordError) else set(error.skipped)
+    return reasons == {MISSING_ENERGY}
 
 
 def choose_channels(database: Database, model: SevenOmniModel, task: str) -> None:
@@ -157,7 +177,9 @@ def choose_channels(database: Database, model: SevenOmniModel, task: str) -> Non
             database.skipped.append(f"{COMMON_CHANNEL}: own task unknown (give --own {database.name}=TASK)")
         else:
             database.channels.append(common)
-    elif is_common(task):
+        return
+    index = model.tasks.channel(task)
+    if index is None:
         common = common_channel()
         if common is None:
             raise ValueError(
@@ -166,7 +188,6 @@ def choose_channels(database: Database, model: SevenOmniModel, task: str) -> Non
             )
         database.channels = [common]
     else:
-        index = model.task_index(task)
         database.channels = [Channel(model.tasks[index], index, False)]
 
 
@@ -283,6 +304,8 @@ def evaluate_databases(
                 database.dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                 collate_fn=worker_collate if workers else collate,
             )
+            for channel in database.channels:
+                warn_extrapolation(model, channel.task_index, channel.common, database.dataset.elements)
             target = None if predictions_dir is None else Path(predictions_dir) / f"{database.name}.extxyz"
             with open(target, "w") if target is not None else contextlib.nullcontext() as handle:
                 for batch in loader:
@@ -322,17 +345,17 @@ def evaluate_databases(
 def format_table(rows: Sequence[dict]) -> str:
     """Rows as a fixed-width table (own channel marked with *)."""
     header = (
-        f"{'database':<24}{'channel':<12}{'E MAE':>9}{'E RMSE':>9}{'cMAE':>9}"
+        f"{'database':<24}{CHANNEL_COLUMN:<16}{'E MAE':>9}{'E RMSE':>9}{'cMAE':>9}"
         f"{'F MAE':>9}{'F RMSE':>9}{'σ MAE':>10}{'scale':>7}{'spread':>8}"
     )
     units = (
-        f"{'':<24}{'':<12}{'meV/at':>9}{'meV/at':>9}{'meV/at':>9}{'eV/Å':>9}{'eV/Å':>9}{'eV/Å³':>10}{'':>7}{'eV/Å':>8}"
+        f"{'':<24}{'':<16}{'meV/at':>9}{'meV/at':>9}{'meV/at':>9}{'eV/Å':>9}{'eV/Å':>9}{'eV/Å³':>10}{'':>7}{'eV/Å':>8}"
     )
     lines = [header, units]
     for row in rows:
         channel = row["channel"] + ("*" if row["own"] else "")
         lines.append(
-            f"{row['database']:<24}{channel:<12}{row['energy_mae']:>9.2f}{row['energy_rmse']:>9.2f}"
+            f"{row['database']:<24}{channel:<16}{row['energy_mae']:>9.2f}{row['energy_rmse']:>9.2f}"
             f"{row['energy_cmae']:>9.2f}{row['forces_mae']:>9.4f}{row['forces_rmse']:>9.4f}"
             f"{row['stress_mae']:>10.5f}{row['softening_scale']:>7.3f}{row['channel_spread_forces']:>8.4f}"
         )

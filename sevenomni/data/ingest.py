@@ -54,7 +54,12 @@ _MAX_EXAMPLES = 20
 
 
 class IngestError(ValueError):
-    """Ingest failed (bad record without --skip-bad, unreadable source, nothing valid)."""
+    """Ingest failed (bad record without --skip-bad, unreadable source, nothing valid); ``skipped``
+    counts the records skipped by reason."""
+
+    def __init__(self, message: str, skipped: dict[str, int] | None = None) -> None:
+        super().__init__(message)
+        self.skipped = dict(skipped or {})
 
 
 @dataclass
@@ -262,7 +267,8 @@ def ingest(
         if writer.count == 0:
             raise IngestError(
                 f"no valid structures in {', '.join(str(p) for p, _ in files)}"
-                + (f" (skipped {sum(skipped.values())}: {dict(skipped)})" if skipped else "")
+                + (f" (skipped {sum(skipped.values())}: {dict(skipped)})" if skipped else ""),
+                skipped,
             )
         writer.commit({
             "skipped": dict(skipped),

@@ -173,6 +173,11 @@ class ModelConfig(Architecture):
     linear_correction: bool = Field(
         False, description="a per-task scalar on the shift-free energy (see sevenomni.nn.task.LinearCorrection)"
     )
+    task_elements: dict[str, list[str]] | None = Field(
+        None,
+        description="per task, the elements of the data it was trained on (filled in by training); a task not "
+        "listed, or None (models from before this record), has no record and draws no extrapolation warnings",
+    )
 
     @field_validator("tasks")
     @classmethod
@@ -185,12 +190,27 @@ class ModelConfig(Architecture):
     def _elements_as_symbols(cls, elements: list) -> list[str]:
         return element_symbols(elements)
 
+    @field_validator("task_elements", mode="before")
+    @classmethod
+    def _task_elements_as_symbols(cls, task_elements: dict | None) -> dict | None:
+        if not isinstance(task_elements, dict):
+            return task_elements
+        return {task: element_symbols(list(elements)) for task, elements in task_elements.items()}
+
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
         check_neighbor_normalization(self.avg_num_neighbors, self.num_layers)
         unknown = [task for task in self.baselines if task not in self.tasks]
         if unknown:
             raise ValueError(f"baselines name unknown task(s) {unknown}; the tasks are {self.tasks}")
+        recorded = self.task_elements or {}
+        unknown = [task for task in recorded if task not in self.tasks]
+        if unknown:
+            raise ValueError(f"task_elements name unknown task(s) {unknown}; the tasks are {self.tasks}")
+        for task, elements in recorded.items():
+            foreign = [element for element in elements if element not in self.elements]
+            if foreign:
+                raise ValueError(f"task_elements of {task!r}: {foreign} not among the model's elements {self.elements}")
         return self
 
     @property

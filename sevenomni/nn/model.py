@@ -15,7 +15,7 @@ from sevenomni.baseline import BaselineSpec
 from sevenomni.keys import ATOMIC_ENERGIES, ENERGY, FORCES, STRESS
 from sevenomni.nn.backend import check_backend
 from sevenomni.nn.compiled import DOUBLE_BACKWARD_FALLBACK, compiled_atomic_energies
-from sevenomni.nn.config import ModelConfig
+from sevenomni.nn.config import ModelConfig, element_symbols
 from sevenomni.nn.interaction import Interaction
 from sevenomni.nn.linear import EquivariantLinear
 from sevenomni.nn.radial import BesselBasis, PolynomialCutoff, XPLORCutoff
@@ -212,7 +212,8 @@ class SevenOmniModel(nn.Module):
         PES (θT = 0) with the shift and scale of ``shift_from`` (the only task if there is one);
         ``shift_from`` with any other channel is an error (a task channel has its own shifts).
         """
-        common = is_common(task)
+        index = None if task is None else self.tasks.channel(task)
+        common = task is not None and index is None
         if shift_from is not None and not common:
             raise ValueError(
                 f"shift_task {shift_from!r} goes only with the 'common' channel; "
@@ -224,11 +225,11 @@ class SevenOmniModel(nn.Module):
                     f"the common channel needs the task whose shift/scale to use; one of {self.tasks}"
                 )
             return self.task_index(shift_from or self.tasks[0]), True
-        if task is None:
+        if index is None:
             if len(self.tasks) > 1:
                 raise ValueError(f"this model has several tasks; choose one of {self.tasks} or 'common'")
             return 0, False
-        return self.task_index(task), False
+        return index, False
 
     def attach_species(self, graph, atomic_numbers: torch.Tensor | None = None):
         """Give ``graph`` its species indices, checked on the host (from ``atomic_numbers`` there, for
@@ -282,6 +283,17 @@ class SevenOmniModel(nn.Module):
         if baseline is not None:
             baselines[self.tasks.canonical(task)] = baseline
         self.config = self.config.model_copy(update={"baselines": baselines})
+
+    def task_elements(self, task: str) -> list[str] | None:
+        """The elements ``task`` was trained on (None: not recorded, as in models from before the record)."""
+        return (self.config.task_elements or {}).get(self.tasks.canonical(task))
+
+    def record_task_elements(self, task: str, elements: list[str]) -> None:
+        """Add ``elements`` to those ``task`` was trained on (``ModelConfig.task_elements``)."""
+        recorded = dict(self.config.task_elements or {})
+        canonical = self.tasks.canonical(task)
+        recorded[canonical] = element_symbols(sorted({*recorded.get(canonical, []), *elements}))
+        self.config = self.config.model_copy(update={"task_elements": recorded})
 
     def enable_linear_correction(self) -> SevenOmniModel:
         """Give the model its per-task linear correction (all 1: predictions unchanged), if it has none."""

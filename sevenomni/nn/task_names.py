@@ -1,8 +1,16 @@
 """Task identity: the ordered task names of a model, matched case-insensitively, and the common channel.
 
+Vocabulary: a *task* is a computational protocol (PBE, r2SCAN, …), named in the run config's
+databases; each task has one output *channel* of the model, named like it. One more channel, named
+``common``, is the common PES (θT = 0), which takes a task's energy shifts. So a channel is named by
+a task name or ``common``: wherever a channel is chosen for inference or analysis (calculator,
+``predict``, ``eval --task``, ``analyze gap``, ``dbs select --channels``), ``common`` is accepted, and
+tables head that column :data:`CHANNEL_COLUMN`.
+
 Every layer that turns a task name into an index (model, trainer, data, evaluation, calculator)
-goes through :class:`Tasks`, so the rules live here once: names are non-empty, unique without
-regard to case, and ``common`` is reserved for the common PES (θT = 0).
+goes through :class:`Tasks` (:meth:`Tasks.channel` for a channel name), so the rules live here
+once: names are non-empty, unique without regard to case, and ``common`` is reserved for the
+common PES.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 COMMON_CHANNEL = "common"
+CHANNEL_COLUMN = "task (channel)"  # the header of a table column of channel names
 
 
 def is_common(name: str | None) -> bool:
@@ -65,6 +74,20 @@ class Tasks(tuple):
         if key not in lowered[start:stop]:
             raise ValueError(f"unknown task {name!r}; the tasks are {list(self)}")
         return lowered.index(key, start, stop)
+
+    def channel(self, name: str) -> int | None:
+        """The channel ``name`` selects: a task's index, or None for the common PES (``common``, any
+        case), whose energy shifts the caller takes from a task. ValueError naming the channels."""
+        if is_common(name):
+            return None
+        if name not in self:
+            raise ValueError(f"unknown task {name!r}; the tasks are {list(self)}, or {COMMON_CHANNEL!r} for the common PES")
+        return self.index(name)
+
+    def channel_name(self, name: str) -> str:
+        """The stored spelling of channel ``name``: a task's, or ``common``."""
+        index = self.channel(name)
+        return COMMON_CHANNEL if index is None else self[index]
 
     def canonical(self, name: str) -> str:
         """The stored spelling of ``name``."""

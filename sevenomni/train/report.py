@@ -12,6 +12,7 @@ import torch
 
 from sevenomni.keys import LABELS, STRESS
 from sevenomni.nn import SevenOmniModel
+from sevenomni.nn.task_names import CHANNEL_COLUMN
 from sevenomni.train.config import LossSection
 from sevenomni.train.data import Database
 
@@ -106,7 +107,7 @@ def final_table(rows: list[dict[str, Any]], model_path: Path, loss: LossSection)
     """Every validation row of the exported model; a note under it when stress was not trained."""
     lines = [
         f"final validation ({model_path}):",
-        f"{'database':<24}{'channel':<16}{'E MAE meV/at':>14}{'F MAE eV/Å':>12}{'F RMSE eV/Å':>13}{'σ MAE eV/Å³':>13}",
+        f"{'database':<24}{CHANNEL_COLUMN:<16}{'E MAE meV/at':>14}{'F MAE eV/Å':>12}{'F RMSE eV/Å':>13}{'σ MAE eV/Å³':>13}",
     ]
     for row in rows:
         lines.append(

@@ -58,7 +58,7 @@ def build_model(
         known = start.tasks
         for task in tasks[len(known) :]:
             start.append_task(task)
-        return record_baselines(start, config, known).train()
+        return record_task_elements(record_baselines(start, config, known), config, databases, known).train()
     section = config.model
     elements = section.elements or sorted({element for d in databases for element in d.train.elements})
     avg = section.avg_num_neighbors
@@ -72,7 +72,7 @@ def build_model(
                 model.energy_scale.weight[index].fill_(rms)
         elif (rms := first_stage_statistic(config, databases, force_rms)) > 0:
             model.energy_scale.weight.fill_(rms)
-    return record_baselines(model, config, Tasks()).train()
+    return record_task_elements(record_baselines(model, config, Tasks()), config, databases, Tasks()).train()
 
 
 def task_force_rms(config: RunConfig, databases: list[Database], num_tasks: int) -> list[float]:
@@ -103,6 +103,22 @@ def record_baselines(model: SevenOmniModel, config: RunConfig, trained_before: T
                 "Use a new task name for other targets."
             )
         model.set_baseline(task, wanted)
+    return model
+
+
+def record_task_elements(
+    model: SevenOmniModel, config: RunConfig, databases: list[Database], trained_before: Tasks
+) -> SevenOmniModel:
+    """Add the elements of each trained database to its task's record (``ModelConfig.task_elements``,
+    what extrapolation warnings compare with). A task the starting model trained without a record
+    stays without one: its earlier data is unknown."""
+    for database in databases:
+        task = model.tasks[database.task_index]
+        if database.spec.name not in config.trained_databases:
+            continue
+        if task in trained_before and model.task_elements(task) is None:
+            continue
+        model.record_task_elements(task, database.train.elements)
     return model
 
 
