@@ -42,6 +42,7 @@ from ase.md.verlet import VelocityVerlet
 
 import sevenomni
 from sevenomni.data.graph import atoms_to_graph, collate
+from sevenomni.devices import use_tf32
 from sevenomni.interop.sevenn import read_sevenn_checkpoint, resolve_sevenn_checkpoint, sevenn_to_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,7 +182,8 @@ def training_batch(size: int):
     return [(atoms, float(atoms.info["REF_energy"]), np.asarray(atoms.arrays["REF_forces"])) for atoms in picked]
 
 
-def sevenomni_step(model, batch, device):
+def sevenomni_step(model, batch, device, tf32: bool = False):
+    """One force-training step of ``model`` on ``batch``; ``tf32`` switches TF32 on for this step only."""
     graphs = []
     for atoms, _, _ in batch:
         graph = atoms_to_graph(atoms, model.cutoff)
@@ -192,11 +194,13 @@ def sevenomni_step(model, batch, device):
     forces = torch.tensor(np.concatenate([f for _, _, f in batch]), device=device, dtype=model.dtype)
 
     def step(optimizer):
+        use_tf32(tf32)
         out = model(data, compute_stress=False, create_graph=True)
         loss = (out["energy"] - energy).square().mean() + (out["forces"] - forces).square().mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        use_tf32(False)
 
     return step
 
@@ -236,10 +240,11 @@ def quickstart_size_model(batch) -> "sevenomni.SevenOmniModel":  # noqa: F821
     return SevenOmniModel(config)
 
 
-def time_training(device: str, batch_size: int, rounds: int, quickstart_size: bool = False) -> dict:
+def time_training(device: str, batch_size: int, rounds: int, gpu_variants: bool = False) -> dict:
     """Structures/s of force-training steps: 7net-0 (sevenomni e3nn and cueq, SevenNet; on a GPU also
-    SevenNet with cuEquivariance) and, with ``quickstart_size``, sevenomni at the quickstart recipe's
-    size (e3nn and cueq)."""
+    SevenNet with cuEquivariance) and, with ``gpu_variants``, sevenomni cueq with the opt-in reduced
+    precisions (bf16 radial networks, TF32 matmuls) and sevenomni at the quickstart recipe's size
+    (e3nn and cueq)."""
     from sevenn.model_build import build_E3_equivariant_model
     from sevenn.util import model_from_checkpoint
 
@@ -247,13 +252,18 @@ def time_training(device: str, batch_size: int, rounds: int, quickstart_size: bo
     theirs, config = model_from_checkpoint(str(resolve_sevenn_checkpoint("7net-0")))
     models = {"sevenomni e3nn": sevenomni.load_model("7net-0", tp_backend="e3nn")}
     models["sevenomni cueq"] = copy.deepcopy(models["sevenomni e3nn"]).set_tp_backend("cueq")
-    if quickstart_size:
+    tf32 = set()
+    if gpu_variants:
+        models["sevenomni cueq bf16-radial"] = copy.deepcopy(models["sevenomni cueq"]).set_radial_precision("bfloat16")
+        models["sevenomni cueq tf32"] = copy.deepcopy(models["sevenomni cueq"])
+        tf32.add("sevenomni cueq tf32")
         models["sevenomni quickstart-size e3nn"] = quickstart_size_model(batch)
         models["sevenomni quickstart-size cueq"] = copy.deepcopy(models["sevenomni quickstart-size e3nn"]).set_tp_backend("cueq")
     steps = {}
     for name, model in models.items():
         model = model.to(device).train()
-        steps[name] = (sevenomni_step(model, batch, device), torch.optim.Adam(model.parameters(), lr=1e-6))
+        step = sevenomni_step(model, batch, device, tf32=name in tf32)
+        steps[name] = (step, torch.optim.Adam(model.parameters(), lr=1e-6))
     references = {"SevenNet": theirs}
     if torch.device(device).type == "cuda":
         theirs_cueq = build_E3_equivariant_model({**copy.deepcopy(config), "cuequivariance_config": {"use": True}})
@@ -341,7 +351,7 @@ def gpu_cases(args, deadline: float, device: str = "cuda"):
     first, *larger = args.gpu_repeats
     yield inference_case(variants, first, args.rounds, device)
     if time.perf_counter() < deadline:
-        yield training_case(device, args.gpu_train_batch, args.rounds)
+        yield training_case(device, args.gpu_train_batch, args.rounds, gpu_variants=True)
     for repeat in larger:
         if not variants or time.perf_counter() >= deadline:
             break
@@ -453,9 +463,10 @@ def plot(report: dict, path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-def training_case(device: str, batch_size: int, rounds: int) -> dict:
+def training_case(device: str, batch_size: int, rounds: int, gpu_variants: bool = False) -> dict:
+    """The training case; ``gpu_variants`` adds the GPU-only variants (also on the CPU with --gpu-smoke)."""
     before = load()
-    training = time_training(device, batch_size, rounds, quickstart_size=device != "cpu")
+    training = time_training(device, batch_size, rounds, gpu_variants=gpu_variants)
     system = f"{training['batch_structures']} structures, {training['batch_atoms']} atoms"
     kind = "training" if device == "cpu" else f"{device} training"
     print(kind, {n: round(r["median"], 2) for n, r in training["structures_per_s"].items()}, flush=True)
