@@ -28,7 +28,7 @@ from sevenomni.train.loss import EnergyForceStressLoss
 from sevenomni.train.optim import ExponentialMovingAverage, LearningRateSchedule, build_optimizer
 from sevenomni.train.regularization import FunctionSpacePenalty, WeightPenalty
 from sevenomni.train.report import energy_shift_line, final_table, progress_line, start_up_summary, validation_line
-from sevenomni.train.run_directory import locked_run_directory
+from sevenomni.train.run_directory import entries, locked_run_directory, remove_created, resume_checkpoint
 from sevenomni.train.setup import build_model, freeze, open_databases, run_tasks, starting_model, trained_task_indices
 from sevenomni.train.state import TrainingProgress, capture_rng, restore_rng, seed_everything
 from sevenomni.train.step import OptimizerStep
@@ -54,6 +54,9 @@ class Trainer:
     writes the ``sevenomni`` log to its ``train.log``. ``trust_pickle`` lets ``model.init_from``
     unpickle a SevenNet checkpoint fully (see :func:`sevenomni.load_model`). A resumed run reads
     ``checkpoints/last.pt``, unless the caller passes the state it has read already (``state``).
+    A fresh run that fails before its first optimisation step removes what it wrote (config,
+    log, metrics; never a checkpoint or a file that was there before), so the corrected config
+    can start in the same directory.
     """
 
     def __init__(
@@ -71,17 +74,27 @@ class Trainer:
         self.ctx: DistributedContext = setup_distributed(config.train.device)
         self.device = self.ctx.device
         self._held = contextlib.ExitStack()  # the run directory's lock and train.log, released by run()
+        self._failed_before_step_0 = False
         try:
             if self.ctx.is_main:
                 self._held.enter_context(locked_run_directory(self.run_dir, resume, overwrite))
+                if not resume:  # runs after train.log is closed, before the lock is released
+                    self._held.callback(self._remove_if_never_trained, entries(self.run_dir))
                 self._held.enter_context(log_to_file(self.run_dir / "train.log"))
             self.ctx.barrier()
             self._set_up(resume, trust_pickle, state)
             if self.ctx.is_main:  # only once the run can start: a failed start leaves the directory as it was
                 save_config(config, self.run_dir / "config.yaml")
         except BaseException:
+            self._failed_before_step_0 = True
             self._held.close()
             raise
+
+    def _remove_if_never_trained(self, before: set[str]) -> None:
+        if self._failed_before_step_0 and not (self.run_dir / "checkpoints" / "last.pt").exists():
+            removed = remove_created(self.run_dir, before)
+            if removed:
+                log.info("the run failed before its first step: removed %s", ", ".join(p.name for p in removed))
 
     def _set_up(self, resume: bool, trust_pickle: bool, state: dict[str, Any] | None) -> None:
         config = self.config
@@ -92,7 +105,7 @@ class Trainer:
         cutoff = config.model.cutoff if start is None else start.cutoff
         self.databases = open_databases(config, self.tasks, cutoff, self.ctx)
         self.by_name = {d.spec.name: d for d in self.databases}
-        saved = (state or read_training_state(self.run_dir / "checkpoints" / "last.pt")) if resume else None
+        saved = (state or read_training_state(resume_checkpoint(self.run_dir))) if resume else None
         self.resumed = saved is not None
         if saved is not None:
             self.model = SevenOmniModel(ModelConfig(**saved["model_config"]))
@@ -202,6 +215,7 @@ class Trainer:
         except BaseException as error:
             # The command line shows the error; train.log keeps it too.
             self._say(f"{type(error).__name__}: {error}", logging.ERROR, extra=FILE_ONLY)
+            self._failed_before_step_0 = self.progress.global_step == 0
             raise
         finally:
             for s, handler in previous.items():
