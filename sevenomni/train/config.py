@@ -233,6 +233,26 @@ class RunConfig(StrictModel):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _one_energy_reference_per_task(self) -> RunConfig:
+        """All databases of a task give it the same energy references (E0s)."""
+        chosen: dict[str, DatabaseSpec] = {}
+        for database in self.data.databases:
+            first = chosen.setdefault(database.task.lower(), database)
+            if first.energy_references != database.energy_references:
+                raise ValueError(
+                    f"databases {first.name!r} and {database.name!r} share task {database.task!r} but not its "
+                    f"energy_references ({first.energy_references} vs {database.energy_references})"
+                )
+        return self
+
+    def energy_references_of(self, task: str) -> str | dict[str, float]:
+        """How ``task``'s per-element energy shifts are set: fit, isolated_atoms or {element: eV}."""
+        for database in self.data.databases:
+            if database.task.lower() == task.lower():
+                return database.energy_references
+        return "fit"
+
     def baseline_of(self, task: str) -> BaselineSpec | None:
         """The Δ-learning baseline of ``task``'s databases (None: they learn the reference itself)."""
         for database in self.data.databases:

@@ -37,19 +37,29 @@ def start_up_summary(
 
 
 def database_line(database: Database, tasks: list[str]) -> str:
-    """A database's task, sizes and where each of its labels came from (the stores' ``label_sources``)."""
+    """A database's task, sizes, where each of its labels came from (the stores' ``label_sources``)
+    and the isolated-atom frames left out of training."""
     valid = 0 if database.valid is None else len(database.valid)
     sources = ", ".join(f"{label} from {source}" for label, source in database.train.label_sources.items())
-    return (
+    line = (
         f"database {database.spec.name}: task {tasks[database.task_index]}, "
         f"{len(database.train)} training / {valid} validation structures; {sources or 'no labels'}"
     )
+    if len(database.isolated):
+        use = (
+            "taken as energy references"
+            if database.spec.energy_references == "isolated_atoms"
+            else f"left out of training (energy_references: {'fit' if database.spec.energy_references == 'fit' else 'given'})"
+        )
+        line += f"; {len(database.isolated)} isolated-atom frame(s) {use}"
+    return line
 
 
-def energy_shift_line(task: str, elements: list[str], shifts: np.ndarray, structures: int) -> str:
-    """A newly introduced task's fitted per-element energy shifts (elements absent from the fit keep 0)."""
-    fitted = ", ".join(f"{element} {shift:.3f}" for element, shift in zip(elements, shifts) if shift != 0)
-    return f"task {task}: energy shifts fitted on {structures} structures (eV per atom): {fitted}"
+def energy_shift_line(task: str, elements: list[str], shifts: np.ndarray, origin: str) -> str:
+    """A task's per-element energy shifts (elements at 0 left out) and where they came from
+    (``origin``, e.g. "fitted on 200 structures")."""
+    values = ", ".join(f"{element} {shift:.3f}" for element, shift in zip(elements, shifts) if shift != 0)
+    return f"task {task}: energy shifts {origin} (eV per atom): {values}"
 
 
 def validation_line(label: str, rows: list[dict[str, Any]]) -> str:

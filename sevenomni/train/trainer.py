@@ -20,8 +20,8 @@ from sevenomni.keys import LABELS
 from sevenomni.logs import FILE_ONLY, log_to_file
 from sevenomni.nn import ModelConfig, SevenOmniModel
 from sevenomni.train.config import RunConfig, StageSection, save_config
-from sevenomni.train.curriculum import fit_task_shift, reset_task_embedding
-from sevenomni.train.data import plain_loader, stage_loader, stage_sampler
+from sevenomni.train.curriculum import fit_task_shift, given_energy_references, reset_task_embedding, set_task_shift
+from sevenomni.train.data import Database, plain_loader, stage_loader, stage_sampler
 from sevenomni.train.distributed import DistributedContext, setup_distributed
 from sevenomni.train.logger import MetricsLogger
 from sevenomni.train.loss import EnergyForceStressLoss
@@ -171,21 +171,42 @@ class Trainer:
 
     # ------------------------------------------------------------------ curriculum
     def _introduce_tasks(self, stage: StageSection) -> None:
-        """New tasks of a stage start on the common PES with regression-fitted shifts."""
+        """New tasks of a stage start on the common PES with their energy references: fitted by
+        regression (``energy_references: fit``) or given (isolated atoms, or per element)."""
         for name in stage.databases:
             database = self.by_name[name]
             task = self.tasks[database.task_index]
             if task in self.progress.introduced:
                 continue
-            own = [self.by_name[n].train for n in stage.databases if self.by_name[n].task_index == database.task_index]
+            own = [self.by_name[n] for n in stage.databases if self.by_name[n].task_index == database.task_index]
             reset_task_embedding(self.model, database.task_index)
-            subset = torch.utils.data.ConcatDataset(own)
-            count = min(len(subset), self.config.data.statistics_sample)
-            indices = np.random.default_rng(self.config.train.seed).choice(len(subset), count, replace=False)
-            loader = plain_loader(torch.utils.data.Subset(subset, np.sort(indices)), batch_size=16)
-            shifts = fit_task_shift(self.model, loader, database.task_index, self.device)
+            self._set_energy_references(database.task_index, own, from_zero=True)
             self.progress.introduced.append(task)
-            self._say(energy_shift_line(task, self.model.elements, shifts, count))
+
+    def _set_energy_references(self, task_index: int, own: list[Database], from_zero: bool) -> None:
+        """Set a task's per-element shifts from ``own`` (its databases): the references they give,
+        else a regression on a seeded sample of their training structures."""
+        task = self.tasks[task_index]
+        isolated = {element: energy for d in own for element, energy in d.isolated.energies.items()}
+        elements = {element for d in own for element in d.train.elements}
+        given = given_energy_references(own[0].spec.energy_references, isolated, elements, task)
+        if given is not None:
+            shifts = set_task_shift(self.model, task_index, given)
+            origin = "from isolated-atom frames" if own[0].spec.energy_references == "isolated_atoms" else "given"
+            self._say(energy_shift_line(task, self.model.elements, shifts, origin))
+            return
+        subset = torch.utils.data.ConcatDataset([d.train for d in own])
+        count = min(len(subset), self.config.data.statistics_sample)
+        indices = np.random.default_rng(self.config.train.seed).choice(len(subset), count, replace=False)
+        loader = plain_loader(torch.utils.data.Subset(subset, np.sort(indices)), batch_size=16)
+        fit = fit_task_shift(self.model, loader, task_index, self.device, from_zero=from_zero)
+        origin = f"{'fitted' if from_zero else 'refit'} on {fit.structures} structures"
+        self._say(energy_shift_line(task, self.model.elements, fit.shifts, origin))
+        if not from_zero:
+            self._say(
+                f"task {task}: energy MAE on those structures {1000 * fit.mae_before:.1f} meV/atom before the refit, "
+                f"{1000 * fit.mae_after:.1f} after (train.finetune.keep_energy_shifts: true keeps the checkpoint's shifts)"
+            )
 
     def _stage_length(self, stage: StageSection, batches_per_epoch: int) -> int:
         return stage.steps if stage.steps is not None else stage.epochs * batches_per_epoch
