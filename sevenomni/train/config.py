@@ -112,6 +112,17 @@ class OptimizerSection(StrictModel):
     grad_clip: float | None = Field(None, gt=0)
 
 
+class FinetuneSection(StrictModel):
+    """How a run started from a checkpoint (``model.init_from``) treats what the checkpoint knows."""
+
+    keep_energy_shifts: bool = Field(
+        False,
+        description="keep the checkpoint's energy shifts of the tasks this run's data continues; by default they "
+        "are refit to the new data (regression on the loaded model's energy residual, or the databases' "
+        "energy_references when given), with the energy MAE before and after printed",
+    )
+
+
 class TrainSection(StrictModel):
     """How to train: optimizer, loss, regularization, schedule, checkpoints and logging."""
 
@@ -128,6 +139,9 @@ class TrainSection(StrictModel):
         "correction; added to the model, initialized to 1)",
     )
     loss: LossSection = Field(default_factory=LossSection)
+    finetune: FinetuneSection = Field(
+        default_factory=FinetuneSection, description="fine-tuning options (with model.init_from)"
+    )
     regularization: RegularizationSection = Field(default_factory=RegularizationSection)
     optimizer: OptimizerSection = Field(default_factory=OptimizerSection)
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
@@ -211,6 +225,9 @@ class RunConfig(StrictModel):
             unknown = [name for name in stage.databases if name not in known]
             if unknown:
                 raise ValueError(f"stage {stage.name!r} names unknown database(s) {unknown}; known: {known}")
+        chosen = sorted(key for key, value in self.train.finetune.model_dump().items() if value)
+        if chosen and self.model.init_from is None:
+            raise ValueError(f"train.finetune {chosen} applies to fine-tuning: set model.init_from")
         if self.train.freeze != "none" and self.model.init_from is None:
             raise ValueError(
                 f"train.freeze: {self.train.freeze} keeps a trained model's weights as they are: set model.init_from"

@@ -27,26 +27,23 @@ class ShiftFit:
 
 
 @torch.no_grad()
-def reset_task_embedding(model: SevenOmniModel, task_index: int) -> None:
-    """Put a task on the common PES: its row of every θT table becomes zero."""
+def start_on_common_pes(model: SevenOmniModel, task_index: int) -> None:
+    """Put a new task on the common PES without energy references: its row of every θT table
+    and its shifts become zero."""
     for module in model.modules():
         if isinstance(module, TaskEmbedding):
             module.weight[task_index].zero_()
+    model.energy_shift.weight[task_index].zero_()
 
 
-def fit_task_shift(
-    model: SevenOmniModel, batches: Iterable, task_index: int, device: torch.device, from_zero: bool = True
-) -> ShiftFit:
-    """Fit shift[task, :] by least squares of the energy residual E_ref − E_model on element counts.
+def fit_task_shift(model: SevenOmniModel, batches: Iterable, task_index: int, device: torch.device) -> ShiftFit:
+    """Correct shift[task, :] by the least squares fit of the energy residual E_ref − E_model (the
+    model as it is, its shifts included) on element counts.
 
-    ``from_zero`` (a task being introduced): the shifts start at 0, and elements absent from the
-    batches keep 0. Otherwise (a refit of a trained task on new data) the fitted correction is
-    added to the current shifts, and elements absent from the batches keep theirs.
+    A new task (shifts at 0, see :func:`start_on_common_pes`) gets its shifts; a trained one is
+    refit to new data. Elements absent from the batches keep their shift.
     """
     shift = model.energy_shift.weight
-    if from_zero:
-        with torch.no_grad():
-            shift[task_index].zero_()
     was_training = model.training
     model.eval()
     residuals, count_rows = [], []
@@ -77,17 +74,19 @@ def fit_task_shift(
 
 
 def set_task_shift(model: SevenOmniModel, task_index: int, references: dict[str, float]) -> np.ndarray:
-    """shift[task, :] = the given per-element energies (E0s); elements not given: 0. Returns the row."""
+    """shift[task, element] = the given per-element energies (E0s); the other elements keep theirs.
+    Returns the task's shifts."""
     unknown = sorted(set(references) - set(model.elements))
     if unknown:
         raise ValueError(
             f"task {model.tasks[task_index]!r}: energy references for element(s) {unknown}, which the model "
             f"does not have ({model.elements})"
         )
-    row = torch.tensor([references.get(element, 0.0) for element in model.elements], dtype=torch.float64)
+    row = model.energy_shift.weight[task_index]
     with torch.no_grad():
-        model.energy_shift.weight[task_index] = row.to(model.energy_shift.weight)
-    return row.numpy()
+        for element, energy in references.items():
+            row[model.elements.index(element)] = energy
+    return row.detach().cpu().double().numpy()
 
 
 def given_energy_references(

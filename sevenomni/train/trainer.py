@@ -20,7 +20,7 @@ from sevenomni.keys import LABELS
 from sevenomni.logs import FILE_ONLY, log_to_file
 from sevenomni.nn import ModelConfig, SevenOmniModel
 from sevenomni.train.config import RunConfig, StageSection, save_config
-from sevenomni.train.curriculum import fit_task_shift, given_energy_references, reset_task_embedding, set_task_shift
+from sevenomni.train.curriculum import fit_task_shift, given_energy_references, set_task_shift, start_on_common_pes
 from sevenomni.train.data import Database, plain_loader, stage_loader, stage_sampler
 from sevenomni.train.distributed import DistributedContext, setup_distributed
 from sevenomni.train.logger import MetricsLogger
@@ -179,13 +179,30 @@ class Trainer:
             if task in self.progress.introduced:
                 continue
             own = [self.by_name[n] for n in stage.databases if self.by_name[n].task_index == database.task_index]
-            reset_task_embedding(self.model, database.task_index)
-            self._set_energy_references(database.task_index, own, from_zero=True)
+            start_on_common_pes(self.model, database.task_index)
+            self._set_energy_references(database.task_index, own, refit=False)
             self.progress.introduced.append(task)
 
-    def _set_energy_references(self, task_index: int, own: list[Database], from_zero: bool) -> None:
+    def _refit_fine_tuned_tasks(self) -> None:
+        """Fine-tuning into tasks the starting model has: set their energy references from this
+        run's data (refit by regression unless given), or keep the checkpoint's
+        (``train.finetune.keep_energy_shifts``)."""
+        if self.config.model.init_from is None:
+            return
+        trained = self.config.trained_databases
+        for task_index, task in enumerate(self.tasks):
+            own = [d for d in self.databases if d.task_index == task_index and d.spec.name in trained]
+            if task not in self.progress.introduced or not own:
+                continue  # a new task (introduced by its stage), or one this run does not train
+            if self.config.train.finetune.keep_energy_shifts:
+                self._say(f"task {task}: energy shifts kept from {self.config.model.init_from}")
+            else:
+                self._set_energy_references(task_index, own, refit=True)
+
+    def _set_energy_references(self, task_index: int, own: list[Database], refit: bool) -> None:
         """Set a task's per-element shifts from ``own`` (its databases): the references they give,
-        else a regression on a seeded sample of their training structures."""
+        else a regression on a seeded sample of their training structures (``refit``: a trained
+        task's shifts corrected to this data, its energy MAE before and after reported)."""
         task = self.tasks[task_index]
         isolated = {element: energy for d in own for element, energy in d.isolated.energies.items()}
         elements = {element for d in own for element in d.train.elements}
@@ -199,10 +216,10 @@ class Trainer:
         count = min(len(subset), self.config.data.statistics_sample)
         indices = np.random.default_rng(self.config.train.seed).choice(len(subset), count, replace=False)
         loader = plain_loader(torch.utils.data.Subset(subset, np.sort(indices)), batch_size=16)
-        fit = fit_task_shift(self.model, loader, task_index, self.device, from_zero=from_zero)
-        origin = f"{'fitted' if from_zero else 'refit'} on {fit.structures} structures"
+        fit = fit_task_shift(self.model, loader, task_index, self.device)
+        origin = f"{'refit' if refit else 'fitted'} on {fit.structures} structures"
         self._say(energy_shift_line(task, self.model.elements, fit.shifts, origin))
-        if not from_zero:
+        if refit:
             self._say(
                 f"task {task}: energy MAE on those structures {1000 * fit.mae_before:.1f} meV/atom before the refit, "
                 f"{1000 * fit.mae_after:.1f} after (train.finetune.keep_energy_shifts: true keeps the checkpoint's shifts)"
@@ -224,6 +241,7 @@ class Trainer:
         try:
             self._say_start()
             if not self.resumed:
+                self._refit_fine_tuned_tasks()
                 self._introduce_tasks(self.config.stages[0])
                 if self.ctx.is_main:
                     rows = self.validation_metrics()
