@@ -121,6 +121,12 @@ class FinetuneSection(StrictModel):
         "are refit to the new data (regression on the loaded model's energy residual, or the databases' "
         "energy_references when given), with the energy MAE before and after printed",
     )
+    add_elements: bool = Field(
+        False,
+        description="extend the checkpoint with the data's elements it lacks: new rows of the species embedding, "
+        "self-connections, shifts and per-element scales (existing rows kept, so predictions for the old elements "
+        "are unchanged); the new elements' shifts are fitted by regression",
+    )
 
 
 class TrainSection(StrictModel):

@@ -36,12 +36,15 @@ def start_on_common_pes(model: SevenOmniModel, task_index: int) -> None:
     model.energy_shift.weight[task_index].zero_()
 
 
-def fit_task_shift(model: SevenOmniModel, batches: Iterable, task_index: int, device: torch.device) -> ShiftFit:
+def fit_task_shift(
+    model: SevenOmniModel, batches: Iterable, task_index: int, device: torch.device, elements: list[str] | None = None
+) -> ShiftFit:
     """Correct shift[task, :] by the least squares fit of the energy residual E_ref − E_model (the
     model as it is, its shifts included) on element counts.
 
     A new task (shifts at 0, see :func:`start_on_common_pes`) gets its shifts; a trained one is
-    refit to new data. Elements absent from the batches keep their shift.
+    refit to new data. Elements absent from the batches keep their shift, and so do all but
+    ``elements`` when given (e.g. only the elements just added to a model).
     """
     shift = model.energy_shift.weight
     was_training = model.training
@@ -64,7 +67,9 @@ def fit_task_shift(model: SevenOmniModel, batches: Iterable, task_index: int, de
     if not residuals or sum(len(r) for r in residuals) == 0:
         raise ValueError(f"task {model.tasks[task_index]!r}: no energy labels to fit its energy shifts")
     residual, counts = np.concatenate(residuals), np.concatenate(count_rows)
-    correction = element_reference_energies(residual, counts)
+    fitted = list(range(num_species)) if elements is None else [model.elements.index(e) for e in elements]
+    correction = np.zeros(num_species)
+    correction[fitted] = element_reference_energies(residual, counts[:, fitted])
     with torch.no_grad():
         shift[task_index] += torch.as_tensor(correction, dtype=shift.dtype, device=shift.device)
     atoms = counts.sum(axis=1)

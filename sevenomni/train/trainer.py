@@ -29,7 +29,15 @@ from sevenomni.train.optim import ExponentialMovingAverage, LearningRateSchedule
 from sevenomni.train.regularization import FunctionSpacePenalty, WeightPenalty
 from sevenomni.train.report import energy_shift_line, final_table, progress_line, start_up_summary, validation_line
 from sevenomni.train.run_directory import entries, locked_run_directory, remove_created, resume_checkpoint
-from sevenomni.train.setup import build_model, freeze, open_databases, run_tasks, starting_model, trained_task_indices
+from sevenomni.train.setup import (
+    build_model,
+    freeze,
+    open_databases,
+    run_tasks,
+    starting_model,
+    trained_task_indices,
+    with_data_elements,
+)
 from sevenomni.train.state import TrainingProgress, capture_rng, restore_rng, seed_everything
 from sevenomni.train.step import OptimizerStep
 from sevenomni.train.validation import validation_rows
@@ -105,6 +113,11 @@ class Trainer:
         cutoff = config.model.cutoff if start is None else start.cutoff
         self.databases = open_databases(config, self.tasks, cutoff, self.ctx)
         self.by_name = {d.spec.name: d for d in self.databases}
+        self.added_elements: list[str] = []
+        if start is not None and not resume:
+            start, self.added_elements = with_data_elements(config, start, self.databases)
+            if self.added_elements:
+                self._say(f"model from {config.model.init_from} extended with element(s) {', '.join(self.added_elements)}")
         saved = (state or read_training_state(resume_checkpoint(self.run_dir))) if resume else None
         self.resumed = saved is not None
         if saved is not None:
@@ -196,19 +209,24 @@ class Trainer:
                 continue  # a new task (introduced by its stage), or one this run does not train
             if self.config.train.finetune.keep_energy_shifts:
                 self._say(f"task {task}: energy shifts kept from {self.config.model.init_from}")
+                if self.added_elements:  # the elements just added have none to keep
+                    self._set_energy_references(task_index, own, refit=True, elements=self.added_elements)
             else:
                 self._set_energy_references(task_index, own, refit=True)
 
-    def _set_energy_references(self, task_index: int, own: list[Database], refit: bool) -> None:
+    def _set_energy_references(
+        self, task_index: int, own: list[Database], refit: bool, elements: list[str] | None = None
+    ) -> None:
         """Set a task's per-element shifts from ``own`` (its databases): the references they give,
         else a regression on a seeded sample of their training structures (``refit``: a trained
-        task's shifts corrected to this data, its energy MAE before and after reported)."""
+        task's shifts corrected to this data, its energy MAE before and after reported; only those
+        of ``elements`` when given)."""
         task = self.tasks[task_index]
         isolated = {element: energy for d in own for element, energy in d.isolated.energies.items()}
         elements = {element for d in own for element in d.train.elements}
         given = given_energy_references(own[0].spec.energy_references, isolated, elements, task)
         if given is not None:
-            shifts = set_task_shift(self.model, task_index, given)
+            shifts = set_task_shift(self.model, task_index, given if elements is None else {e: given[e] for e in elements})
             origin = "from isolated-atom frames" if own[0].spec.energy_references == "isolated_atoms" else "given"
             self._say(energy_shift_line(task, self.model.elements, shifts, origin))
             return
@@ -216,7 +234,7 @@ class Trainer:
         count = min(len(subset), self.config.data.statistics_sample)
         indices = np.random.default_rng(self.config.train.seed).choice(len(subset), count, replace=False)
         loader = plain_loader(torch.utils.data.Subset(subset, np.sort(indices)), batch_size=16)
-        fit = fit_task_shift(self.model, loader, task_index, self.device)
+        fit = fit_task_shift(self.model, loader, task_index, self.device, elements)
         origin = f"{'refit' if refit else 'fitted'} on {fit.structures} structures"
         self._say(energy_shift_line(task, self.model.elements, fit.shifts, origin))
         if refit:
