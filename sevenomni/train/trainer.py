@@ -199,7 +199,7 @@ class Trainer:
     def _refit_fine_tuned_tasks(self) -> None:
         """Fine-tuning into tasks the starting model has: set their energy references from this
         run's data (refit by regression unless given), or keep the checkpoint's
-        (``train.finetune.keep_energy_shifts``)."""
+        (``train.finetune.keep_energy_shifts``, or a ``train.freeze`` that leaves the shifts fixed)."""
         if self.config.model.init_from is None:
             return
         trained = self.config.trained_databases
@@ -207,8 +207,10 @@ class Trainer:
             own = [d for d in self.databases if d.task_index == task_index and d.spec.name in trained]
             if task not in self.progress.introduced or not own:
                 continue  # a new task (introduced by its stage), or one this run does not train
-            if self.config.train.finetune.keep_energy_shifts:
-                self._say(f"task {task}: energy shifts kept from {self.config.model.init_from}")
+            frozen = not self.model.energy_shift.weight.requires_grad  # train.freeze keeps them as they are
+            if self.config.train.finetune.keep_energy_shifts or frozen:
+                why = "train.freeze" if frozen else "train.finetune.keep_energy_shifts"
+                self._say(f"task {task}: energy shifts kept from {self.config.model.init_from} ({why})")
                 if self.added_elements:  # the elements just added have none to keep
                     self._set_energy_references(task_index, own, refit=True, elements=self.added_elements)
             else:
