@@ -188,7 +188,10 @@ def kept_indices(stores: Sequence[PathLike], exclude: np.ndarray | None) -> np.n
     """Indices of the stores' concatenation not in ``exclude`` (None: all of them, nothing excluded)."""
     if exclude is None or len(exclude) == 0:
         return None
-    total = sum(len(StoreReader(path)) for path in stores)
+    total = 0
+    for path in stores:
+        with StoreReader(path) as reader:
+            total += len(reader)
     return np.setdiff1d(np.arange(total), exclude)
 
 

@@ -101,7 +101,12 @@ def build_databases(
 
 
 def isolated_atoms_of(stores: list[Path], name: str) -> IsolatedAtoms:
-    return find_isolated_atoms([StoreReader(path) for path in stores], f"database {name!r}")
+    readers = [StoreReader(path) for path in stores]
+    try:
+        return find_isolated_atoms(readers, f"database {name!r}")
+    finally:
+        for reader in readers:
+            reader.close()
 
 
 class RankSlice(torch.utils.data.Sampler):

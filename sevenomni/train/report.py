@@ -46,10 +46,9 @@ def database_line(database: Database, tasks: list[str]) -> str:
         f"{len(database.train)} training / {valid} validation structures; {sources or 'no labels'}"
     )
     if len(database.isolated):
-        use = (
-            "taken as energy references"
-            if database.spec.energy_references == "isolated_atoms"
-            else f"left out of training (energy_references: {'fit' if database.spec.energy_references == 'fit' else 'given'})"
+        mode = database.spec.energy_references
+        use = "taken as energy references" if mode == "isolated_atoms" else (
+            f"left out of training (energy_references: {mode if isinstance(mode, str) else 'per element'})"
         )
         line += f"; {len(database.isolated)} isolated-atom frame(s) {use}"
     return line
