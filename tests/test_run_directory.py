@@ -94,3 +94,22 @@ def test_resume_after_a_kill_drops_the_metric_rows_logged_after_the_checkpoint(t
         from_csv = Counter(int(row["step"]) for row in csv.DictReader(open(run_dir / f"{name}.csv")))
         from_jsonl = Counter(json.loads(line)["step"] for line in open(run_dir / f"{name}.jsonl"))
         assert from_csv == from_jsonl == {step: count for step in expected[name]}, name
+
+
+def test_a_run_that_fails_before_step_0_removes_what_it_wrote_and_the_corrected_config_runs(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "notes.txt").write_text("the user's own file")
+    raw = make_run(tmp_path, overrides={"stages.0.steps": 1})
+    wrong = make_run(tmp_path, overrides={"stages.0.steps": 1, "model.elements": ["H"]})
+    config = write_config(wrong, tmp_path / "run.yaml")
+    with pytest.raises(ValueError, match=r"not in this model's elements"):
+        Trainer(load_config(raw=wrong), overwrite=True).run()  # config.yaml and train.log were written, then removed
+    assert sorted(p.name for p in run_dir.iterdir() if p.name != ".lock") == ["notes.txt"]
+    assert main(["train", str(config), "--overwrite"]) == 2
+    assert "not in this model's elements" in capsys.readouterr().err  # the error itself still shows
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    error = capsys.readouterr().err
+    assert "holds no checkpoint" in error and "start it afresh" in error, error
+    assert main(["train", str(write_config(raw, config)), "--overwrite"]) == 0
+    assert (run_dir / "model.pt").is_file() and (run_dir / "notes.txt").is_file()

@@ -159,23 +159,40 @@ def split_indices(n: int, valid_fraction: float, seed: int = 0) -> tuple[np.ndar
 def database_datasets(
     spec: DatabaseSpec, stores: Sequence[PathLike], cutoff: float, task_index: int, database_index: int,
     valid_stores: Sequence[PathLike] | None = None,
+    exclude: np.ndarray | None = None, valid_exclude: np.ndarray | None = None,
 ) -> tuple[LMDBDataset, LMDBDataset | None]:
     """Train and validation datasets of one database, following ``spec.split``.
 
     ``stores`` are the store directories of ``spec.path`` (see ``ingest.cached_store`` for raw
-    files); with ``split.valid_path`` give its stores as ``valid_stores``.
+    files); with ``split.valid_path`` give its stores as ``valid_stores``. Items of the stores'
+    concatenation in ``exclude`` (of the validation stores' in ``valid_exclude``) neither train
+    nor validate; they are left out before the split, which is otherwise unchanged.
     """
     split: SplitSpec = spec.split
     if split.valid_path is not None:
         if not valid_stores:
             raise ValueError(f"database {spec.name!r}: split.valid_path is set, pass its stores as valid_stores")
-        train = LMDBDataset(stores, cutoff, task_index, database_index)
-        return train, LMDBDataset(valid_stores, cutoff, task_index, database_index)
-    probe = LMDBDataset(stores, cutoff, task_index, database_index)
-    train_idx, valid_idx = split_indices(len(probe), split.valid_fraction, split.seed)
-    train = LMDBDataset(stores, cutoff, task_index, database_index, indices=train_idx)
-    valid = LMDBDataset(stores, cutoff, task_index, database_index, indices=valid_idx) if len(valid_idx) else None
+        train = LMDBDataset(stores, cutoff, task_index, database_index, indices=kept_indices(stores, exclude))
+        valid = LMDBDataset(valid_stores, cutoff, task_index, database_index, indices=kept_indices(valid_stores, valid_exclude))
+        return train, valid
+    kept = kept_indices(stores, exclude)
+    if kept is None:
+        kept = np.arange(len(LMDBDataset(stores, cutoff, task_index, database_index)))
+    train_idx, valid_idx = split_indices(len(kept), split.valid_fraction, split.seed)
+    train = LMDBDataset(stores, cutoff, task_index, database_index, indices=kept[train_idx])
+    valid = LMDBDataset(stores, cutoff, task_index, database_index, indices=kept[valid_idx]) if len(valid_idx) else None
     return train, valid
+
+
+def kept_indices(stores: Sequence[PathLike], exclude: np.ndarray | None) -> np.ndarray | None:
+    """Indices of the stores' concatenation not in ``exclude`` (None: all of them, nothing excluded)."""
+    if exclude is None or len(exclude) == 0:
+        return None
+    total = 0
+    for path in stores:
+        with StoreReader(path) as reader:
+            total += len(reader)
+    return np.setdiff1d(np.arange(total), exclude)
 
 
 # -- fast hand-over of batches from DataLoader workers ----------------------------------------

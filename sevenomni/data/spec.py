@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ase.data import atomic_numbers
 from pydantic import Field, field_validator, model_validator
 
 from sevenomni.base import DEFAULT_MIN_DISTANCE, StrictModel
@@ -83,6 +84,23 @@ class DatabaseSpec(StrictModel):
         description="Δ-learning: the task learns reference − baseline (gfn2-xtb, gfn1-xtb, or an ASE calculator "
         "module:Class with kwargs), computed once at ingest; its calculator channel adds the baseline back",
     )
+
+    energy_references: Literal["fit", "isolated_atoms"] | dict[str, float] = Field(
+        "fit",
+        description="the task's per-element energy shifts (E0s): fit (least squares of the energies on element "
+        "counts when the task is introduced), isolated_atoms (the energies of this database's isolated-atom frames; "
+        "every element of the data needs one) or {element: eV}; databases of one task must agree. Isolated-atom "
+        "frames (one atom, config_type IsolatedAtom or no periodic cell) never train or validate",
+    )
+
+    @field_validator("energy_references")
+    @classmethod
+    def _known_elements(cls, references: str | dict[str, float]) -> str | dict[str, float]:
+        if isinstance(references, dict):
+            unknown = sorted(symbol for symbol in references if symbol not in atomic_numbers or symbol == "X")
+            if unknown:
+                raise ValueError(f"energy_references: unknown element symbol(s) {unknown}")
+        return references
 
     @field_validator("path")
     @classmethod

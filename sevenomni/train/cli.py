@@ -17,13 +17,14 @@ def train(args: argparse.Namespace) -> None:
     from sevenomni.checkpoint import read_training_state
     from sevenomni.logs import log_to_console
     from sevenomni.train.config import load_config
+    from sevenomni.train.run_directory import resume_checkpoint
     from sevenomni.train.trainer import Trainer
 
     log_to_console()
     overrides = [*args.set, *([f"train.device={args.device}"] if args.device else [])]
     state = None
     if args.resume:
-        state = read_training_state(Path(args.resume) / "checkpoints" / "last.pt")  # read once, for config and run
+        state = read_training_state(resume_checkpoint(Path(args.resume)))  # read once, for config and run
         raw = state["config"]
         raw["train"]["run_dir"] = args.resume  # the run continues where its state is, wherever that was first
         config = load_config(raw=raw, overrides=overrides)

@@ -159,6 +159,23 @@ class OptimizerSection(StrictModel):
     grad_clip: float | None = Field(None, gt=0, description="clip the gradient norm to this; null: no clipping")
 
 
+class FinetuneSection(StrictModel):
+    """How a run started from a checkpoint (``model.init_from``) treats what the checkpoint knows."""
+
+    keep_energy_shifts: bool = Field(
+        False,
+        description="keep the checkpoint's energy shifts of the tasks this run's data continues; by default they "
+        "are refit to the new data (regression on the loaded model's energy residual, or the databases' "
+        "energy_references when given), with the energy MAE before and after printed",
+    )
+    add_elements: bool = Field(
+        False,
+        description="extend the checkpoint with the data's elements it lacks: new rows of the species embedding, "
+        "self-connections, shifts and per-element scales (existing rows kept, so predictions for the old elements "
+        "are unchanged); the new elements' shifts are fitted by regression",
+    )
+
+
 class TrainSection(StrictModel):
     """How to train: optimizer, loss, regularization, schedule, checkpoints and logging."""
 
@@ -182,6 +199,9 @@ class TrainSection(StrictModel):
         "correction; added to the model, initialized to 1)",
     )
     loss: LossSection = Field(default_factory=LossSection, description="loss kind and the weight of each label")
+    finetune: FinetuneSection = Field(
+        default_factory=FinetuneSection, description="fine-tuning options (with model.init_from)"
+    )
     regularization: RegularizationSection = Field(
         default_factory=RegularizationSection,
         description="selective L2 regularization (of the task embeddings θT by default)",
@@ -297,6 +317,9 @@ class RunConfig(StrictModel):
             unknown = [name for name in stage.databases if name not in known]
             if unknown:
                 raise ValueError(f"stage {stage.name!r} names unknown database(s) {unknown}; known: {known}")
+        chosen = sorted(key for key, value in self.train.finetune.model_dump().items() if value)
+        if chosen and self.model.init_from is None:
+            raise ValueError(f"train.finetune {chosen} applies to fine-tuning: set model.init_from")
         if self.train.freeze != "none" and self.model.init_from is None:
             raise ValueError(
                 f"train.freeze: {self.train.freeze} keeps a trained model's weights as they are: set model.init_from"
@@ -318,6 +341,26 @@ class RunConfig(StrictModel):
                     f"Δ-learning baseline ({baseline and baseline.label} vs {database.baseline and database.baseline.label})"
                 )
         return self
+
+    @model_validator(mode="after")
+    def _one_energy_reference_per_task(self) -> RunConfig:
+        """All databases of a task give it the same energy references (E0s)."""
+        chosen: dict[str, DatabaseSpec] = {}
+        for database in self.data.databases:
+            first = chosen.setdefault(database.task.lower(), database)
+            if first.energy_references != database.energy_references:
+                raise ValueError(
+                    f"databases {first.name!r} and {database.name!r} share task {database.task!r} but not its "
+                    f"energy_references ({first.energy_references} vs {database.energy_references})"
+                )
+        return self
+
+    def energy_references_of(self, task: str) -> str | dict[str, float]:
+        """How ``task``'s per-element energy shifts are set: fit, isolated_atoms or {element: eV}."""
+        for database in self.data.databases:
+            if database.task.lower() == task.lower():
+                return database.energy_references
+        return "fit"
 
     def baseline_of(self, task: str) -> BaselineSpec | None:
         """The Δ-learning baseline of ``task``'s databases (None: they learn the reference itself)."""

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 # Keys of MACE's and SevenNet's inputs → where sevenomni keeps that setting.
 FOREIGN_KEYS = {
-    "E0s": "none: each task's per-element energy shifts are fitted from its training data",
+    "E0s": "data.databases[].energy_references (fit | isolated_atoms | {element: eV})",
     "energy_weight": "train.loss.energy (per database: loss_weights.energy)",
     "forces_weight": "train.loss.forces (per database: loss_weights.forces)",
     "force_weight": "train.loss.forces (per database: loss_weights.forces)",

@@ -1,8 +1,10 @@
-"""Introducing a task into a model mid-curriculum: θT rows to zero, shifts by regression."""
+"""A task's energy references: θT rows to zero for a new task, per-element shifts by regression on
+the model's energy residual (a new task, or a fine-tuned one refit on new data), or given (E0s)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -13,22 +15,38 @@ from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.task import TaskEmbedding
 
 
+@dataclass
+class ShiftFit:
+    """A fit of one task's shifts: the shifts after it, and the energy MAE per atom (eV/atom) of
+    the structures it saw, before and after."""
+
+    shifts: np.ndarray
+    structures: int
+    mae_before: float
+    mae_after: float
+
+
 @torch.no_grad()
-def reset_task_embedding(model: SevenOmniModel, task_index: int) -> None:
-    """Put a task on the common PES: its row of every θT table becomes zero."""
+def start_on_common_pes(model: SevenOmniModel, task_index: int) -> None:
+    """Put a new task on the common PES without energy references: its row of every θT table
+    and its shifts become zero."""
     for module in model.modules():
         if isinstance(module, TaskEmbedding):
             module.weight[task_index].zero_()
+    model.energy_shift.weight[task_index].zero_()
 
 
-def fit_task_shift(model: SevenOmniModel, batches: Iterable, task_index: int, device: torch.device) -> np.ndarray:
-    """Set shift[task, :] by least squares of E_ref − E_model(without shift) on element counts.
+def fit_task_shift(
+    model: SevenOmniModel, batches: Iterable, task_index: int, device: torch.device, elements: list[str] | None = None
+) -> ShiftFit:
+    """Correct shift[task, :] by the least squares fit of the energy residual E_ref − E_model (the
+    model as it is, its shifts included) on element counts.
 
-    Elements absent from the batches keep a zero shift. Returns the fitted per-element shifts.
+    A new task (shifts at 0, see :func:`start_on_common_pes`) gets its shifts; a trained one is
+    refit to new data. Elements absent from the batches keep their shift, and so do all but
+    ``elements`` when given (e.g. only the elements just added to a model).
     """
     shift = model.energy_shift.weight
-    with torch.no_grad():
-        shift[task_index].zero_()
     was_training = model.training
     model.eval()
     residuals, count_rows = [], []
@@ -48,7 +66,48 @@ def fit_task_shift(model: SevenOmniModel, batches: Iterable, task_index: int, de
     model.train(was_training)
     if not residuals or sum(len(r) for r in residuals) == 0:
         raise ValueError(f"task {model.tasks[task_index]!r}: no energy labels to fit its energy shifts")
-    fitted = element_reference_energies(np.concatenate(residuals), np.concatenate(count_rows))
+    residual, counts = np.concatenate(residuals), np.concatenate(count_rows)
+    fitted = list(range(num_species)) if elements is None else [model.elements.index(e) for e in elements]
+    correction = np.zeros(num_species)
+    correction[fitted] = element_reference_energies(residual, counts[:, fitted])
     with torch.no_grad():
-        shift[task_index] = torch.as_tensor(fitted, dtype=shift.dtype, device=shift.device)
-    return fitted
+        shift[task_index] += torch.as_tensor(correction, dtype=shift.dtype, device=shift.device)
+    atoms = counts.sum(axis=1)
+    before = float(np.mean(np.abs(residual) / atoms))
+    after = float(np.mean(np.abs(residual - counts @ correction) / atoms))
+    return ShiftFit(shift[task_index].detach().cpu().double().numpy(), len(residual), before, after)
+
+
+def set_task_shift(model: SevenOmniModel, task_index: int, references: dict[str, float]) -> np.ndarray:
+    """shift[task, element] = the given per-element energies (E0s); the other elements keep theirs.
+    Returns the task's shifts."""
+    unknown = sorted(set(references) - set(model.elements))
+    if unknown:
+        raise ValueError(
+            f"task {model.tasks[task_index]!r}: energy references for element(s) {unknown}, which the model "
+            f"does not have ({model.elements})"
+        )
+    row = model.energy_shift.weight[task_index]
+    with torch.no_grad():
+        for element, energy in references.items():
+            row[model.elements.index(element)] = energy
+    return row.detach().cpu().double().numpy()
+
+
+def given_energy_references(
+    mode: str | dict[str, float], isolated: dict[str, float], elements: Iterable[str], task: str
+) -> dict[str, float] | None:
+    """The per-element energies ``energy_references`` gives a task (None for ``fit``): the dict
+    itself, or the isolated-atom frames' energies (``isolated``); ValueError naming any element of
+    the task's data (``elements``) without one."""
+    if mode == "fit":
+        return None
+    references = isolated if mode == "isolated_atoms" else mode
+    missing = sorted(set(elements) - set(references))
+    if missing:
+        where = "no isolated-atom frame with an energy" if mode == "isolated_atoms" else "no value in energy_references"
+        raise ValueError(
+            f"task {task!r}: element(s) {missing} of its data have {where}; add them "
+            "(or use energy_references: fit)"
+        )
+    return dict(references)

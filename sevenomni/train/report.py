@@ -50,17 +50,24 @@ def loss_weight(loss: LossSection, label: str, database: Database | None = None)
 
 
 def database_line(database: Database, tasks: list[str], loss: LossSection) -> str:
-    """A database's task, sizes, where each of its labels came from (the stores' ``label_sources``)
-    and the weight the loss gives it."""
+    """A database's task, sizes, where each of its labels came from (the stores' ``label_sources``),
+    the weight the loss gives it and the isolated-atom frames left out of training."""
     valid = 0 if database.valid is None else len(database.valid)
     sources = ", ".join(
         f"{label} from {source} (weight {loss_weight(loss, label, database):g})"
         for label, source in database.train.label_sources.items()
     )
-    return (
+    line = (
         f"database {database.spec.name}: task {tasks[database.task_index]}, "
         f"{len(database.train)} training / {valid} validation structures; {sources or 'no labels'}"
     )
+    if len(database.isolated):
+        mode = database.spec.energy_references
+        use = "taken as energy references" if mode == "isolated_atoms" else (
+            f"left out of training (energy_references: {mode if isinstance(mode, str) else 'per element'})"
+        )
+        line += f"; {len(database.isolated)} isolated-atom frame(s) {use}"
+    return line
 
 
 def untrained_stress_hints(databases: list[Database], loss: LossSection) -> list[str]:
@@ -75,10 +82,11 @@ def untrained_stress_hints(databases: list[Database], loss: LossSection) -> list
     ]
 
 
-def energy_shift_line(task: str, elements: list[str], shifts: np.ndarray, structures: int) -> str:
-    """A newly introduced task's fitted per-element energy shifts (elements absent from the fit keep 0)."""
-    fitted = ", ".join(f"{element} {shift:.3f}" for element, shift in zip(elements, shifts) if shift != 0)
-    return f"task {task}: energy shifts fitted on {structures} structures (eV per atom): {fitted}"
+def energy_shift_line(task: str, elements: list[str], shifts: np.ndarray, origin: str) -> str:
+    """A task's per-element energy shifts (elements at 0 left out) and where they came from
+    (``origin``, e.g. "fitted on 200 structures")."""
+    values = ", ".join(f"{element} {shift:.3f}" for element, shift in zip(elements, shifts) if shift != 0)
+    return f"task {task}: energy shifts {origin} (eV per atom): {values}"
 
 
 def validation_line(label: str, rows: list[dict[str, Any]]) -> str:

@@ -29,6 +29,39 @@ def run_files(run_dir: Path) -> list[Path]:
     return [run_dir / name for name in names if (run_dir / name).exists()]
 
 
+def entries(run_dir: Path) -> set[str]:
+    """The names directly in ``run_dir`` (the lock file aside)."""
+    return {path.name for path in Path(run_dir).iterdir() if path.name != LOCK_FILE}
+
+
+def remove_created(run_dir: Path, before: set[str]) -> list[Path]:
+    """Remove what a run that never took a step wrote into ``run_dir``: the entries absent from
+    ``before``, except checkpoints (a saved state can be resumed). Returns what was removed."""
+    removed = []
+    for name in sorted(entries(run_dir) - before):
+        path = Path(run_dir) / name
+        if name == "checkpoints" or path.suffix == ".pt":
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        removed.append(path)
+    return removed
+
+
+def resume_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint ``--resume RUN_DIR`` continues from; RunDirectoryError if the run saved none."""
+    path = Path(run_dir) / "checkpoints" / "last.pt"
+    if not path.is_file():
+        where = "does not exist" if not Path(run_dir).is_dir() else f"holds no checkpoint ({path.relative_to(run_dir)})"
+        raise RunDirectoryError(
+            f"cannot resume {run_dir}: it {where}, so there is no run to continue; start it afresh with "
+            f"`sevenomni train CONFIG.yaml` (add --overwrite if {run_dir} holds an earlier run's files)"
+        )
+    return path
+
+
 def acquire_lock(path: Path) -> TextIO:
     """An exclusive ``flock`` on ``path``, which then holds this process's PID.
 
@@ -67,7 +100,7 @@ def locked_run_directory(run_dir: Path, resume: bool, overwrite: bool) -> Iterat
     run_dir.mkdir(parents=True, exist_ok=True)
     handle = acquire_lock(run_dir / LOCK_FILE)
     try:
-        present = sorted(path.name for path in run_dir.iterdir() if path.name != LOCK_FILE)
+        present = sorted(entries(run_dir))
         if present and not resume:
             if not overwrite:
                 shown = ", ".join(present[:5]) + (", ..." if len(present) > 5 else "")

@@ -17,6 +17,7 @@ import torch
 from sevenomni.data.statistics import average_num_neighbors, force_rms
 from sevenomni.loading import load_model
 from sevenomni.nn import ModelConfig, SevenOmniModel, Tasks
+from sevenomni.nn.elements import extend_elements
 from sevenomni.train.config import RunConfig
 from sevenomni.train.data import Database, build_databases
 from sevenomni.train.distributed import DistributedContext
@@ -26,6 +27,20 @@ def starting_model(config: RunConfig, trust_pickle: bool) -> SevenOmniModel | No
     """The checkpoint ``model.init_from`` names, or None for a fresh model."""
     source = config.model.init_from
     return load_model(source, trust_pickle=trust_pickle) if source else None
+
+
+def with_data_elements(config: RunConfig, start: SevenOmniModel, databases: list[Database]) -> tuple[SevenOmniModel, list[str]]:
+    """The starting model, extended with the data's elements it lacks when
+    ``train.finetune.add_elements`` allows (else ValueError naming them); and those elements."""
+    missing = sorted({e for d in databases for e in d.train.elements} - set(start.elements))
+    if not missing:
+        return start, []
+    if not config.train.finetune.add_elements:
+        raise ValueError(
+            f"element(s) {missing} not in this model's elements {start.elements}; "
+            "set train.finetune.add_elements: true to extend the model with them"
+        )
+    return extend_elements(start, missing, seed=config.train.seed), missing
 
 
 def run_tasks(config: RunConfig, start: SevenOmniModel | None) -> Tasks:

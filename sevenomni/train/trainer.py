@@ -21,16 +21,24 @@ from sevenomni.keys import LABELS
 from sevenomni.logs import FILE_ONLY, log_to_file
 from sevenomni.nn import ModelConfig, SevenOmniModel
 from sevenomni.train.config import RunConfig, StageSection, save_config
-from sevenomni.train.curriculum import fit_task_shift, reset_task_embedding
-from sevenomni.train.data import plain_loader, stage_loader, stage_sampler
+from sevenomni.train.curriculum import fit_task_shift, given_energy_references, set_task_shift, start_on_common_pes
+from sevenomni.train.data import Database, plain_loader, stage_loader, stage_sampler
 from sevenomni.train.distributed import DistributedContext, setup_distributed
 from sevenomni.train.logger import MetricsLogger
 from sevenomni.train.loss import EnergyForceStressLoss
 from sevenomni.train.optim import ExponentialMovingAverage, LearningRateSchedule, build_optimizer
 from sevenomni.train.regularization import FunctionSpacePenalty, WeightPenalty
 from sevenomni.train.report import energy_shift_line, final_table, progress_line, start_up_summary, validation_line
-from sevenomni.train.run_directory import locked_run_directory
-from sevenomni.train.setup import build_model, freeze, open_databases, run_tasks, starting_model, trained_task_indices
+from sevenomni.train.run_directory import entries, locked_run_directory, remove_created, resume_checkpoint
+from sevenomni.train.setup import (
+    build_model,
+    freeze,
+    open_databases,
+    run_tasks,
+    starting_model,
+    trained_task_indices,
+    with_data_elements,
+)
 from sevenomni.train.state import TrainingProgress, capture_rng, restore_rng, seed_everything
 from sevenomni.train.step import OptimizerStep
 from sevenomni.train.validation import validation_rows
@@ -55,6 +63,9 @@ class Trainer:
     writes the ``sevenomni`` log to its ``train.log``. ``trust_pickle`` lets ``model.init_from``
     unpickle a SevenNet checkpoint fully (see :func:`sevenomni.load_model`). A resumed run reads
     ``checkpoints/last.pt``, unless the caller passes the state it has read already (``state``).
+    A fresh run that fails before its first optimisation step removes what it wrote (config,
+    log, metrics; never a checkpoint or a file that was there before), so the corrected config
+    can start in the same directory.
     """
 
     def __init__(
@@ -72,17 +83,27 @@ class Trainer:
         self.ctx: DistributedContext = setup_distributed(config.train.device)
         self.device = self.ctx.device
         self._held = contextlib.ExitStack()  # the run directory's lock and train.log, released by run()
+        self._failed_before_step_0 = False
         try:
             if self.ctx.is_main:
                 self._held.enter_context(locked_run_directory(self.run_dir, resume, overwrite))
+                if not resume:  # runs after train.log is closed, before the lock is released
+                    self._held.callback(self._remove_if_never_trained, entries(self.run_dir))
                 self._held.enter_context(log_to_file(self.run_dir / "train.log"))
             self.ctx.barrier()
             self._set_up(resume, trust_pickle, state)
             if self.ctx.is_main:  # only once the run can start: a failed start leaves the directory as it was
                 save_config(config, self.run_dir / "config.yaml")
         except BaseException:
+            self._failed_before_step_0 = True
             self._held.close()
             raise
+
+    def _remove_if_never_trained(self, before: set[str]) -> None:
+        if self._failed_before_step_0 and not (self.run_dir / "checkpoints" / "last.pt").exists():
+            removed = remove_created(self.run_dir, before)
+            if removed:
+                log.info("the run failed before its first step: removed %s", ", ".join(p.name for p in removed))
 
     def _set_up(self, resume: bool, trust_pickle: bool, state: dict[str, Any] | None) -> None:
         config = self.config
@@ -93,7 +114,12 @@ class Trainer:
         cutoff = config.model.cutoff if start is None else start.cutoff
         self.databases = open_databases(config, self.tasks, cutoff, self.ctx)
         self.by_name = {d.spec.name: d for d in self.databases}
-        saved = (state or read_training_state(self.run_dir / "checkpoints" / "last.pt")) if resume else None
+        self.added_elements: list[str] = []
+        if start is not None and not resume:
+            start, self.added_elements = with_data_elements(config, start, self.databases)
+            if self.added_elements:
+                self._say(f"model from {config.model.init_from} extended with element(s) {', '.join(self.added_elements)}")
+        saved = (state or read_training_state(resume_checkpoint(self.run_dir))) if resume else None
         self.resumed = saved is not None
         if saved is not None:
             self.model = SevenOmniModel(ModelConfig(**saved["model_config"]))
@@ -161,21 +187,66 @@ class Trainer:
 
     # ------------------------------------------------------------------ curriculum
     def _introduce_tasks(self, stage: StageSection) -> None:
-        """New tasks of a stage start on the common PES with regression-fitted shifts."""
+        """New tasks of a stage start on the common PES with their energy references: fitted by
+        regression (``energy_references: fit``) or given (isolated atoms, or per element)."""
         for name in stage.databases:
             database = self.by_name[name]
             task = self.tasks[database.task_index]
             if task in self.progress.introduced:
                 continue
-            own = [self.by_name[n].train for n in stage.databases if self.by_name[n].task_index == database.task_index]
-            reset_task_embedding(self.model, database.task_index)
-            subset = torch.utils.data.ConcatDataset(own)
-            count = min(len(subset), self.config.data.statistics_sample)
-            indices = np.random.default_rng(self.config.train.seed).choice(len(subset), count, replace=False)
-            loader = plain_loader(torch.utils.data.Subset(subset, np.sort(indices)), batch_size=16)
-            shifts = fit_task_shift(self.model, loader, database.task_index, self.device)
+            own = [self.by_name[n] for n in stage.databases if self.by_name[n].task_index == database.task_index]
+            start_on_common_pes(self.model, database.task_index)
+            self._set_energy_references(database.task_index, own, refit=False)
             self.progress.introduced.append(task)
-            self._say(energy_shift_line(task, self.model.elements, shifts, count))
+
+    def _refit_fine_tuned_tasks(self) -> None:
+        """Fine-tuning into tasks the starting model has: set their energy references from this
+        run's data (refit by regression unless given), or keep the checkpoint's
+        (``train.finetune.keep_energy_shifts``, or a ``train.freeze`` that leaves the shifts fixed)."""
+        if self.config.model.init_from is None:
+            return
+        trained = self.config.trained_databases
+        for task_index, task in enumerate(self.tasks):
+            own = [d for d in self.databases if d.task_index == task_index and d.spec.name in trained]
+            if task not in self.progress.introduced or not own:
+                continue  # a new task (introduced by its stage), or one this run does not train
+            frozen = not self.model.energy_shift.weight.requires_grad  # train.freeze keeps them as they are
+            if self.config.train.finetune.keep_energy_shifts or frozen:
+                why = "train.freeze" if frozen else "train.finetune.keep_energy_shifts"
+                self._say(f"task {task}: energy shifts kept from {self.config.model.init_from} ({why})")
+                if self.added_elements:  # the elements just added have none to keep
+                    self._set_energy_references(task_index, own, refit=True, elements=self.added_elements)
+            else:
+                self._set_energy_references(task_index, own, refit=True)
+
+    def _set_energy_references(
+        self, task_index: int, own: list[Database], refit: bool, elements: list[str] | None = None
+    ) -> None:
+        """Set a task's per-element shifts from ``own`` (its databases): the references they give,
+        else a regression on a seeded sample of their training structures (``refit``: a trained
+        task's shifts corrected to this data, its energy MAE before and after reported; only those
+        of ``elements`` when given)."""
+        task = self.tasks[task_index]
+        isolated = {element: energy for d in own for element, energy in d.isolated.energies.items()}
+        elements = {element for d in own for element in d.train.elements}
+        given = given_energy_references(own[0].spec.energy_references, isolated, elements, task)
+        if given is not None:
+            shifts = set_task_shift(self.model, task_index, given if elements is None else {e: given[e] for e in elements})
+            origin = "from isolated-atom frames" if own[0].spec.energy_references == "isolated_atoms" else "given"
+            self._say(energy_shift_line(task, self.model.elements, shifts, origin))
+            return
+        subset = torch.utils.data.ConcatDataset([d.train for d in own])
+        count = min(len(subset), self.config.data.statistics_sample)
+        indices = np.random.default_rng(self.config.train.seed).choice(len(subset), count, replace=False)
+        loader = plain_loader(torch.utils.data.Subset(subset, np.sort(indices)), batch_size=16)
+        fit = fit_task_shift(self.model, loader, task_index, self.device, elements)
+        origin = f"{'refit' if refit else 'fitted'} on {fit.structures} structures"
+        self._say(energy_shift_line(task, self.model.elements, fit.shifts, origin))
+        if refit:
+            self._say(
+                f"task {task}: energy MAE on those structures {1000 * fit.mae_before:.1f} meV/atom before the refit, "
+                f"{1000 * fit.mae_after:.1f} after (train.finetune.keep_energy_shifts: true keeps the checkpoint's shifts)"
+            )
 
     def _stage_length(self, stage: StageSection, batches_per_epoch: int) -> int:
         return stage.steps if stage.steps is not None else stage.epochs * batches_per_epoch
@@ -193,6 +264,7 @@ class Trainer:
         try:
             self._say_start()
             if not self.resumed:
+                self._refit_fine_tuned_tasks()
                 self._introduce_tasks(self.config.stages[0])
                 if self.ctx.is_main:
                     rows = self.validation_metrics()
@@ -205,6 +277,7 @@ class Trainer:
         except BaseException as error:
             # The command line shows the error; train.log keeps it too.
             self._say(f"{type(error).__name__}: {error}", logging.ERROR, extra=FILE_ONLY)
+            self._failed_before_step_0 = self.progress.global_step == 0
             raise
         finally:
             for s, handler in previous.items():
