@@ -55,7 +55,7 @@ def test_a_typo_given_with_set_is_answered_the_same_way():
     ("model", "num_convolution_layer", "model.num_layers"),
     ("train", "model", "model, a top-level section"),
     ("train", "cutoff", "model.cutoff"),
-    ("data", "E0s", "none: each task's per-element energy shifts are fitted"),
+    ("data", "E0s", "data.databases[].energy_references"),
 ])
 def test_mace_and_sevenn_keys_are_answered_with_the_sevenomni_key(where, key, sevenomni_key):
     raw = {**MINIMAL, where: {**MINIMAL.get(where, {}), key: 1}}

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import torch
 from analysis_helpers import tiny_model
 
+from sevenomni.data.isolated_atoms import IsolatedAtoms
 from sevenomni.data.spec import DatabaseSpec
 from sevenomni.train.config import LossSection
 from sevenomni.train.report import final_table, start_up_summary
@@ -25,7 +26,7 @@ class FakeDataset(list):
 def database(name: str, labels: dict[str, str], task_index: int = 0, **spec) -> SimpleNamespace:
     return SimpleNamespace(
         spec=DatabaseSpec(name=name, path=f"{name}.extxyz", task="gfn1", **spec), task_index=task_index,
-        train=FakeDataset(8, labels), valid=FakeDataset(2, labels),
+        train=FakeDataset(8, labels), valid=FakeDataset(2, labels), isolated=IsolatedAtoms(),
     )
 
 
