@@ -44,6 +44,11 @@ Entry = dict  # one piece's record in readme_outputs.json
 Results = dict  # piece name -> Entry
 
 
+def no_numbers(outputs: list[str], files: dict[str, str]) -> dict:
+    """The parser of a piece whose README block quotes its output text only."""
+    return {}
+
+
 @dataclass(frozen=True)
 class Piece:
     """What one README passage quotes: the commands that make it and how to render it.
@@ -61,7 +66,7 @@ class Piece:
     commands: tuple[str, ...] = ()
     setup: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
-    parse: Callable[[list[str], dict[str, str]], dict] = lambda outputs, files: {}
+    parse: Callable[[list[str], dict[str, str]], dict] = no_numbers
     files: tuple[str, ...] = ()  # files the commands write whose text is recorded (for parse)
     source: str = ""
     slow: bool = field(default=False)
@@ -204,6 +209,16 @@ def lammps_block(results: Results) -> str:
     return fenced([*channel, "...", lines[head], *thermo[:3], "       ...", thermo[-1], *loop, "", *performance])
 
 
+def lammps_compression(results: Results) -> str:
+    """How much the NPT run's volume shrank from its first to its last thermo line."""
+    text = entry(results, "lammps_npt")["outputs"][0].splitlines()
+    head = next(i for i, line in enumerate(text) if line.split()[:2] == ["Step", "Temp"])
+    column = text[head].split().index("Volume")
+    rows = [line.split() for line in text[head + 1:] if line.split() and line.split()[0].isdigit()]
+    first, last = float(rows[0][column]), float(rows[-1][column])
+    return f"{100 * (1 - last / first):.0f} %"
+
+
 def torchsim_block(results: Results) -> str:
     return fenced(lines_with(entry(results, "torchsim")["outputs"][0], "gfn1:", "gfn2:"))
 
@@ -318,20 +333,23 @@ def results_file(name: str) -> dict:
     return json.loads((RESULTS / name).read_text())
 
 
-def lambench_table(results: Results) -> str:
-    """The model table of `benchmarks/results/lambench.md`, as `benchmarks/lambench.py` wrote it from the JSON."""
-    text = (RESULTS / "lambench.md").read_text().splitlines()
-    start = next(i for i, line in enumerate(text) if line.startswith("| model | M_FF"))
-    end = next(i for i in range(start, len(text)) if not text[i].startswith("|"))
-    return "\n".join(_thousands(line) for line in text[start:end])
+def markdown_table(name: str, header: str, thousands_column: int | None = None) -> Callable[[Results], str]:
+    """The table of ``benchmarks/results/<name>`` whose header row starts with ``header``, as the
+    benchmark script wrote it from its JSON (``thousands_column``: that column with a thousands
+    separator and no decimals)."""
 
+    def render(results: Results) -> str:
+        text = (RESULTS / name).read_text().splitlines()
+        start = next(i for i, line in enumerate(text) if line.startswith(header))
+        end = next((i for i in range(start, len(text)) if not text[i].startswith("|")), len(text))
+        rows = [line.split(" | ") for line in text[start:end]]
+        if thousands_column is not None:
+            for cells in rows:
+                if len(cells) > thousands_column and _float(cells[thousands_column]) is not None:
+                    cells[thousands_column] = f"{float(cells[thousands_column]):,.0f}"
+        return "\n".join(" | ".join(cells) for cells in rows)
 
-def _thousands(line: str) -> str:
-    """µs/atom with a thousands separator and no decimals (as the README has them)."""
-    cells = line.split(" | ")
-    if len(cells) > 4 and _float(cells[4]) is not None:
-        cells[4] = f"{float(cells[4]):,.0f}"
-    return " | ".join(cells)
+    return render
 
 
 def lambench_number(model: str, path: tuple[str, ...], fmt: str = "{:.2f}") -> Callable[[Results], str]:
@@ -342,16 +360,6 @@ def lambench_number(model: str, path: tuple[str, ...], fmt: str = "{:.2f}") -> C
         return fmt.format(value)
 
     return render
-
-
-def md_routes_table(results: Results) -> str:
-    data = results_file("md_routes.json")
-    reference = data["steps_per_second"]["ASE VelocityVerlet + calculator"]
-    lines = ["| route | steps/s | system-steps/s | vs ASE |", "| --- | --- | --- | --- |"]
-    for route, rate in data["steps_per_second"].items():
-        systems = data["batch"] if "batch of" in route else 1
-        lines.append(f"| {route} | {rate:.2f} | {rate * systems:.2f} | {rate * systems / reference:.2f}× |")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------- registry
@@ -383,7 +391,8 @@ PIECES: dict[str, Piece] = {piece.name: piece for piece in [
           views={"": eval_block,
                  "gfn2_offset": eval_number("test_crystal_gfn1", "gfn2", "energy_mae", lambda v: f"{v / 1000:.1f} eV/atom"),
                  "gfn2_cmae": eval_number("test_crystal_gfn1", "gfn2", "energy_cmae", lambda v: f"{v:.0f} meV/atom"),
-                 "molecule_scale": eval_number("test_molecule_gfn1", "gfn1", "scale", lambda v: f"{v:.2f}")}),
+                 "molecule_scale": eval_number("test_molecule_gfn1", "gfn1", "scale", lambda v: f"{v:.2f}"),
+                 "molecule_force": eval_number("test_molecule_gfn1", "gfn1", "forces_mae", lambda v: f"{v:.3f} eV/Å")}),
     Piece("embeddings", "command", needs=("quickstart",),
           commands=("sevenomni analyze embeddings runs/quickstart/model.pt --out runs/quickstart/embeddings",),
           views={"": whole_output("embeddings")}),
@@ -394,7 +403,7 @@ PIECES: dict[str, Piece] = {piece.name: piece for piece in [
           views={"": whole_output("mliap_export", with_command=False)}),
     Piece("lammps_npt", "command", needs=("quickstart",),
           commands=("sevenomni lammps -in recipes/lammps/npt_crystal.in --model runs/quickstart/model.pt --task gfn1",),
-          views={"": lammps_block}),
+          views={"": lammps_block, "compression": lammps_compression}),
     Piece("torchsim", "command", needs=("quickstart",),
           commands=("python recipes/torchsim/nvt_then_relax.py runs/quickstart/model.pt gfn1 gfn2",),
           views={"": torchsim_block, "time": wall_time("torchsim")}),
@@ -433,10 +442,11 @@ PIECES: dict[str, Piece] = {piece.name: piece for piece in [
           files=("runs/finetune_7net_mf0/initial.csv", "runs/finetune_7net_mf0/final.csv"),
           parse=finetune_mf0_parse, views={"": finetune_mf0_table, "time": wall_time("finetune_mf0")}, slow=True),
     Piece("lambench", "results file", source="benchmarks/results/lambench.json",
-          views={"": lambench_table,
+          views={"": markdown_table("lambench.md", "| model | M_FF", thousands_column=4),
                  "quickstart_molecule_forces": lambench_number("quickstart", ("force_field", "domains", "small molecules", "by_type", "forces")),
                  "quickstart_crystal_forces": lambench_number("quickstart", ("force_field", "domains", "inorganic crystals", "by_type", "forces"))}),
-    Piece("md_routes", "results file", source="benchmarks/results/md_routes.json", views={"": md_routes_table}),
+    Piece("md_routes", "results file", source="benchmarks/results/md_routes.json",
+          views={"": markdown_table("md_routes.md", "| route |")}),
 ]}
 
 
