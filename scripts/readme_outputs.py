@@ -2,7 +2,8 @@
 
 Each *piece* of the registry below is what one README passage quotes. A piece of kind ``command`` runs
 the README's exact command(s) in a fresh work directory (a copy of ``recipes/``, so relative paths
-resolve as in a clone) and records their output in ``benchmarks/results/readme_outputs.json``; a piece
+resolve as in a clone; ``OMP_NUM_THREADS=1`` unless set, so one torch thread) and records their
+output in ``benchmarks/results/readme_outputs.json``; a piece
 of kind ``results file`` runs nothing and renders a committed benchmark result
 (``benchmarks/results/*.json``, written by the benchmark scripts). README.md holds each rendering
 between ``<!-- readme-output: NAME -->`` and ``<!-- /readme-output -->``; ``NAME`` is the piece, or
@@ -171,7 +172,7 @@ def eval_block(results: Results) -> str:
     lines = record["outputs"][0].splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("database"))
     rows = lines[start:start + 7]  # two header lines, the first five rows
-    summary = lines_with(record["outputs"][0], tuple(f"{n}" for n in range(1, 10)))
+    summary = [line for line in lines if " structures in " in line]
     wrote = lines_with(record["outputs"][0], "wrote ")
     paths = wrote[0].removeprefix("wrote ").split(", ") if wrote else []
     wrote_line = "wrote " + ", ".join(paths[:3]) + (", …" if len(paths) > 3 else "")
@@ -472,11 +473,14 @@ def provenance() -> dict:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "sevenomni", "recipes"], cwd=ROOT,
                            capture_output=True, text=True).stdout.strip()
-    return {"sevenomni_version": __version__, "commit": commit + ("+uncommitted changes" if dirty else "")}
+    return {"sevenomni_version": __version__, "commit": commit + ("+uncommitted changes" if dirty else ""),
+            "machine": f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end",
+            "torch_threads": os.environ.get("OMP_NUM_THREADS", "1")}
 
 
 def run_command(command: str, work: Path) -> tuple[str, float]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    env.setdefault("OMP_NUM_THREADS", "1")  # one torch thread, as the README's timings are quoted
     start = time.perf_counter()
     done = subprocess.run(command, shell=True, cwd=work, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - start
