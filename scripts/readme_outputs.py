@@ -116,12 +116,17 @@ def eval_tables(outputs: list[str], files: dict[str, str]) -> dict:
     return {f"eval{i}": table_rows(text, EVAL_COLUMNS) for i, text in enumerate(outputs) if "structures in" in text}
 
 
+def table_header(lines: list[str]) -> str:
+    """The header line of a printed metrics table (``database  channel ...``)."""
+    return next(line for line in lines if line.split()[:2] == ["database", "channel"])
+
+
 def lines_with(text: str, *starts: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(starts)]
 
 
 def fenced(lines: list[str], language: str = "") -> str:
-    return "\n".join([f"```{language}", *lines, "```"])
+    return "\n".join([f"```{language}", *(line.rstrip() for line in lines), "```"])
 
 
 def command_line(command: str) -> str:
@@ -156,7 +161,7 @@ def quickstart_table(results: Results) -> str:
     final = record["numbers"]["final"]
     own = {"crystal_gfn1": "gfn1", "molecule_gfn2": "gfn2", "test_crystal_gfn1": "gfn1", "test_molecule_gfn2": "gfn2"}
     text = record["outputs"][0].splitlines()
-    header = next(line for line in text if line.startswith("database"))
+    header = table_header(text)
     keep = []
     for line in text:
         tokens = line.split()
@@ -170,7 +175,7 @@ def quickstart_table(results: Results) -> str:
 def eval_block(results: Results) -> str:
     record = entry(results, "eval")
     lines = record["outputs"][0].splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("database"))
+    start = lines.index(table_header(lines))
     rows = lines[start:start + 7]  # two header lines, the first five rows
     summary = [line for line in lines if " structures in " in line]
     wrote = lines_with(record["outputs"][0], "wrote ")
@@ -294,7 +299,7 @@ def few_structures_change(database: str, table: str = "eval1") -> Callable[[Resu
 def delta_table(results: Results) -> str:
     record = entry(results, "delta_learning")
     lines = record["outputs"][0].splitlines()
-    header = next(line for line in lines if line.startswith("database"))
+    header = table_header(lines)
     rows = [line for line in lines if line.split()[:2] in (["dbs_molecule_gfn1", "gfn1_delta"], ["test_molecule_gfn1", "gfn1_delta"])]
     return fenced([header, *rows])
 
