@@ -358,6 +358,34 @@ def markdown_table(name: str, header: str, thousands_column: int | None = None) 
     return render
 
 
+def lambench_load(results: Results) -> str:
+    """The range of the load averages the LAMBench models were measured under."""
+    loads = [model["machine"]["load_average"][0] for model in results_file("lambench.json")["models"].values()]
+    return f"{min(loads):.1f}–{max(loads):.1f}"
+
+
+def lambench_cost_ratio(results: Results) -> str:
+    """7net-0's cost per atom as a multiple of the quickstart model's (both 7net-0 rows)."""
+    models = results_file("lambench.json")["models"]
+    base = models["quickstart"]["efficiency"]["us_per_atom"]
+    ratios = sorted(model["efficiency"]["us_per_atom"] / base for name, model in models.items() if name.startswith("7net-0"))
+    return f"{ratios[0]:.0f}–{ratios[-1]:.0f}×"
+
+
+def lambench_unstable(model: str) -> Callable[[Results], str]:
+    """What ``model`` did in NVE: the structures it drifted on (instability index > 0), or that it did not."""
+
+    def render(results: Results) -> str:
+        structures = results_file("lambench.json")["models"][model]["instability"]["structures"]
+        drifting = [f"{s['structure'].split(':')[1]} (Φ = {s['phi']:.1e} eV/atom/ps, index {s['index']:.2f})"
+                    for s in structures if s["index"] > 0]
+        if not drifting:
+            return "did not drift measurably"
+        return f"drifted on {', '.join(drifting)}, so its M_IS (the mean index over the three structures) is not zero"
+
+    return render
+
+
 def lambench_number(model: str, path: tuple[str, ...], fmt: str = "{:.2f}") -> Callable[[Results], str]:
     def render(results: Results) -> str:
         value = results_file("lambench.json")["models"][model]
@@ -450,7 +478,9 @@ PIECES: dict[str, Piece] = {piece.name: piece for piece in [
     Piece("lambench", "results file", source="benchmarks/results/lambench.json",
           views={"": markdown_table("lambench.md", "| model | M_FF", thousands_column=4),
                  "quickstart_molecule_forces": lambench_number("quickstart", ("force_field", "domains", "small molecules", "by_type", "forces")),
-                 "quickstart_crystal_forces": lambench_number("quickstart", ("force_field", "domains", "inorganic crystals", "by_type", "forces"))}),
+                 "quickstart_crystal_forces": lambench_number("quickstart", ("force_field", "domains", "inorganic crystals", "by_type", "forces")),
+                 "load": lambench_load, "cost_ratio": lambench_cost_ratio,
+                 "quickstart_unstable": lambench_unstable("quickstart")}),
     Piece("md_routes", "results file", source="benchmarks/results/md_routes.json",
           views={"": markdown_table("md_routes.md", "| route |")}),
 ]}
