@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import os
 import re
 import shutil
@@ -30,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,7 +69,6 @@ class Piece:
     parse: Callable[[list[str], dict[str, str]], dict] = no_numbers
     files: tuple[str, ...] = ()  # files the commands write whose text is recorded (for parse)
     source: str = ""
-    slow: bool = field(default=False)
 
 
 # ---------------------------------------------------------------------------------------- parsing
@@ -125,8 +123,8 @@ def lines_with(text: str, *starts: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(starts)]
 
 
-def fenced(lines: list[str], language: str = "") -> str:
-    return "\n".join([f"```{language}", *(line.rstrip() for line in lines), "```"])
+def fenced(lines: list[str]) -> str:
+    return "\n".join(["```", *(line.rstrip() for line in lines), "```"])
 
 
 def command_line(command: str) -> str:
@@ -191,11 +189,11 @@ def eval_number(database: str, channel: str, column: str, fmt: Callable[[float],
     return render
 
 
-def whole_output(name: str, with_command: bool = True, index: int = 0) -> Callable[[Results], str]:
+def whole_output(name: str, with_command: bool = True) -> Callable[[Results], str]:
     def render(results: Results) -> str:
         record = entry(results, name)
-        lines = [command_line(record["commands"][index])] if with_command else []
-        return fenced(lines + record["outputs"][index].strip("\n").splitlines())
+        lines = [command_line(record["commands"][0])] if with_command else []
+        return fenced(lines + record["outputs"][0].strip("\n").splitlines())
 
     return render
 
@@ -244,7 +242,7 @@ def quickstart_own(results: Results, database: str) -> dict[str, float]:
 
 def percent_change(before: float, after: float) -> str:
     change = 100 * (after / before - 1)
-    return f"{change:+.0f} %"
+    return f"{change:+.0f} %".replace("-", "−")
 
 
 def linear_correction_table(results: Results) -> str:
@@ -265,13 +263,15 @@ def linear_correction_change(database: str) -> Callable[[Results], str]:
     def render(results: Results) -> str:
         before = quickstart_own(results, database)["forces_mae"]
         after = own(results, "linear_correction", "eval1", database)["forces_mae"]
-        return f"{before:.3f} → {after:.3f} eV/Å, {percent_change(before, after)}"
+        return f"{'worse' if after > before else 'better'} ({before:.3f} → {after:.3f} eV/Å, {percent_change(before, after)})"
 
     return render
 
 
 def linear_correction_c(results: Results) -> str:
-    return f"{entry(results, 'linear_correction')['numbers']['c_gfn1']:.3f}"
+    """The fitted factor and what it does to the channel's forces."""
+    c = entry(results, "linear_correction")["numbers"]["c_gfn1"]
+    return f"c = {c:.3f} scales the gfn1 channel's forces {'up' if c > 1 else 'down'}"
 
 
 FEW_SETS = [("test_molecule_gfn1", "mol@gfn1 (gfn1)"), ("test_crystal_gfn1", "crystal@gfn1 (gfn1)"),
@@ -372,12 +372,18 @@ def lambench_cost_ratio(results: Results) -> str:
     return f"{ratios[0]:.0f}–{ratios[-1]:.0f}×"
 
 
+def scientific(value: float) -> str:
+    """``3.2·10⁻³``."""
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa}·10" + str(int(exponent)).translate(str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"))
+
+
 def lambench_unstable(model: str) -> Callable[[Results], str]:
     """What ``model`` did in NVE: the structures it drifted on (instability index > 0), or that it did not."""
 
     def render(results: Results) -> str:
         structures = results_file("lambench.json")["models"][model]["instability"]["structures"]
-        drifting = [f"{s['structure'].split(':')[1]} (Φ = {s['phi']:.1e} eV/atom/ps, index {s['index']:.2f})"
+        drifting = [f"{s['structure'].split(':')[1]} (Φ = {scientific(s['phi'])} eV/atom/ps, index {s['index']:.2f})"
                     for s in structures if s["index"] > 0]
         if not drifting:
             return "did not drift measurably"
@@ -418,7 +424,7 @@ def info_c(outputs: list[str], files: dict[str, str]) -> dict:
 
 PIECES: dict[str, Piece] = {piece.name: piece for piece in [
     Piece("quickstart", "command", commands=("sevenomni train recipes/quickstart.yaml",), parse=final_table,
-          views={"": quickstart_table, "time": wall_time("quickstart")}, slow=True),
+          views={"": quickstart_table, "time": wall_time("quickstart")}),
     Piece("eval", "command", needs=("quickstart",),
           commands=(f"sevenomni eval runs/quickstart/model.pt {TINY}/test_*.extxyz --out runs/quickstart/eval --threads 1 --predictions",),
           parse=eval_tables,
@@ -474,7 +480,7 @@ PIECES: dict[str, Piece] = {piece.name: piece for piece in [
           views={"": delta_table, "test_force": delta_test_force, "time": wall_time("delta_learning")}),
     Piece("finetune_mf0", "command", commands=("sevenomni train recipes/finetune_7net_mf0.yaml",),
           files=("runs/finetune_7net_mf0/initial.csv", "runs/finetune_7net_mf0/final.csv"),
-          parse=finetune_mf0_parse, views={"": finetune_mf0_table, "time": wall_time("finetune_mf0")}, slow=True),
+          parse=finetune_mf0_parse, views={"": finetune_mf0_table, "time": wall_time("finetune_mf0")}),
     Piece("lambench", "results file", source="benchmarks/results/lambench.json",
           views={"": markdown_table("lambench.md", "| model | M_FF", thousands_column=4),
                  "quickstart_molecule_forces": lambench_number("quickstart", ("force_field", "domains", "small molecules", "by_type", "forces")),
