@@ -515,7 +515,6 @@ def provenance() -> dict:
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "sevenomni", "recipes"], cwd=ROOT,
                            capture_output=True, text=True).stdout.strip()
     return {"sevenomni_version": __version__, "commit": commit + ("+uncommitted changes" if dirty else ""),
-            "machine": f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end",
             "torch_threads": os.environ.get("OMP_NUM_THREADS", "1")}
 
 
@@ -530,7 +529,9 @@ def run_command(command: str, work: Path) -> tuple[str, float]:
     return done.stdout, elapsed
 
 
-def run_piece(piece: Piece, work: Path) -> Entry:
+def run_piece(piece: Piece, work: Path, source: dict | None = None) -> Entry:
+    """Run one piece's setup and commands in ``work``; ``source``: the code's version and commit
+    (taken once per pass, before anything runs)."""
     print(f"[readme_outputs] {piece.name} ...", flush=True)
     start = time.perf_counter()
     for command in piece.setup:
@@ -544,7 +545,9 @@ def run_piece(piece: Piece, work: Path) -> Entry:
               "files": {name: (work / name).read_text() for name in piece.files}, "command_wall_s": walls,
               "wall_s": round(sum(walls) if piece.commands else 0.0, 2),
               "piece_wall_s": round(time.perf_counter() - start, 2),
-              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **provenance()}
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "machine": f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the end",
+              **(source or provenance())}
     print(f"[readme_outputs] {piece.name}: {record['piece_wall_s']:.0f} s", flush=True)
     return parsed(piece.name, record)
 
@@ -579,9 +582,9 @@ def with_needs(names: list[str]) -> list[str]:
 def run_pieces(names: list[str], work: Path) -> list[str]:
     """Run the named command pieces (and what they need) in ``work``, saving each record as it is done."""
     shutil.copytree(ROOT / "recipes", work / "recipes", dirs_exist_ok=True)
-    done = []
+    done, source = [], provenance()
     for name in with_needs(names):
-        save_results({name: run_piece(PIECES[name], work)})
+        save_results({name: run_piece(PIECES[name], work, source)})
         done.append(name)
     return done
 
