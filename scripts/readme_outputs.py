@@ -53,8 +53,9 @@ def no_numbers(outputs: list[str], files: dict[str, str]) -> dict:
 class Piece:
     """What one README passage quotes: the commands that make it and how to render it.
 
-    ``commands`` are quoted in the README (their outputs are recorded); ``setup`` commands run first but
-    are not quoted (e.g. making the model file a README command takes as given). ``needs`` are pieces
+    ``commands`` are quoted in the README and their outputs recorded; ``setup`` commands run first and are
+    quoted too, their outputs not recorded; ``prepare`` commands run before both and are not quoted
+    (e.g. making the model file a README command takes as given). ``needs`` are pieces
     whose commands must have run in the same work directory first. ``parse`` turns the recorded outputs
     (and the work directory) into numbers; each view renders one README block from all results.
     ``source`` names the committed results file of a ``results file`` piece.
@@ -65,6 +66,7 @@ class Piece:
     views: dict[str, Callable[[Results], str]]
     commands: tuple[str, ...] = ()
     setup: tuple[str, ...] = ()
+    prepare: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()
     parse: Callable[[list[str], dict[str, str]], dict] = no_numbers
     files: tuple[str, ...] = ()  # files the commands write whose text is recorded (for parse)
@@ -185,6 +187,16 @@ def eval_block(results: Results) -> str:
 def eval_number(database: str, channel: str, column: str, fmt: Callable[[float], str]) -> Callable[[Results], str]:
     def render(results: Results) -> str:
         return fmt(entry(results, "eval")["numbers"]["eval0"][database][channel][column])
+
+    return render
+
+
+def quoted_commands(name: str) -> Callable[[Results], str]:
+    """The commands a piece runs that the README shows, as a bash block."""
+
+    def render(results: Results) -> str:
+        piece = PIECES[name]
+        return "\n".join(["```bash", *piece.setup, *piece.commands, "```"])
 
     return render
 
@@ -438,7 +450,7 @@ PIECES: dict[str, Piece] = {piece.name: piece for piece in [
           views={"": whole_output("embeddings")}),
     Piece("plot", "command", needs=("quickstart",), commands=("sevenomni plot runs/quickstart",),
           views={"": whole_output("plot")}),
-    Piece("mliap_export", "command", setup=(MLIAP_MODEL,),
+    Piece("mliap_export", "command", prepare=(MLIAP_MODEL,),
           commands=("sevenomni export model.pt --format mliap --task crystal --out model.mliap.pkl",),
           views={"": whole_output("mliap_export", with_command=False)}),
     Piece("lammps_npt", "command", needs=("quickstart",),
@@ -457,12 +469,12 @@ PIECES: dict[str, Piece] = {piece.name: piece for piece in [
                     "--out runs/finetune/one.json",
                     "sevenomni dbs label runs/finetune/one.json --calculator tblite.ase:TBLite "
                     "--kwargs '{\"method\": \"GFN1-xTB\", \"verbosity\": 0}' --out runs/finetune/one_molecule_gfn1 --workers 2"),
-          views={"": dbs_block}),
+          views={"": dbs_block, "commands": quoted_commands("dbs")}),
     Piece("linear_correction", "command", needs=("quickstart", "eval", "dbs"),
           commands=("sevenomni info runs/finetune/linear_correction/model.pt",
                     eval_of("runs/finetune/linear_correction/model.pt", "runs/finetune/linear_correction/eval", "gfn1")),
           setup=("sevenomni train recipes/finetune/linear_correction.yaml",), parse=info_c,
-          views={"": linear_correction_table, "c": linear_correction_c,
+          views={"": linear_correction_table, "commands": quoted_commands("linear_correction"), "c": linear_correction_c,
                  "molecules": linear_correction_change("test_molecule_gfn1"),
                  "crystals": linear_correction_change("test_crystal_gfn1")}),
     Piece("few_structures", "command", needs=("quickstart", "eval", "dbs"),
@@ -470,14 +482,15 @@ PIECES: dict[str, Piece] = {piece.name: piece for piece in [
                     eval_of("runs/finetune/few_structures/model.pt", "runs/finetune/few_structures/eval"),
                     eval_of("runs/finetune/few_structures/model_best.pt", "runs/finetune/few_structures/eval_best")),
           parse=eval_tables,
-          views={"": few_structures_table, "time": wall_time("few_structures", 0),
+          views={"": few_structures_table, "commands": quoted_commands("few_structures"),
+                 "time": wall_time("few_structures", 0),
                  "molecules": few_structures_change("test_molecule_gfn1"),
                  "molecules_best": few_structures_change("test_molecule_gfn1", "eval2"),
                  "crystals": few_structures_change("test_crystal_gfn1"),
                  "gfn2": few_structures_change("test_molecule_gfn2")}),
     Piece("delta_learning", "command", commands=("sevenomni train recipes/finetune/delta_learning.yaml",),
           parse=final_table,
-          views={"": delta_table, "test_force": delta_test_force, "time": wall_time("delta_learning")}),
+          views={"": delta_table, "commands": quoted_commands("delta_learning"), "test_force": delta_test_force, "time": wall_time("delta_learning")}),
     Piece("finetune_mf0", "command", commands=("sevenomni train recipes/finetune_7net_mf0.yaml",),
           files=("runs/finetune_7net_mf0/initial.csv", "runs/finetune_7net_mf0/final.csv"),
           parse=finetune_mf0_parse, views={"": finetune_mf0_table, "time": wall_time("finetune_mf0")}),
@@ -534,14 +547,14 @@ def run_piece(piece: Piece, work: Path, source: dict | None = None) -> Entry:
     (taken once per pass, before anything runs)."""
     print(f"[readme_outputs] {piece.name} ...", flush=True)
     start = time.perf_counter()
-    for command in piece.setup:
+    for command in piece.prepare + piece.setup:
         run_command(command, work)
     outputs, walls = [], []
     for command in piece.commands:
         output, elapsed = run_command(command, work)
         outputs.append(output)
         walls.append(round(elapsed, 2))
-    record = {"kind": piece.kind, "setup": list(piece.setup), "commands": list(piece.commands), "outputs": outputs,
+    record = {"kind": piece.kind, "prepare": list(piece.prepare), "setup": list(piece.setup), "commands": list(piece.commands), "outputs": outputs,
               "files": {name: (work / name).read_text() for name in piece.files}, "command_wall_s": walls,
               "wall_s": round(sum(walls) if piece.commands else 0.0, 2),
               "piece_wall_s": round(time.perf_counter() - start, 2),

@@ -6,6 +6,7 @@ benchmark's results file renders) fails here; `python scripts/readme_outputs.py 
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -52,6 +53,14 @@ def test_every_command_piece_has_a_committed_record_of_its_commands():
         assert record["commands"] == list(piece.commands), f"{name}: recorded commands differ from the registry's"
         assert record["numbers"] or piece.parse is readme_outputs.no_numbers, f"{name}: no numbers parsed from its output"
         assert {"wall_s", "date", "sevenomni_version", "commit"} <= set(record)
+
+
+def test_the_readme_shows_every_command_a_piece_runs_for_it():
+    """The commands that made a quoted output are the README's own (line continuations joined)."""
+    readme = re.sub(r"\\\n\s+", "", (ROOT / "README.md").read_text())
+    missing = [f"{name}: {command}" for name, piece in readme_outputs.PIECES.items()
+               for command in piece.setup + piece.commands if command not in readme]
+    assert not missing, "commands the README does not show:\n" + "\n".join(missing)
 
 
 def test_blocks_are_found_replaced_and_unpaired_markers_refused():
