@@ -347,8 +347,39 @@ def finetune_mf0_table(results: Results) -> str:
 # ------------------------------------------------------------------------- results-file pieces
 
 
+def markdown_columns(name: str, header: str, columns: dict[str, str], rows: dict[str, str] | None = None,
+                     bold: tuple[str, ...] = ()) -> Callable[[Results], str]:
+    """Some columns of a table of ``benchmarks/results/<name>`` (``columns``: its header -> the README's),
+    its first column relabelled by ``rows`` where listed, the first value of each row in ``bold`` in bold."""
+
+    def render(results: Results) -> str:
+        table = [line.strip("| ").split(" | ") for line in table_lines(name, header)]
+        source_header, data = table[0], table[2:]
+        picked = [source_header.index(column) for column in columns]
+        lines = ["| " + " | ".join(columns.values()) + " |", "|---|" + "---:|" * (len(columns) - 1)]
+        for cells in data:
+            label = (rows or {}).get(cells[0], cells[0])
+            values = [cells[i] for i in picked[1:]]
+            if label in bold:
+                values[0] = f"**{values[0]}**"
+            lines.append("| " + " | ".join([label, *values]) + " |")
+        return "\n".join(lines)
+
+    return render
+
+
 def results_file(name: str) -> dict:
     return json.loads((RESULTS / name).read_text())
+
+
+def table_lines(name: str, header: str) -> list[str]:
+    """The lines of the first table of ``benchmarks/results/<name>`` whose header row starts with ``header``."""
+    text = (RESULTS / name).read_text().splitlines()
+    start = next((i for i, line in enumerate(text) if line.startswith(header)), None)
+    if start is None:
+        raise ValueError(f"benchmarks/results/{name} has no table starting {header!r}")
+    end = next((i for i in range(start, len(text)) if not text[i].startswith("|")), len(text))
+    return text[start:end]
 
 
 def markdown_table(name: str, header: str, thousands_column: int | None = None) -> Callable[[Results], str]:
@@ -357,10 +388,7 @@ def markdown_table(name: str, header: str, thousands_column: int | None = None) 
     separator and no decimals)."""
 
     def render(results: Results) -> str:
-        text = (RESULTS / name).read_text().splitlines()
-        start = next(i for i, line in enumerate(text) if line.startswith(header))
-        end = next((i for i in range(start, len(text)) if not text[i].startswith("|")), len(text))
-        rows = [line.split(" | ") for line in text[start:end]]
+        rows = [line.split(" | ") for line in table_lines(name, header)]
         if thousands_column is not None:
             for cells in rows:
                 if len(cells) > thousands_column and _float(cells[thousands_column]) is not None:
@@ -500,6 +528,20 @@ PIECES: dict[str, Piece] = {piece.name: piece for piece in [
                  "quickstart_crystal_forces": lambench_number("quickstart", ("force_field", "domains", "inorganic crystals", "by_type", "forces")),
                  "load": lambench_load, "cost_ratio": lambench_cost_ratio,
                  "quickstart_unstable": lambench_unstable("quickstart")}),
+    Piece("ablation", "results file", source="benchmarks/results/ablation.json",
+          views={"": markdown_columns("ablation.md", "| arm | mol@gfn1 F", {
+              "arm": "arm", "mol@gfn1 F (meV/Å)": "mol@gfn1 F", "mol@gfn1 ΔE (meV/atom)": "mol@gfn1 ΔE",
+              "crystal@gfn1 F (meV/Å)": "crystal@gfn1 F", "crystal@gfn1 E (meV/atom)": "crystal@gfn1 E",
+              "mol@gfn2 F (meV/Å)": "mol@gfn2 F", "gfn2 ch. on mol@gfn1 F (meV/Å)": "gfn2 ch. on mol@gfn1 F",
+              "common on mol@gfn1 F (meV/Å)": "common on mol@gfn1 F", "‖θT‖": "‖θT‖"},
+              rows={"Multi, L2 all (λ = 1e-06)": "Multi, L2 all (λ = 10⁻⁶)"},
+              bold=("Multi, L2 θT (λ = 1)", "Multi+DBS, L2 θT (λ = 1)"))}),
+    Piece("dbs_selection", "results file", source="benchmarks/results/dbs_selection.json",
+          views={"": markdown_columns("dbs_selection.md", "| arm | mol@gfn1 F", {
+              "arm": "arm", "mol@gfn1 F (meV/Å)": "mol@gfn1 F (meV/Å)", "crystal@gfn1 F (meV/Å)": "crystal@gfn1 F (meV/Å)",
+              "mol@gfn2 F (meV/Å)": "mol@gfn2 F (meV/Å)"},
+              rows={"Multi, L2 θT (no DBS)": "no DBS", "Multi+DBS, L2 θT — DBS by disagreement": "DBS by disagreement",
+                    "Multi+DBS, L2 θT — DBS by random": "DBS by random"})}),
     Piece("md_routes", "results file", source="benchmarks/results/md_routes.json",
           views={"": markdown_table("md_routes.md", "| route |")}),
 ]}
