@@ -71,13 +71,14 @@ def test_common_and_all_write_every_channel(tmp_path, model_file):
         calculator = SevenOmniCalculator(model, task=channel, shift_task=shift, device="cpu")
         for atoms, predicted in zip(structures, written):
             atoms.calc = calculator
-            assert predicted.info[f"sevenomni_energy_{channel}"] == pytest.approx(atoms.get_potential_energy(), abs=1e-8)
-            np.testing.assert_allclose(predicted.arrays[f"sevenomni_forces_{channel}"], atoms.get_forces(), atol=1e-8)
-            assert (f"sevenomni_stress_{channel}" in predicted.info) == bool(atoms.pbc.any())
+            assert predicted.info[f"sevenomni_{channel}_energy"] == pytest.approx(atoms.get_potential_energy(), abs=1e-8)
+            np.testing.assert_allclose(predicted.arrays[f"sevenomni_{channel}_forces"], atoms.get_forces(), atol=1e-8)
+            assert (f"sevenomni_{channel}_stress" in predicted.info) == bool(atoms.pbc.any())
     # without a shift task, `all` is every task (the common channel's shifts are unknown)
     assert run_predict(model_path, tmp_path / "plain.extxyz", tmp_path / "tasks.extxyz", "--task", "all") == 0
-    keys = {key for key in read(tmp_path / "tasks.extxyz", "0").info if key.startswith("sevenomni_energy")}
-    assert keys == {"sevenomni_energy_crystal", "sevenomni_energy_molecule"}
+    info = read(tmp_path / "tasks.extxyz", "0").info
+    keys = {key for key in info if key.startswith("sevenomni_") and key.endswith("_energy")}
+    assert keys == {"sevenomni_crystal_energy", "sevenomni_molecule_energy"}
     assert run_predict(model_path, tmp_path / "plain.extxyz", tmp_path / "common.extxyz", "--task", "COMMON",
                        "--shift-task", "molecule") == 0
     calculator = SevenOmniCalculator(model, task="common", shift_task="molecule", device="cpu")

@@ -165,7 +165,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "predict", help="energies, forces and stresses of unlabelled structures, written to extxyz",
         description="Predict every structure of FILE (any file ASE reads, or a store) on one channel, or on all, "
         "batch by batch. Writes OUT (extxyz) with sevenomni_energy, sevenomni_forces and, for periodic cells, "
-        "sevenomni_stress; with --task all, one set per channel: sevenomni_energy_<channel>, ….",
+        "sevenomni_stress; with --task all, one set per channel: sevenomni_<channel>_energy, … (as eval --predictions).",
     )
     parser.add_argument("model", help="model file, training checkpoint, run directory or SevenNet shortcut")
     parser.add_argument("file", metavar="FILE", help="structures: any file ASE reads, or a sevenomni store")

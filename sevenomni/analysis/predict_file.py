@@ -4,7 +4,8 @@ The structures (any file ASE reads, or a sevenomni store) stream through
 :func:`sevenomni.calculator.predict`, batch by batch, once per requested channel; each is written
 back with its predictions under ``sevenomni_energy`` (info), ``sevenomni_forces`` (arrays) and, for a
 periodic cell with a volume, ``sevenomni_stress`` (info, Voigt order as ASE's). With several
-channels (``all``) every key carries the channel's name: ``sevenomni_energy_<channel>``.
+channels (``all``) every key carries the channel's name as ``sevenomni eval --predictions`` writes
+them: ``sevenomni_<channel>_energy``.
 """
 
 from __future__ import annotations
@@ -35,25 +36,26 @@ ALL = "all"
 
 @dataclass(frozen=True)
 class PredictedChannel:
-    """One channel to predict: its name, the task whose shifts the common channel takes, its key suffix."""
+    """One channel to predict: its name, the task whose shifts the common channel takes, the prefix of
+    its keys."""
 
     name: str
     shift_task: str | None
-    suffix: str
+    key_prefix: str
 
 
 def requested_channels(model: SevenOmniModel, task: str, shift_task: str | None = None) -> list[PredictedChannel]:
-    """The channels of ``--task``: one (a task or ``common``, keys without suffix), or with ``all``
+    """The channels of ``--task``: one (a task or ``common``, keys ``sevenomni_*``), or with ``all``
     every task, and the common channel when its shifts are known (``shift_task``, or a single task)."""
     if task.lower() != ALL:
         name = model.tasks.channel_name(task)
         model.resolve_channel(name, shift_task)  # a missing or misplaced shift task is an error now
-        return [PredictedChannel(name, shift_task, "")]
+        return [PredictedChannel(name, shift_task, PREFIX)]
     if shift_task is not None:
         model.task_index(shift_task)
-    channels = [PredictedChannel(name, None, f"_{name}") for name in model.tasks]
+    channels = [PredictedChannel(name, None, f"{PREFIX}_{name}") for name in model.tasks]
     if shift_task is not None or len(model.tasks) == 1:
-        channels.append(PredictedChannel(COMMON_CHANNEL, shift_task, f"_{COMMON_CHANNEL}"))
+        channels.append(PredictedChannel(COMMON_CHANNEL, shift_task, f"{PREFIX}_{COMMON_CHANNEL}"))
     return channels
 
 
@@ -111,10 +113,10 @@ def predict_file(
     with evaluation_mode(model.to(device)), atomic_write(Path(out)) as handle:
         for atoms, *predicted in zip(streams[0], *results, strict=True):
             for channel, result in zip(channels, predicted):
-                atoms.info[f"{PREFIX}_energy{channel.suffix}"] = result["energy"]
-                atoms.arrays[f"{PREFIX}_forces{channel.suffix}"] = result["forces"]
+                atoms.info[f"{channel.key_prefix}_energy"] = result["energy"]
+                atoms.arrays[f"{channel.key_prefix}_forces"] = result["forces"]
                 if "stress" in result:
-                    atoms.info[f"{PREFIX}_stress{channel.suffix}"] = result["stress"]
+                    atoms.info[f"{channel.key_prefix}_stress"] = result["stress"]
             write_structures(handle, atoms, format="extxyz")
             count += 1
     return count
