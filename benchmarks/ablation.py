@@ -603,6 +603,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "attempts": record["attempts"],
             "metrics": metrics,
             "validation": validation_metrics(run_dir),
+            "scale_per_task": yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["scale_per_task"],
         })
         print(f"[ablation] {name} seed {seed}: molecule@gfn1 force MAE "
               f"{metrics['molecule_gfn1']['forces_mae']:.4f} eV/Å, ‖θT‖ {metrics['theta_t_norm']:.3f}")

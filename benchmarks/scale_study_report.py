@@ -1,8 +1,10 @@
 """The per-task energy scale on two data sets: which treatment θT-L2 should use, chosen on validation.
 
 Reads, for each data set D that has them, ``<results>/scale_study_<D>.json`` (benchmarks/ablation.py
-with the arms multi_none, multi_task and the three ``multi_task_scale_*`` arms, three seeds) and, if
-present, ``<results>/scale_study_dbs_<D>.json`` (the arm multi_dbs_task with the selected treatment).
+with the arm multi_none and the θT-L2 arms ``multi_task`` and ``multi_task_scale_*``, three seeds) and,
+if present, ``<results>/scale_study_dbs_<D>.json`` (the arm multi_dbs_task with the selected treatment).
+Each run records the ``model.scale_per_task`` it trained with; ``multi_task`` follows the config's
+default, so the treatments are told apart by that record, not by arm name.
 Per data set and arm, mean ± std over seeds of: the validation criterion (ablation.validation_metrics;
 the only number the selection sees), the GFN1 test molecules' force MAE on the gfn1 channel and on
 the gfn2 channel and their ratio, the crystals' and GFN2 molecules' force MAE, ‖θT‖, and what
@@ -10,8 +12,10 @@ swapping the per-task scale from gfn2 into gfn1 closes of the channels' force ga
 (``sevenomni analyze gap``). Per data set the treatment with the lowest validation mean wins; the
 recipe default becomes the one that wins on every data set, or else the one that is not worse
 (on validation, beyond one standard error of the paired difference) than the winner on any set.
-Paired per-seed differences (same seed: same split, sampling and initialization) compare each
-treatment with today's free per-task scale, θT-L2 with no penalty, and DBS with no DBS.
+Ties are broken in favour of the config's current default, then in order of simplicity (shared,
+penalized, fixed, free). Paired per-seed differences (same seed: same split, sampling and
+initialization) compare each treatment with the free per-task scale (the default until 2026-12-05),
+θT-L2 with no penalty, and DBS with no DBS.
 Writes ``benchmarks/results/scale_study.{json,md,png}``.
 
     python benchmarks/scale_study_report.py [--results DIR] [--data tiny tiny_contrast]
@@ -31,9 +35,7 @@ import ablation_report  # noqa: E402  (paired differences)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-# θT-L2 arm -> the `model.scale_per_task` value it runs with
-TREATMENTS = {"multi_task": True, "multi_task_scale_shared": False,
-              "multi_task_scale_penalized": "penalized", "multi_task_scale_fixed": "fixed"}
+SIMPLICITY = [False, "penalized", "fixed", True]  # `model.scale_per_task` values, simplest first
 TREATMENT_NAMES = {True: "free per task (unpenalized)", False: "one shared scale",
                    "penalized": "shared × exp(s_t), s_t in θT", "fixed": "fixed from each task's force RMS"}
 COLUMNS = [  # (key, title, factor, decimals)
@@ -96,42 +98,57 @@ def paired_validation(runs: list[dict], first: str, second: str) -> dict | None:
             "standard_error": std / np.sqrt(len(differences)) if std is not None else None}
 
 
+def treatments(runs: list[dict]) -> dict[str, bool | str]:
+    """θT-L2 arm -> the ``model.scale_per_task`` its runs trained with (the first arm of each treatment)."""
+    found: dict[str, bool | str] = {}
+    for run in runs:
+        if not run["arm"].startswith("multi_task"):
+            continue
+        if "scale_per_task" not in run:
+            raise SystemExit(f"run {run['run_dir']} has no scale_per_task record: score it again with "
+                             "benchmarks/ablation.py (finished runs are not retrained)")
+        if run["scale_per_task"] not in found.values() or run["arm"] in found:
+            found[run["arm"]] = run["scale_per_task"]
+    return found
+
+
 def select(data_sets: dict[str, dict]) -> dict:
     """Per data set the validation winner among the θT-L2 treatments; then the recipe default."""
     winners, not_worse = {}, {}
     for name, entry in data_sets.items():
-        scored = {arm: entry["summary"][arm]["validation"]["mean"] for arm in TREATMENTS if arm in entry["summary"]}
+        arms = {value: arm for arm, value in entry["treatments"].items()}
+        scored = {value: entry["summary"][arm]["validation"]["mean"] for value, arm in arms.items()}
         winner = min(scored, key=scored.get)
         winners[name] = winner
         not_worse[name] = []
-        for arm in scored:
-            difference = paired_validation(entry["runs"], arm, winner)
+        for value, arm in arms.items():
+            difference = paired_validation(entry["runs"], arm, arms[winner])
             margin = (difference or {}).get("standard_error") or 0.0
-            if arm == winner or (difference is not None and difference["mean"] <= margin):
-                not_worse[name].append(arm)
-    common = set(winners.values())
-    if len(common) == 1:
-        default, reason = common.pop(), "it has the lowest validation error on every data set"
+            if value == winner or (difference is not None and difference["mean"] <= margin):
+                not_worse[name].append(value)
+    current = next(iter(data_sets.values()))["current_default"]
+    order = [current] + [value for value in SIMPLICITY if value != current]
+    if len(set(winners.values())) == 1:
+        default, reason = next(iter(winners.values())), "it has the lowest validation error on every data set"
     else:
-        candidates = [arm for arm in TREATMENTS if all(arm in not_worse[name] for name in data_sets)]
-        if "multi_task" in candidates:
-            default = "multi_task"
-        else:
-            default = candidates[0] if candidates else "multi_task"
+        candidates = [value for value in order if all(value in not_worse[name] for name in data_sets)]
+        default = candidates[0] if candidates else current
         reason = ("no treatment wins on every data set; it is within one standard error of the winner on "
-                  "every set" if candidates else "no treatment wins on every data set and none is within one "
-                  "standard error of the winners everywhere: today's default is kept")
-    return {"winners": winners, "not_worse_than_winner": not_worse, "default_arm": default,
-            "default_scale_per_task": TREATMENTS[default], "reason": reason}
+                  "every set (ties: the current default, then the simplest)" if candidates else
+                  "no treatment wins on every data set and none is within one standard error of the winners "
+                  "everywhere: the current default is kept")
+    return {"winners": winners, "not_worse_than_winner": not_worse, "default_scale_per_task": default,
+            "reason": reason}
 
 
-def comparisons(entry: dict, dbs: dict | None, default_arm: str) -> dict:
+def comparisons(entry: dict, dbs: dict | None, default: bool | str) -> dict:
     """The paired test-set differences this study reports for one data set."""
     runs = entry["runs"]
-    pairs = {f"{arm} − multi_task": ablation_report.paired(runs, arm, "multi_task")
-             for arm in TREATMENTS if arm != "multi_task" and arm in entry["summary"]}
-    pairs["multi_task − multi_none"] = ablation_report.paired(runs, "multi_task", "multi_none")
-    if default_arm != "multi_task":
+    arms = {value: arm for arm, value in entry["treatments"].items()}
+    free, default_arm = arms[True], arms[default]
+    pairs = {f"{arm} − {free}": ablation_report.paired(runs, arm, free) for arm in arms.values() if arm != free}
+    pairs[f"{free} − multi_none"] = ablation_report.paired(runs, free, "multi_none")
+    if default_arm != free:
         pairs[f"{default_arm} − multi_none"] = ablation_report.paired(runs, default_arm, "multi_none")
     if dbs is not None:
         combined = runs + [run | {"arm": "dbs"} for run in dbs["runs"]]
@@ -169,8 +186,8 @@ def markdown(record: dict) -> str:
         lines.append("")
     selection = record["selection"]
     lines += ["## Selection (validation only)", ""]
-    lines += [f"- {name}: lowest validation error with `{arm}` (scale_per_task: {TREATMENTS[arm]})"
-              for name, arm in selection["winners"].items()]
+    lines += [f"- {name}: lowest validation error with `scale_per_task: {str(value).lower()}` ({TREATMENT_NAMES[value]})"
+              for name, value in selection["winners"].items()]
     lines += [f"- recipe default: `model.scale_per_task: {str(selection['default_scale_per_task']).lower()}` "
               f"({TREATMENT_NAMES[selection['default_scale_per_task']]}): {selection['reason']}.", ""]
     return "\n".join(lines)
@@ -199,6 +216,13 @@ def plot(record: dict, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def current_default() -> bool | str:
+    """``model.scale_per_task`` of a run config that does not set it."""
+    from sevenomni.nn.config import ModelConfig
+
+    return ModelConfig.model_fields["scale_per_task"].default
 
 
 def load(results: Path, data: str) -> tuple[dict | None, dict | None]:
@@ -238,7 +262,8 @@ def main(argv: list[str] | None = None) -> dict:
         labels = {arm: spec["label"] for arm, spec in study["arms"].items()}
         data_sets[data] = {"steps": study["steps"], "seeds": study["seeds"], "labels": labels,
                            "labels_statistics": label_statistics(Path(study["data_dir"])), "runs": study["runs"],
-                           "summary": summarize(study["runs"])}
+                           "summary": summarize(study["runs"]), "treatments": treatments(study["runs"]),
+                           "current_default": current_default()}
         if dbs is not None:
             dbs_results[data] = dbs
             data_sets[data]["summary"]["dbs"] = summarize([run | {"arm": "dbs"} for run in dbs["runs"]])["dbs"]
@@ -247,7 +272,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"no scale_study_<data>.json in {args.results}")
     record = {"data_sets": data_sets, "selection": select(data_sets)}
     for name, entry in data_sets.items():
-        entry["paired"] = comparisons(entry, dbs_results.get(name), record["selection"]["default_arm"])
+        entry["paired"] = comparisons(entry, dbs_results.get(name), record["selection"]["default_scale_per_task"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(markdown(record))

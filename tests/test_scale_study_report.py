@@ -18,9 +18,14 @@ def load_report():
 report = load_report()
 
 
+TREATMENTS = {"multi_task_scale_free": True, "multi_task_scale_shared": False,
+              "multi_task_scale_penalized": "penalized", "multi_task_scale_fixed": "fixed"}
+ARMS = list(TREATMENTS)
+
+
 def run(arm: str, seed: int, validation: float, test: float) -> dict:
     return {
-        "arm": arm, "seed": seed,
+        "arm": arm, "seed": seed, "run_dir": f"{arm}/seed{seed}", "scale_per_task": TREATMENTS.get(arm, True),
         "validation": {"selection_forces_mae": validation},
         "metrics": {
             "molecule_gfn1": {"forces_mae": test}, "molecule_gfn1_on_gfn2_channel": {"forces_mae": 0.4},
@@ -30,12 +35,10 @@ def run(arm: str, seed: int, validation: float, test: float) -> dict:
     }
 
 
-def data_set(validation: dict[str, float], test: dict[str, float]) -> dict:
+def data_set(validation: dict[str, float], test: dict[str, float], current_default=True) -> dict:
     runs = [run(arm, seed, validation[arm] + 0.001 * seed, test[arm]) for arm in validation for seed in range(3)]
-    return {"runs": runs, "summary": report.summarize(runs)}
-
-
-ARMS = list(report.TREATMENTS)
+    return {"runs": runs, "summary": report.summarize(runs), "treatments": report.treatments(runs),
+            "current_default": current_default}
 
 
 def test_the_winner_is_chosen_on_validation_even_where_the_test_set_prefers_another():
@@ -43,7 +46,7 @@ def test_the_winner_is_chosen_on_validation_even_where_the_test_set_prefers_anot
     validation = dict(zip(ARMS, [0.50, 0.52, 0.40, 0.60]))
     test = dict(zip(ARMS, [1.0, 0.9, 0.8, 0.1]))
     selection = report.select({"a": data_set(validation, test), "b": data_set(validation, test)})
-    assert selection["winners"] == {"a": "multi_task_scale_penalized", "b": "multi_task_scale_penalized"}
+    assert selection["winners"] == {"a": "penalized", "b": "penalized"}
     assert selection["default_scale_per_task"] == "penalized"
 
 
@@ -55,10 +58,31 @@ def test_without_a_common_winner_the_default_is_one_not_worse_anywhere():
         run("multi_task_scale_penalized", s, 0.40 + 0.001 * s, 1.0) for s in range(3)]
     first["summary"] = report.summarize(first["runs"])
     selection = report.select({"a": first, "b": second})
-    assert selection["winners"]["a"] in ("multi_task_scale_shared", "multi_task_scale_penalized")
-    assert selection["winners"]["b"] in ("multi_task_scale_penalized", "multi_task_scale_fixed")
-    assert selection["default_arm"] == "multi_task_scale_penalized"
+    assert selection["winners"]["a"] in (False, "penalized")
+    assert selection["winners"]["b"] in ("penalized", "fixed")
+    assert selection["default_scale_per_task"] == "penalized"
     assert "no treatment wins on every data set" in selection["reason"]
+
+
+def test_ties_go_to_the_current_default_then_to_the_simplest_treatment():
+    # a prefers the free scale, b the fixed one, each by 0.01 with a per-seed noise of ±0.05: every
+    # treatment is within one standard error of both winners
+    def noisy(winner: str, current) -> dict:
+        runs = [run(arm, seed, 0.49 if arm == winner else 0.5 + (0.05, -0.05, 0.0)[seed], 1.0)
+                for arm in ARMS for seed in range(3)]
+        return {"runs": runs, "summary": report.summarize(runs), "treatments": report.treatments(runs),
+                "current_default": current}
+
+    for current, expected in ((True, True), ("fixed", "fixed"), ("unknown", False)):
+        selection = report.select({"a": noisy("multi_task_scale_free", current),
+                                   "b": noisy("multi_task_scale_fixed", current)})
+        assert selection["default_scale_per_task"] == expected
+
+
+def test_arms_are_told_apart_by_the_treatment_their_runs_recorded():
+    runs = [run("multi_task", 0, 0.5, 1.0) | {"scale_per_task": False}, run("multi_task_scale_shared", 0, 0.5, 1.0),
+            run("multi_task_scale_free", 0, 0.5, 1.0), run("multi_none", 0, 0.9, 2.0)]
+    assert report.treatments(runs) == {"multi_task": False, "multi_task_scale_free": True}
 
 
 def test_the_channel_ratio_and_the_scale_share_of_the_gap_come_from_each_run():
