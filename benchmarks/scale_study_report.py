@@ -12,8 +12,12 @@ swapping the per-task scale from gfn2 into gfn1 closes of the channels' force ga
 (``sevenomni analyze gap``). Per data set the treatment with the lowest validation mean wins; the
 recipe default becomes the one that wins on every data set, or else the one that is not worse
 (on validation, beyond one standard error of the paired difference) than the winner on any set.
-Ties are broken in favour of the config's current default, then in order of simplicity (shared,
-penalized, fixed, free). Paired per-seed differences (same seed: same split, sampling and
+Ties are broken in favour of the default before this study (a free scale per task), then in order
+of simplicity (shared, penalized, fixed). Where no ``scale_study_small.json`` exists, the small set
+enters with the three-seed runs that predate the study: θT-L2 at λ = 1 with the free scale
+(``ablation_lambda_1.json``) and with one shared scale (``transfer_gap_shared_scale_lambda_1.json``),
+and no penalty (``ablation_unregularized.json``); a treatment not run on a set cannot be shown not
+worse there. Paired per-seed differences (same seed: same split, sampling and
 initialization) compare each treatment with the free per-task scale (the default until 2026-12-05),
 θT-L2 with no penalty, and DBS with no DBS.
 Writes ``benchmarks/results/scale_study.{json,md,png}``.
@@ -35,7 +39,14 @@ import ablation_report  # noqa: E402  (paired differences)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+PREVIOUS_DEFAULT = True  # `model.scale_per_task` before this study (2026-12-05)
 SIMPLICITY = [False, "penalized", "fixed", True]  # `model.scale_per_task` values, simplest first
+# The small set's earlier three-seed runs: results file -> (arm, the arm it becomes, its scale treatment)
+EARLIER_SMALL_SET = {
+    "ablation_unregularized.json": ("multi_none", "multi_none", None),
+    "ablation_lambda_1.json": ("multi_task", "multi_task", True),
+    "transfer_gap_shared_scale_lambda_1.json": ("multi_task", "multi_task_scale_shared", False),
+}
 TREATMENT_NAMES = {True: "free per task (unpenalized)", False: "one shared scale",
                    "penalized": "shared × exp(s_t), s_t in θT", "fixed": "fixed from each task's force RMS"}
 COLUMNS = [  # (key, title, factor, decimals)
@@ -126,17 +137,16 @@ def select(data_sets: dict[str, dict]) -> dict:
             margin = (difference or {}).get("standard_error") or 0.0
             if value == winner or (difference is not None and difference["mean"] <= margin):
                 not_worse[name].append(value)
-    current = next(iter(data_sets.values()))["current_default"]
-    order = [current] + [value for value in SIMPLICITY if value != current]
+    order = [PREVIOUS_DEFAULT] + [value for value in SIMPLICITY if value != PREVIOUS_DEFAULT]
     if len(set(winners.values())) == 1:
         default, reason = next(iter(winners.values())), "it has the lowest validation error on every data set"
     else:
         candidates = [value for value in order if all(value in not_worse[name] for name in data_sets)]
-        default = candidates[0] if candidates else current
+        default = candidates[0] if candidates else PREVIOUS_DEFAULT
         reason = ("no treatment wins on every data set; it is within one standard error of the winner on "
-                  "every set (ties: the current default, then the simplest)" if candidates else
+                  "every set (ties: the default before this study, then the simplest)" if candidates else
                   "no treatment wins on every data set and none is within one standard error of the winners "
-                  "everywhere: the current default is kept")
+                  "everywhere: the default before this study is kept")
     return {"winners": winners, "not_worse_than_winner": not_worse, "default_scale_per_task": default,
             "reason": reason}
 
@@ -218,17 +228,31 @@ def plot(record: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def current_default() -> bool | str:
-    """``model.scale_per_task`` of a run config that does not set it."""
-    from sevenomni.nn.config import ModelConfig
-
-    return ModelConfig.model_fields["scale_per_task"].default
-
-
 def load(results: Path, data: str) -> tuple[dict | None, dict | None]:
     study, dbs = results / f"scale_study_{data}.json", results / f"scale_study_dbs_{data}.json"
+    if data == "small" and not study.exists():
+        return earlier_small_set(results), None
     return (json.loads(study.read_text()) if study.exists() else None,
             json.loads(dbs.read_text()) if dbs.exists() else None)
+
+
+def earlier_small_set(results: Path) -> dict | None:
+    """The small set's three-seed runs of before the study, as one study record (see the module doc)."""
+    files = {name: results / name for name in EARLIER_SMALL_SET}
+    if not all(path.exists() for path in files.values()):
+        return None
+    record = {"runs": [], "arms": {}}
+    for name, path in files.items():
+        source, arm, treatment = EARLIER_SMALL_SET[name]
+        data = json.loads(path.read_text())
+        record.update({key: data[key] for key in ("steps", "seeds", "data_dir")})
+        record["arms"][arm] = data["arms"][source]
+        for run in data["runs"]:
+            if run["arm"] == source:
+                record["runs"].append(run | {"arm": arm} | ({} if treatment is None else {"scale_per_task": treatment}))
+    record["arms"]["multi_task_scale_shared"] = record["arms"]["multi_task_scale_shared"] | {
+        "label": "Multi, L2 θT, shared scale"}
+    return record
 
 
 def label_statistics(data_dir: Path) -> dict[str, dict[str, float]]:
@@ -262,8 +286,7 @@ def main(argv: list[str] | None = None) -> dict:
         labels = {arm: spec["label"] for arm, spec in study["arms"].items()}
         data_sets[data] = {"steps": study["steps"], "seeds": study["seeds"], "labels": labels,
                            "labels_statistics": label_statistics(Path(study["data_dir"])), "runs": study["runs"],
-                           "summary": summarize(study["runs"]), "treatments": treatments(study["runs"]),
-                           "current_default": current_default()}
+                           "summary": summarize(study["runs"]), "treatments": treatments(study["runs"])}
         if dbs is not None:
             dbs_results[data] = dbs
             data_sets[data]["summary"]["dbs"] = summarize([run | {"arm": "dbs"} for run in dbs["runs"]])["dbs"]

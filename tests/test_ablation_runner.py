@@ -29,7 +29,7 @@ ARMS = runner.load_arms()
 
 
 SCALE_TREATMENTS = {"multi_task_scale_shared": False, "multi_task_scale_penalized": "penalized",
-                    "multi_task_scale_fixed": "fixed", "multi_task_scale_free": True}
+                    "multi_task_scale_fixed": "fixed"}
 
 
 def test_the_seven_arms_and_the_scale_treatments_are_defined():
@@ -62,7 +62,7 @@ def test_every_arm_is_a_valid_run_config(arm, data):
     assert by_name["test_molecule_gfn1"].task == "gfn1" and "test_molecule_gfn1" not in trained
     expected_mode = "task" if arm in SCALE_TREATMENTS else {"all": "all", "task": "task"}.get(arm.rsplit("_", 1)[-1], "none")
     assert config.train.regularization.mode == expected_mode
-    assert config.model.scale_per_task == SCALE_TREATMENTS.get(arm, False)  # the others: the default
+    assert config.model.scale_per_task == SCALE_TREATMENTS.get(arm, True)  # the others: the default
 
 
 def test_all_arms_share_model_sampling_and_training_settings():

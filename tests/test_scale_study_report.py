@@ -35,10 +35,9 @@ def run(arm: str, seed: int, validation: float, test: float) -> dict:
     }
 
 
-def data_set(validation: dict[str, float], test: dict[str, float], current_default=True) -> dict:
+def data_set(validation: dict[str, float], test: dict[str, float]) -> dict:
     runs = [run(arm, seed, validation[arm] + 0.001 * seed, test[arm]) for arm in validation for seed in range(3)]
-    return {"runs": runs, "summary": report.summarize(runs), "treatments": report.treatments(runs),
-            "current_default": current_default}
+    return {"runs": runs, "summary": report.summarize(runs), "treatments": report.treatments(runs)}
 
 
 def test_the_winner_is_chosen_on_validation_even_where_the_test_set_prefers_another():
@@ -64,19 +63,26 @@ def test_without_a_common_winner_the_default_is_one_not_worse_anywhere():
     assert "no treatment wins on every data set" in selection["reason"]
 
 
-def test_ties_go_to_the_current_default_then_to_the_simplest_treatment():
-    # a prefers the free scale, b the fixed one, each by 0.01 with a per-seed noise of ±0.05: every
-    # treatment is within one standard error of both winners
-    def noisy(winner: str, current) -> dict:
-        runs = [run(arm, seed, 0.49 if arm == winner else 0.5 + (0.05, -0.05, 0.0)[seed], 1.0)
+def test_ties_go_to_the_former_default_then_to_the_simplest_treatment():
+    # a prefers one treatment, b another, each by 0.01 with a per-seed noise of ±0.05 on the rest:
+    # every treatment is within one standard error of both winners, unless it is clearly worse (+0.2)
+    def noisy(winner: str, worse: tuple[str, ...] = ()) -> dict:
+        runs = [run(arm, seed, 0.49 if arm == winner else 0.7 if arm in worse else 0.5 + (0.05, -0.05, 0.0)[seed], 1.0)
                 for arm in ARMS for seed in range(3)]
-        return {"runs": runs, "summary": report.summarize(runs), "treatments": report.treatments(runs),
-                "current_default": current}
+        return {"runs": runs, "summary": report.summarize(runs), "treatments": report.treatments(runs)}
 
-    for current, expected in ((True, True), ("fixed", "fixed"), ("unknown", False)):
-        selection = report.select({"a": noisy("multi_task_scale_free", current),
-                                   "b": noisy("multi_task_scale_fixed", current)})
-        assert selection["default_scale_per_task"] == expected
+    tied = {"a": noisy("multi_task_scale_penalized"), "b": noisy("multi_task_scale_fixed")}
+    assert report.select(tied)["default_scale_per_task"] is True  # the default before the study
+    free_worse = {"a": noisy("multi_task_scale_penalized", ("multi_task_scale_free",)), "b": noisy("multi_task_scale_fixed")}
+    assert report.select(free_worse)["default_scale_per_task"] is False  # then the simplest
+
+
+def test_a_treatment_not_run_on_a_data_set_cannot_be_the_default_and_nothing_is_changed_without_evidence():
+    first = data_set(dict(zip(ARMS, [0.60, 0.50, 0.55, 0.55])), dict(zip(ARMS, [1.0] * 4)))
+    second = data_set({"multi_task_scale_free": 0.50, "multi_task_scale_shared": 0.60}, {a: 1.0 for a in ARMS})
+    selection = report.select({"a": first, "b": second})
+    assert selection["winners"] == {"a": False, "b": True}
+    assert selection["default_scale_per_task"] is True and "is kept" in selection["reason"]
 
 
 def test_arms_are_told_apart_by_the_treatment_their_runs_recorded():
