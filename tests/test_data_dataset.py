@@ -7,7 +7,7 @@ import pytest
 import torch
 from ase.data import chemical_symbols
 from pydantic import ValidationError
-from test_data_helpers import records
+from data_helpers import records
 from torch.utils.data import ConcatDataset, DataLoader
 
 from sevenomni.data.dataset import LMDBDataset, database_datasets, split_indices

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
-from test_data_helpers import (
+from data_helpers import (
     aselmdb_row,
     crystal,
     extxyz_frame,

@@ -11,7 +11,7 @@ import pytest
 from ase.build import molecule
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.units import GPa
-from test_data_helpers import (
+from data_helpers import (
     aselmdb_row,
     crystal,
     extxyz_frame,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_data_helpers import records
+from data_helpers import records
 
 from sevenomni.data.dataset import LMDBDataset
 from sevenomni.data.graph import neighbor_list

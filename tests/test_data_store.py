@@ -12,7 +12,7 @@ from pathlib import Path
 import lmdb
 import numpy as np
 import pytest
-from test_data_helpers import records
+from data_helpers import records
 
 from sevenomni.cli import main
 from sevenomni.data.store import (

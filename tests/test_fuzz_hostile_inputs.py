@@ -115,7 +115,7 @@ def model_cases(work: Path, rng: np.random.Generator) -> Iterator[Callable[[], N
 
 
 def store_cases(work: Path, rng: np.random.Generator) -> Iterator[Callable[[], None]]:
-    from test_data_helpers import records
+    from data_helpers import records
 
     from sevenomni.data.dataset import LMDBDataset
     from sevenomni.data.store import StoreReader, write_store

@@ -21,7 +21,7 @@ import torch
 from ase import Atoms
 from ase.io import write
 from conftest import make_model
-from test_data_helpers import records
+from data_helpers import records
 from training_helpers import make_run, write_config
 
 from sevenomni import CheckpointError, SevenOmniCalculator, load_model, save_checkpoint

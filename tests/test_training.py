@@ -390,3 +390,11 @@ def test_two_task_cli_run_lowers_validation_force_error_threefold(tmp_path):
         assert final[database] * 1.5 <= initial[database], (database, initial[database], final[database])
     assert load_model(run / "model.pt").tasks == ["gfn1", "gfn2"]
     assert "final validation" in result.stdout
+
+
+def test_databases_whose_tasks_differ_only_in_case_train_one_task(tmp_path):
+    raw = make_run(tmp_path, overrides={"data.databases.1.task": "GFN1", "stages.0.steps": 1})
+    config = load_config(raw=raw)
+    assert config.tasks == ["gfn1"]  # the first spelling, as Tasks keeps it everywhere
+    trainer = Trainer(config)
+    assert trainer.model.tasks == ["gfn1"] and {d.task_index for d in trainer.databases} == {0}

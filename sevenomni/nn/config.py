@@ -226,5 +226,6 @@ class ModelConfig(Architecture):
         return [atomic_numbers[s] for s in self.elements]
 
     @property
-    def hidden_readout(self) -> int:
+    def readout_width(self) -> int:
+        """Scalars of the readout's hidden layer: ``readout_hidden``, or half the channels."""
         return self.readout_hidden or max(self.channels // 2, 1)

@@ -127,11 +127,11 @@ class SevenOmniModel(nn.Module):
             irreps = layer.irreps_out
         self.layers = nn.ModuleList(layers)
 
-        readout_hidden = o3.Irreps(f"{config.hidden_readout}x0e")
+        readout_irreps = o3.Irreps(f"{config.readout_width}x0e")
         self.readout_hidden = TaskLinear(
-            irreps, readout_hidden, num_tasks if "readout" in sites else 0, config.task_embedding_norm
+            irreps, readout_irreps, num_tasks if "readout" in sites else 0, config.task_embedding_norm
         )
-        self.readout_energy = EquivariantLinear(readout_hidden, o3.Irreps("1x0e"))
+        self.readout_energy = EquivariantLinear(readout_irreps, o3.Irreps("1x0e"))
         self.energy_shift = TaskShift(num_tasks, num_species)
         self.energy_scale = energy_scale(config.scale_per_task, num_tasks, num_species, config.scale_per_element)
         self.linear_correction = LinearCorrection(num_tasks) if config.linear_correction else None

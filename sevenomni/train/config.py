@@ -14,6 +14,7 @@ from sevenomni.base import StrictModel, validation_problems
 from sevenomni.baseline import BaselineSpec
 from sevenomni.data.spec import DatabaseSpec, SamplingSpec
 from sevenomni.nn.config import Architecture, check_neighbor_normalization, element_symbols
+from sevenomni.nn.task_names import Tasks
 from sevenomni.train.config_keys import unknown_key_message
 
 
@@ -195,8 +196,8 @@ class TrainSection(StrictModel):
     freeze: Literal["none", "shared", "all_but_linear_correction"] = Field(
         "none",
         description="shared: train only θT, shifts and scales (the other channels' predictions stay fixed); "
-        "all_but_linear_correction: train only one scalar per task on its shift-free energy (seed 004's linear "
-        "correction; added to the model, initialized to 1)",
+        "all_but_linear_correction: train only one scalar per task on its shift-free energy (a linear "
+        "correction of the task's energies; added to the model, initialized to 1)",
     )
     loss: LossSection = Field(default_factory=LossSection, description="loss kind and the weight of each label")
     finetune: FinetuneSection = Field(
@@ -375,15 +376,11 @@ class RunConfig(StrictModel):
         return {name for stage in self.stages for name in stage.databases}
 
     @property
-    def tasks(self) -> list[str]:
-        """Tasks in order of first appearance over the stages."""
+    def tasks(self) -> Tasks:
+        """Tasks in order of first appearance over the stages; names that differ only in case are one
+        task (the first spelling), as everywhere else (:class:`sevenomni.nn.task_names.Tasks`)."""
         by_name = {d.name: d.task for d in self.data.databases}
-        tasks: list[str] = []
-        for stage in self.stages:
-            for database in stage.databases:
-                if by_name[database] not in tasks:
-                    tasks.append(by_name[database])
-        return tasks
+        return Tasks().extended(by_name[name] for stage in self.stages for name in stage.databases)
 
 
 def parse_value(text: str, dotted: str) -> Any:

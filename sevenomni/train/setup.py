@@ -107,7 +107,7 @@ def task_force_rms(config: RunConfig, databases: list[Database], num_tasks: int)
 def record_baselines(model: SevenOmniModel, config: RunConfig, trained_before: Tasks) -> SevenOmniModel:
     """Give each task the baseline its databases declare. A task the starting model already had
     keeps its targets: a config that changes its baseline is an error."""
-    configured = Tasks(config.tasks)
+    configured = config.tasks
     for task in model.tasks:
         wanted = config.baseline_of(task) if task in configured else model.baseline_of(task)
         if task in trained_before and wanted != model.baseline_of(task):
@@ -152,6 +152,6 @@ def freeze(model: SevenOmniModel, mode: str) -> None:
 
 def trained_task_indices(tasks: Tasks, config: RunConfig) -> list[int] | None:
     """Indices of the tasks this run's data trains, or None when it trains all of them."""
-    configured = Tasks(config.tasks)
+    configured = config.tasks
     indices = [index for index, task in enumerate(tasks) if task in configured]
     return None if len(indices) == len(tasks) else indices

@@ -1,7 +1,4 @@
-"""Writers of tiny source files in each database's native layout, shared by the data tests.
-
-(No tests here; the name only keeps the data layer's test files together.)
-"""
+"""Writers of tiny source files in each database's native layout, shared by the data tests."""
 
 from __future__ import annotations
 
