@@ -11,6 +11,9 @@ import difflib
 import re
 import sys
 
+# The ways `sevenomni dbs select` chooses structures; sevenomni.dbs checks a request against them.
+SELECTION_STRATEGIES = ("random", "fps", "disagreement")
+
 
 def add_trust_pickle_argument(parser: argparse.ArgumentParser) -> None:
     """The ``--trust-pickle`` flag of every command that loads a model (see :func:`sevenomni.loading.load_model`)."""

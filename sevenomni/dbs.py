@@ -38,7 +38,7 @@ from sevenomni.data.dataset import LMDBDataset
 from sevenomni.data.graph import collate
 from sevenomni.data.ingest import ingest
 from sevenomni.data.store import StoreReader, is_store
-from sevenomni.dbs_cli import STRATEGIES
+from sevenomni.arguments import SELECTION_STRATEGIES
 from sevenomni.files import new_sibling
 from sevenomni.keys import FORCES
 from sevenomni.nn import SevenOmniModel
@@ -111,8 +111,8 @@ def select(
         raise SelectionError("give exactly one of --fraction and --count")
     if fraction is not None and not 0 < fraction <= 1:
         raise SelectionError(f"--fraction must be in (0, 1], got {fraction}")
-    if strategy not in STRATEGIES:
-        raise SelectionError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if strategy not in SELECTION_STRATEGIES:
+        raise SelectionError(f"unknown strategy {strategy!r}; choose one of {', '.join(SELECTION_STRATEGIES)}")
     size = len(StoreReader(store))
     if count is None:
         count = max(1, round(fraction * size))

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import sys
 
-from sevenomni.arguments import add_trust_pickle_argument
+from sevenomni.arguments import SELECTION_STRATEGIES, add_trust_pickle_argument
 
-STRATEGIES = ("random", "fps", "disagreement")
 
 
 def _select_command(args) -> None:
@@ -46,7 +45,7 @@ def register(commands) -> None:
     size = chooser.add_mutually_exclusive_group(required=True)
     size.add_argument("--fraction", type=float, help="share of the store to select, in (0, 1]")
     size.add_argument("--count", type=int, help="number of structures to select")
-    chooser.add_argument("--strategy", choices=STRATEGIES, default="random",
+    chooser.add_argument("--strategy", choices=SELECTION_STRATEGIES, default="random",
                          help="random; fps: farthest points of the model's invariant features; disagreement: "
                               "largest force difference between two channels of the model")
     chooser.add_argument("--model", help="model for fps and disagreement (any source load_model takes)")

@@ -11,9 +11,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sevenomni"
 # (the subpackage, or the module itself); nn and data share a rank and must not import each other.
 LAYERS = {
     "sevenomni.base": 0, "sevenomni.keys": 0, "sevenomni.version": 0, "sevenomni.files": 0,
-    "sevenomni.logs": 0, "sevenomni.devices": 0,
+    "sevenomni.logs": 0, "sevenomni.devices": 0, "sevenomni.arguments": 0,
     "sevenomni.baseline": 0.5,
     "sevenomni.nn": 1, "sevenomni.data": 1,
+    "sevenomni.extrapolation": 1.5,
     "sevenomni.checkpoint": 2,
     "sevenomni.interop": 3,
     "sevenomni.loading": 4,
@@ -21,7 +22,9 @@ LAYERS = {
     "sevenomni.calculator": 6,
     "sevenomni.analysis": 7, "sevenomni.dbs": 7, "sevenomni.md": 7,
     "sevenomni.train": 8,
+    "sevenomni.dbs_cli": 8.5,
     "sevenomni.cli": 9, "sevenomni": 9,
+    "sevenomni.__main__": 10,
 }
 
 
