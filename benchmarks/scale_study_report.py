@@ -182,9 +182,9 @@ def markdown(record: dict) -> str:
              "per-task scale alone removes (`sevenomni analyze gap`; 0 where the scale is shared).", ""]
     for name, entry in record["data_sets"].items():
         lines += [f"## {name} ({entry['steps']} steps, seeds {entry['seeds']})", "",
-                  "Training databases: " + "; ".join(
+                  "Training databases: " + ("; ".join(
                       f"{k} force RMS {v['force_rms']:.2f} eV/Å, energy/atom spread {v['energy_per_atom_std']:.2f} eV"
-                      for k, v in entry["labels_statistics"].items()), ""]
+                      for k, v in entry["labels_statistics"].items()) or "(the set's files are not here to count)"), ""]
         lines += ["| arm | " + " | ".join(title for _, title, *_ in COLUMNS) + " |",
                   "|---|" + "---:|" * len(COLUMNS)]
         for arm, summary in entry["summary"].items():
