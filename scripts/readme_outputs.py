@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sevenomni.nn.task_names import CHANNEL_COLUMN
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from readme_blocks import find_blocks, replace_blocks  # noqa: E402
@@ -117,8 +119,8 @@ def eval_tables(outputs: list[str], files: dict[str, str]) -> dict:
 
 
 def table_header(lines: list[str]) -> str:
-    """The header line of a printed metrics table (``database  channel ...``)."""
-    return next(line for line in lines if line.split()[:2] == ["database", "channel"])
+    """The header line of a printed metrics table (``database  task (channel) ...``)."""
+    return next(line for line in lines if line.split()[:1] == ["database"] and CHANNEL_COLUMN in line)
 
 
 def lines_with(text: str, *starts: str) -> list[str]:
