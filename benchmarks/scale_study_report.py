@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
         if dbs is not None:
             dbs_results[data] = dbs
             data_sets[data]["summary"]["dbs"] = summarize([run | {"arm": "dbs"} for run in dbs["runs"]])["dbs"]
-            data_sets[data]["labels"]["dbs"] = "Multi+DBS, L2 θT, selected scale (" + " ".join(dbs["extra_overrides"]) + ")"
+            data_sets[data]["labels"]["dbs"] = "Multi+DBS, L2 θT, selected scale (" + (" ".join(dbs["extra_overrides"]) or "the default") + ")"
     if not data_sets:
         raise SystemExit(f"no scale_study_<data>.json in {args.results}")
     record = {"data_sets": data_sets, "selection": select(data_sets)}
