@@ -122,5 +122,6 @@ def test_default_strength_is_the_ablation_choice_of_each_mode():
     assert RegularizationSection(mode="all").strength == 1e-6
     assert RegularizationSection(mode="none").strength == 0.0
     assert RegularizationSection(mode="all", strength=0.5).strength == 0.5
+    assert RegularizationSection(mode="all", strength=None).strength == 1e-6  # null: the mode's default
     with pytest.raises(ValueError, match="strength"):
-        RegularizationSection(strength=None)
+        RegularizationSection(strength=-1.0)
