@@ -51,8 +51,11 @@ def import_sevenn(args: argparse.Namespace) -> None:
 def export_sevenn(args: argparse.Namespace) -> None:
     """Write a sevenomni model (imported from SevenNet, perhaps fine-tuned) as a SevenNet checkpoint."""
     from sevenomni.interop.sevenn_export import export_sevenn as convert
+    from sevenomni.loading import load_model, resolve_model_source
 
-    exported = convert(args.model, args.out, template=args.template, trust_pickle=args.trust_pickle)
+    source = resolve_model_source(args.model)
+    model = load_model(source, trust_pickle=args.trust_pickle)
+    exported = convert(model, source, args.out, template=args.template, trust_pickle=args.trust_pickle)
     modal_map = exported["config"].get("_modal_map") if exported["config"].get("use_modality") else None
     modals = f"; modalities {', '.join(modal_map)}" if modal_map else ""
     print(f"wrote {args.out}: SevenNet checkpoint{modals}")

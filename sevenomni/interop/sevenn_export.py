@@ -38,7 +38,6 @@ from sevenomni.interop.sevenn import (
     sevenn_model_config,
     sevenn_weight_links,
 )
-from sevenomni.loading import load_model, resolve_model_source
 from sevenomni.nn import SevenOmniModel
 
 # Model-config fields that may differ from the template's: they are written into the exported
@@ -48,10 +47,11 @@ _FREE_FIELDS = {"tasks", "elements", "avg_num_neighbors", "task_elements", "tp_b
 
 def recorded_template(source: str | os.PathLike) -> Path | None:
     """The SevenNet checkpoint a model source was imported from, where it records one: a SevenNet
-    checkpoint (or shortcut) is its own template; a model file written by ``import-sevenn`` names it."""
+    checkpoint (or shortcut) is its own template; a model file written by ``import-sevenn`` names it.
+    ``source`` is a file or shortcut (a run directory resolved to its model file beforehand)."""
     if is_sevenn_shortcut(source):
         return resolve_sevenn_checkpoint(source)
-    path = Path(resolve_model_source(source))
+    path = Path(source)
     if is_sevenn_checkpoint(path):
         return path
     record = load_archive(path, "sevenomni model")
@@ -158,14 +158,15 @@ def model_to_sevenn(model: SevenOmniModel, template: dict[str, Any]) -> dict[str
 
 
 def export_sevenn(
+    model: SevenOmniModel,
     model_source: str | os.PathLike,
     out: str | os.PathLike,
     template: str | os.PathLike | None = None,
     trust_pickle: bool = False,
 ) -> dict[str, Any]:
-    """Write the model in ``model_source`` (anything :func:`~sevenomni.loading.load_model` reads) as a
-    SevenNet checkpoint at ``out``; ``template`` (a SevenNet checkpoint or shortcut) defaults to the
-    one the model records it was imported from. Returns the checkpoint dict written."""
+    """Write ``model``, loaded from ``model_source``, as a SevenNet checkpoint at ``out``; ``template``
+    (a SevenNet checkpoint or shortcut) defaults to the one ``model_source`` records it was imported
+    from. Returns the checkpoint dict written."""
     if template is None:
         template = recorded_template(model_source)
         if template is None:
@@ -174,7 +175,6 @@ def export_sevenn(
                 "--template (a SevenNet checkpoint file, or a shortcut such as 7net-0 or 7net-mf-0)"
             )
     template_path = resolve_sevenn_checkpoint(template)
-    model = load_model(model_source, trust_pickle=trust_pickle)
     checkpoint = read_sevenn_checkpoint(template_path, trust_pickle=trust_pickle)
     try:
         exported = model_to_sevenn(model, checkpoint)
