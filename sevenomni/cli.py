@@ -48,6 +48,19 @@ def import_sevenn(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: tasks {', '.join(model.tasks)}; {len(model.elements)} elements; {total:,} parameters")
 
 
+def export_sevenn(args: argparse.Namespace) -> None:
+    """Write a sevenomni model (imported from SevenNet, perhaps fine-tuned) as a SevenNet checkpoint."""
+    from sevenomni.interop.sevenn_export import export_sevenn as convert
+    from sevenomni.loading import load_model, resolve_model_source
+
+    source = resolve_model_source(args.model)
+    model = load_model(source, trust_pickle=args.trust_pickle)
+    exported = convert(model, source, args.out, template=args.template, trust_pickle=args.trust_pickle)
+    modal_map = exported["config"].get("_modal_map") if exported["config"].get("use_modality") else None
+    modals = f"; modalities {', '.join(modal_map)}" if modal_map else ""
+    print(f"wrote {args.out}: SevenNet checkpoint{modals}")
+
+
 def error_message(error: Exception) -> str:
     """What the user is told: an OS error naming its path; an error raised in a DataLoader worker as
     the worker raised it (torch puts the worker's traceback before it)."""
@@ -77,6 +90,18 @@ def build_parser() -> argparse.ArgumentParser:
     sevenn_parser.add_argument("--task-name", help="name of the task of a single-task checkpoint (default: sevenn)")
     add_trust_pickle_argument(sevenn_parser)
     sevenn_parser.set_defaults(handler=import_sevenn)
+    export_parser = commands.add_parser(
+        "export-sevenn", help="write a model imported from SevenNet (e.g. fine-tuned since) as a SevenNet checkpoint"
+    )
+    export_parser.add_argument("model", help="model file, training checkpoint, run directory or SevenNet checkpoint")
+    export_parser.add_argument("out", help="SevenNet checkpoint file to write (.pth)")
+    export_parser.add_argument(
+        "--template",
+        help="SevenNet checkpoint (or shortcut: 7net-0, 7net-mf-0, ...) whose config the export uses "
+        "(default: the one the model was imported from, where its file records it)",
+    )
+    add_trust_pickle_argument(export_parser)
+    export_parser.set_defaults(handler=export_sevenn)
     from sevenomni.data.cli import register as register_data_commands  # `sevenomni data ...`
     register_data_commands(commands)
     from sevenomni.train.cli import register as register_train_command  # `sevenomni train ...`
