@@ -37,10 +37,21 @@ def start_up_summary(
             f"θT {parameter_count(model.task_embedding_parameters()):,} in task embeddings, "
             f"{parameter_count(model.named_parameters()):,} in all"
         ),
-        f"loss ({loss.kind}) weights: " + ", ".join(f"{label} {loss_weight(loss, label):g}" for label in LABELS),
+        loss_weights_text(loss),
         *(database_line(database, model.tasks, loss) for database in databases),
         *untrained_stress_hints(databases, loss),
     ]
+
+
+def loss_weights_text(loss: LossSection) -> str:
+    """``loss (mse) weights: energy 1, forces 10, stress 0``: the kind and every weight, zeros included."""
+    return f"loss ({loss.kind}) weights: " + ", ".join(f"{label} {loss_weight(loss, label):g}" for label in LABELS)
+
+
+def stage_start_line(stage: str, databases: list[str], step: int, length: int, lr: float, loss: LossSection) -> str:
+    """What a stage trains on and with: its databases, length (and where a resumed stage picks up), lr, loss."""
+    where = f"from step {step} of {length}" if step else f"{length} steps"
+    return f"stage {stage}: {', '.join(databases)}, {where}, lr {lr:g}, {loss_weights_text(loss)}"
 
 
 def loss_weight(loss: LossSection, label: str, database: Database | None = None) -> float:
