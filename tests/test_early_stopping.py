@@ -60,6 +60,7 @@ def test_the_count_survives_resume(tmp_path, caplog):
     with pytest.raises(TrainingInterrupted):
         trainer.run()
     caplog.set_level(logging.INFO, logger="sevenomni")
+    caplog.clear()
     Trainer(load_config(raw=raw), resume=True).run()
     assert "stage stuck ends at step 3" in caplog.text
     assert steps_of(interrupted / "run", "stuck") == [1, 2, 3]

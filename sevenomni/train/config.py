@@ -286,8 +286,10 @@ class TrainSection(StrictModel):
     validate_every: int = Field(0, ge=0, description="steps between validations; 0 = every epoch/stage end")
     early_stopping: EarlyStoppingSection | None = Field(
         None,
-        description="end a stage early when its validation score stops improving (needs validate_every > 0); "
-        "each stage starts counting afresh; null: every stage runs its full length",
+        description="{patience: N, min_delta: x, metric: m}: end a stage once its validation score (metric, "
+        "default best_metric) has not improved by more than min_delta for patience validations in a row; the next "
+        "stage starts, model_best.pt keeps the best model. Needs validate_every > 0; each stage counts afresh and "
+        "--resume continues the count; null: every stage runs its full length",
     )
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints (last.pt)")
     best_metric: str = Field(
@@ -358,8 +360,9 @@ class StageSection(StrictModel):
     )
     loss: StageLossWeights | None = Field(
         None,
-        description="this stage's loss weights (energy, forces, stress), e.g. a last stage with a higher energy "
-        "weight; a weight not given is train.loss's; kind and huber_delta are train.loss's only; null: train.loss",
+        description="{energy: x, forces: y, stress: z}: this stage's loss weights, e.g. a last stage with a higher "
+        "energy weight; a weight not given is train.loss's; kind and huber_delta are train.loss's only; null: "
+        "train.loss",
     )
 
     @model_validator(mode="after")
