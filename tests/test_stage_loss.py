@@ -77,3 +77,12 @@ def test_a_stage_cannot_set_the_loss_kind(tmp_path, key):
         load_config(raw=raw, overrides=["stages.0.loss={energy: -1}"])
     with pytest.raises(ConfigError, match=r"stages.0.loss.forse: unknown key \(did you mean forces\?\)"):
         load_config(raw=raw, overrides=["stages.0.loss={forse: 1}"])
+
+
+def test_stress_counts_as_trained_when_any_stage_trains_it(tmp_path):
+    """The start-up hint and the final table's note ("stress ... not trained") ask the stages, not train.loss alone."""
+    raw = make_run(tmp_path, count=4, overrides={"train.loss.stress": 0})
+    assert not load_config(raw=raw).stress_trained
+    assert load_config(raw=raw, overrides=["stages.0.loss={stress: 1}"]).stress_trained
+    raw = make_run(tmp_path, count=4, overrides={"train.loss.stress": 1})
+    assert not load_config(raw=raw, overrides=["stages.0.loss={stress: 0}"]).stress_trained

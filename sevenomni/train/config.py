@@ -448,6 +448,15 @@ class RunConfig(StrictModel):
                 return database.baseline
         return None
 
+    def stage_loss(self, stage: StageSection) -> LossSection:
+        """The loss ``stage`` trains with: ``train.loss`` with the stage's own weights."""
+        return self.train.loss.with_weights(stage.loss)
+
+    @property
+    def stress_trained(self) -> bool:
+        """Whether some stage trains stress (a stress weight above 0)."""
+        return any(self.stage_loss(stage).stress > 0 for stage in self.stages)
+
     @property
     def trained_databases(self) -> set[str]:
         """Names of the databases some stage trains on (the others are evaluation-only)."""

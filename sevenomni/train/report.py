@@ -23,11 +23,16 @@ def parameter_count(named: Iterable[tuple[str, torch.nn.Parameter]]) -> int:
 
 
 def start_up_summary(
-    model: SevenOmniModel, databases: list[Database], device: torch.device, world_size: int, loss: LossSection
+    model: SevenOmniModel,
+    databases: list[Database],
+    device: torch.device,
+    world_size: int,
+    loss: LossSection,
+    stress_trained: bool,
 ) -> list[str]:
     """Device, dtype, tasks, parameter counts (θC shared, θT task embeddings), every loss weight
     (zeros included), the databases with the labels found and the weight each is trained with, and
-    a hint for stress labels that are read but not trained."""
+    a hint for stress labels that are read but not trained (by any stage: ``stress_trained`` false)."""
     processes = f" × {world_size} processes" if world_size > 1 else ""
     return [
         f"device {device}{processes}, dtype {model.config.dtype}",
@@ -39,7 +44,7 @@ def start_up_summary(
         ),
         loss_weights_text(loss),
         *(database_line(database, model.tasks, loss) for database in databases),
-        *untrained_stress_hints(databases, loss),
+        *untrained_stress_hints(databases, stress_trained),
     ]
 
 
@@ -81,9 +86,9 @@ def database_line(database: Database, tasks: list[str], loss: LossSection) -> st
     return line
 
 
-def untrained_stress_hints(databases: list[Database], loss: LossSection) -> list[str]:
-    """One line per database whose stress labels are read while ``train.loss.stress`` is 0."""
-    if loss.stress > 0:
+def untrained_stress_hints(databases: list[Database], stress_trained: bool) -> list[str]:
+    """One line per database whose stress labels are read while no stage trains stress."""
+    if stress_trained:
         return []
     return [
         f"stress labels found in {database.spec.name} but train.loss.stress is 0: they are read but not trained; "
@@ -122,7 +127,7 @@ def channel_spread(rows: list[dict[str, Any]]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def final_table(rows: list[dict[str, Any]], model_path: Path, loss: LossSection) -> list[str]:
+def final_table(rows: list[dict[str, Any]], model_path: Path, stress_trained: bool) -> list[str]:
     """Every validation row of the exported model; a note under it when stress was not trained."""
     lines = [
         f"final validation ({model_path}):",
@@ -133,7 +138,7 @@ def final_table(rows: list[dict[str, Any]], model_path: Path, loss: LossSection)
             f"{row['database']:<24}{row['channel']:<16}{row['energy_mae']:>14.2f}"
             f"{row['forces_mae']:>12.4f}{row['forces_rmse']:>13.4f}{row['stress_mae']:>13.5f}"
         )
-    if loss.stress == 0:
+    if not stress_trained:
         lines.append("σ MAE: stress was not trained (train.loss.stress is 0), only evaluated")
     return lines
 

@@ -302,7 +302,11 @@ class Trainer:
             self._say(f"sevenomni {__version__}: resuming {self.run_dir} at step {self.progress.global_step} (stage {stage})")
         else:
             self._say(f"sevenomni {__version__}: training into {self.run_dir}")
-        for line in start_up_summary(self.model, self.databases, self.device, self.ctx.world_size, self.config.train.loss):
+        summary = start_up_summary(
+            self.model, self.databases, self.device, self.ctx.world_size, self.config.train.loss,
+            self.config.stress_trained,
+        )
+        for line in summary:
             self._say(line)
 
     def _run_stage(self, stage: StageSection) -> None:
@@ -317,7 +321,7 @@ class Trainer:
         if self._saved_schedule is not None:
             self.schedule.load_state_dict(self._saved_schedule)
             self._saved_schedule = None
-        self.loss.config = config.loss.with_weights(stage.loss)
+        self.loss.config = self.config.stage_loss(stage)
         self._say(stage_start_line(stage.name, stage.databases, self.progress.stage_step, length, lr, self.loss.config))
         # A bar on a terminal; elsewhere (a batch job's log) a line every tenth of the stage.
         bar = self.ctx.is_main and config.progress_bar and sys.stderr.isatty()
@@ -455,7 +459,7 @@ class Trainer:
         for row in rows:
             self.logger.log("final", row, self.progress.global_step)
         self.final_metrics = rows
-        for line in final_table(rows, self.run_dir / "model.pt", self.config.train.loss):
+        for line in final_table(rows, self.run_dir / "model.pt", self.config.stress_trained):
             self._say(line)
         self._say(f"skipped steps (non-finite loss or gradient): {self.progress.skipped_steps}")
         from sevenomni.analysis.plots import write_run_plot  # a figure of the metrics just written
