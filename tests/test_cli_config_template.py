@@ -54,8 +54,14 @@ def test_the_template_names_every_key_with_its_description_and_default():
                                                              "stages.schedule.kind", "stages.schedule.warmup_steps",
                                                              "stages.schedule.final_lr_ratio",
                                                              "stages.schedule.plateau_factor",
-                                                             "stages.schedule.plateau_patience"}
-    assert expected <= shown  # optional records left null (a baseline, a stage's schedule) show as one key
+                                                             "stages.schedule.plateau_patience",
+                                                             "stages.loss.energy", "stages.loss.forces",
+                                                             "stages.loss.stress",
+                                                             "train.early_stopping.patience",
+                                                             "train.early_stopping.min_delta",
+                                                             "train.early_stopping.metric"}
+    assert expected <= shown  # optional records left null (a baseline, a stage's schedule and loss, early
+    # stopping) show as one key
     lines = template.splitlines()
     at = lines.index("    stress: 0.0")
     assert lines[at - 1].strip() == ("# weight of the stress error; 0 (the default): stress labels are read and "

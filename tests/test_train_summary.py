@@ -35,7 +35,7 @@ MOLECULES = {"energy": "info:REF_energy", "forces": "arrays:REF_forces"}
 
 
 def summary(loss: LossSection, databases) -> list[str]:
-    return start_up_summary(tiny_model(), databases, torch.device("cpu"), 1, loss)
+    return start_up_summary(tiny_model(), databases, torch.device("cpu"), 1, loss, stress_trained=loss.stress > 0)
 
 
 def test_every_loss_weight_is_printed_and_stress_read_but_not_trained_is_pointed_out():
@@ -60,7 +60,7 @@ def test_no_hint_when_stress_is_trained_and_weights_combine_with_the_databases()
 def test_the_final_table_says_stress_was_only_evaluated_when_its_weight_is_zero(tmp_path):
     row = {"database": "bulk", "channel": "gfn1", "energy_mae": 1.0, "forces_mae": 0.1, "forces_rmse": 0.2,
            "stress_mae": 0.01}
-    untrained = final_table([row], tmp_path / "model.pt", LossSection())
+    untrained = final_table([row], tmp_path / "model.pt", stress_trained=False)
     assert untrained[-1] == "σ MAE: stress was not trained (train.loss.stress is 0), only evaluated"
-    trained = final_table([row], tmp_path / "model.pt", LossSection(stress=1))
+    trained = final_table([row], tmp_path / "model.pt", stress_trained=True)
     assert not any("not trained" in line for line in trained)

@@ -234,18 +234,21 @@ def test_freeze_shared_trains_a_new_task_and_leaves_the_old_channel_untouched(tm
 # ---------------------------------------------------------------------------- NaN handling
 def poison_loss(trainer, bad):
     """Make the loss non-finite on the calls (1-based) for which ``bad(call)`` is true."""
-    original = trainer.train_step.loss.__call__
+    real = trainer.train_step.loss
     calls = {"n": 0}
 
-    def poisoned(prediction, batch):
-        calls["n"] += 1
-        terms = original(prediction, batch)
-        if bad(calls["n"]):
-            terms["energy"].total = terms["energy"].total * float("nan")
-        return terms
+    class Poisoned:  # the trainer's loss (its weights, set per stage, included), non-finite on those calls
+        def __getattr__(self, name):
+            return getattr(real, name)
 
-    weights = trainer.train_step.loss.term_weights
-    trainer.train_step.loss = type("Poisoned", (), {"__call__": staticmethod(poisoned), "term_weights": weights})()
+        def __call__(self, prediction, batch):
+            calls["n"] += 1
+            terms = real(prediction, batch)
+            if bad(calls["n"]):
+                terms["energy"].total = terms["energy"].total * float("nan")
+            return terms
+
+    trainer.train_step.loss = Poisoned()
 
 
 def test_non_finite_loss_skips_steps_then_stops_with_a_clear_message(tmp_path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import csv
+import signal
 from pathlib import Path
 
 import yaml
@@ -84,3 +86,28 @@ def make_run(
 def write_config(raw: dict, path: Path) -> Path:
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+def stop_like_sigterm_after(trainer, step: int) -> None:
+    """Make ``trainer`` receive SIGTERM during its optimizer step ``step``: it saves and raises
+    TrainingInterrupted after that step, as a batch system's kill would make it."""
+    original = trainer.train_step
+
+    def step_then_stop(batch):
+        if trainer.progress.global_step + 1 == step:
+            trainer._stop_signal = signal.SIGTERM
+        return original(batch)
+
+    trainer.train_step = step_then_stop
+
+
+def logged_rows(run_dir: Path, name: str = "train") -> list[dict]:
+    """The rows of a run's ``{name}.csv`` (train, validation, ...), numbers as floats where they are."""
+    def number(value: str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+
+    with (Path(run_dir) / f"{name}.csv").open() as handle:
+        return [{key: number(value) for key, value in row.items()} for row in csv.DictReader(handle)]

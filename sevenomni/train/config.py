@@ -103,6 +103,59 @@ class LossSection(StrictModel):
         "trained",
     )
 
+    def with_weights(self, weights: StageLossWeights | None) -> LossSection:
+        """This loss with the weights a stage gives (``stages[].loss``); the others, kind and δ kept."""
+        return self if weights is None else self.model_copy(update=weights.model_dump(exclude_none=True))
+
+
+class StageLossWeights(StrictModel):
+    """A stage's label weights (``stages[].loss``): each given one replaces ``train.loss``'s for that stage."""
+
+    energy: float | None = Field(None, ge=0, description="this stage's energy weight; null: train.loss.energy")
+    forces: float | None = Field(None, ge=0, description="this stage's force weight; null: train.loss.forces")
+    stress: float | None = Field(None, ge=0, description="this stage's stress weight; null: train.loss.stress")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_is_global(cls, raw: Any) -> Any:
+        given = [key for key in ("kind", "huber_delta") if isinstance(raw, dict) and key in raw]
+        if given:
+            raise ValueError(
+                f"{' and '.join(given)} apply to the whole run: set them in train.loss, not in a stage's loss "
+                "(a stage sets only the weights energy, forces and stress)"
+            )
+        return raw
+
+
+def known_metric(metric: str) -> str:
+    """``metric`` if it is a validation error metric, else a ValueError naming the choices."""
+    if metric not in ERROR_METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(ERROR_METRICS)}")
+    return metric
+
+
+class EarlyStoppingSection(StrictModel):
+    """When a stage ends before its length: its validation score stopped improving."""
+
+    patience: int = Field(
+        ge=1, examples=[10],
+        description="validations in a row without an improvement of more than min_delta after which the stage "
+        "ends (the next stage starts)",
+    )
+    min_delta: float = Field(
+        0.0, ge=0, description="the least decrease of the validation score that counts as an improvement"
+    )
+    metric: str | None = Field(
+        None,
+        description="validation metric (mean over the own channels of trained databases) watched; null: "
+        "train.best_metric",
+    )
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str | None) -> str | None:
+        return metric if metric is None else known_metric(metric)
+
 
 # λ when the config gives none: the values the three-seed ablation selected on validation
 # (README, "Selective-regularization ablation"; benchmarks/results/ablation_sweeps.md).
@@ -231,6 +284,13 @@ class TrainSection(StrictModel):
         False, description="torch.compile the network; force/stress training steps stay eager (double backward)"
     )
     validate_every: int = Field(0, ge=0, description="steps between validations; 0 = every epoch/stage end")
+    early_stopping: EarlyStoppingSection | None = Field(
+        None,
+        description="{patience: N, min_delta: x, metric: m}: end a stage once its validation score (metric, "
+        "default best_metric) has not improved by more than min_delta for patience validations in a row; the next "
+        "stage starts, model_best.pt keeps the best model. Needs validate_every > 0; each stage counts afresh and "
+        "--resume continues the count; null: every stage runs its full length",
+    )
     checkpoint_every: int = Field(50, ge=1, description="steps between checkpoints (last.pt)")
     best_metric: str = Field(
         "forces_mae", description="validation metric (mean over the own channels of trained databases) that picks model_best.pt"
@@ -252,9 +312,21 @@ class TrainSection(StrictModel):
     @field_validator("best_metric")
     @classmethod
     def _known_metric(cls, metric: str) -> str:
-        if metric not in ERROR_METRICS:
-            raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(ERROR_METRICS)}")
-        return metric
+        return known_metric(metric)
+
+    @model_validator(mode="after")
+    def _early_stopping_validates_within_stages(self) -> TrainSection:
+        if self.early_stopping is not None and self.validate_every == 0:
+            raise ValueError(
+                "train.early_stopping needs train.validate_every > 0 (steps between validations): it counts "
+                "validations within a stage, and validate_every 0 validates only at epoch and stage ends"
+            )
+        return self
+
+    @property
+    def early_stopping_metric(self) -> str:
+        """The validation metric early stopping watches: its own, else the one that picks model_best.pt."""
+        return (self.early_stopping and self.early_stopping.metric) or self.best_metric
 
     @field_validator("device")
     @classmethod
@@ -285,6 +357,12 @@ class StageSection(StrictModel):
     schedule: ScheduleSection | None = Field(
         None,
         description="this stage's learning-rate schedule; null: train.schedule",
+    )
+    loss: StageLossWeights | None = Field(
+        None,
+        description="{energy: x, forces: y, stress: z}: this stage's loss weights, e.g. a last stage with a higher "
+        "energy weight; a weight not given is train.loss's; kind and huber_delta are train.loss's only; null: "
+        "train.loss",
     )
 
     @model_validator(mode="after")
@@ -369,6 +447,15 @@ class RunConfig(StrictModel):
             if database.task.lower() == task.lower():
                 return database.baseline
         return None
+
+    def stage_loss(self, stage: StageSection) -> LossSection:
+        """The loss ``stage`` trains with: ``train.loss`` with the stage's own weights."""
+        return self.train.loss.with_weights(stage.loss)
+
+    @property
+    def stress_trained(self) -> bool:
+        """Whether some stage trains stress (a stress weight above 0)."""
+        return any(self.stage_loss(stage).stress > 0 for stage in self.stages)
 
     @property
     def trained_databases(self) -> set[str]:

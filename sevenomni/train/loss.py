@@ -39,6 +39,8 @@ class EnergyForceStressLoss:
     weights. Terms come back as sums with their counts so a distributed run can normalize by
     the global count; every term is always there, in the order of :attr:`term_weights` (zero sum
     and count for a quantity not predicted), so every rank reduces the same counts.
+    ``config`` is the loss of the stage being trained (``train.loss`` with the stage's weights):
+    the trainer sets it when a stage starts.
     """
 
     def __init__(self, config: LossSection, database_weights: torch.Tensor):

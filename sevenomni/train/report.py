@@ -23,11 +23,16 @@ def parameter_count(named: Iterable[tuple[str, torch.nn.Parameter]]) -> int:
 
 
 def start_up_summary(
-    model: SevenOmniModel, databases: list[Database], device: torch.device, world_size: int, loss: LossSection
+    model: SevenOmniModel,
+    databases: list[Database],
+    device: torch.device,
+    world_size: int,
+    loss: LossSection,
+    stress_trained: bool,
 ) -> list[str]:
     """Device, dtype, tasks, parameter counts (θC shared, θT task embeddings), every loss weight
     (zeros included), the databases with the labels found and the weight each is trained with, and
-    a hint for stress labels that are read but not trained."""
+    a hint for stress labels that are read but not trained (by any stage: ``stress_trained`` false)."""
     processes = f" × {world_size} processes" if world_size > 1 else ""
     return [
         f"device {device}{processes}, dtype {model.config.dtype}",
@@ -37,10 +42,21 @@ def start_up_summary(
             f"θT {parameter_count(model.task_embedding_parameters()):,} in task embeddings, "
             f"{parameter_count(model.named_parameters()):,} in all"
         ),
-        f"loss ({loss.kind}) weights: " + ", ".join(f"{label} {loss_weight(loss, label):g}" for label in LABELS),
+        loss_weights_text(loss),
         *(database_line(database, model.tasks, loss) for database in databases),
-        *untrained_stress_hints(databases, loss),
+        *untrained_stress_hints(databases, stress_trained),
     ]
+
+
+def loss_weights_text(loss: LossSection) -> str:
+    """``loss (mse) weights: energy 1, forces 10, stress 0``: the kind and every weight, zeros included."""
+    return f"loss ({loss.kind}) weights: " + ", ".join(f"{label} {loss_weight(loss, label):g}" for label in LABELS)
+
+
+def stage_start_line(stage: str, databases: list[str], step: int, length: int, lr: float, loss: LossSection) -> str:
+    """What a stage trains on and with: its databases, length (and where a resumed stage picks up), lr, loss."""
+    where = f"from step {step} of {length}" if step else f"{length} steps"
+    return f"stage {stage}: {', '.join(databases)}, {where}, lr {lr:g}, {loss_weights_text(loss)}"
 
 
 def loss_weight(loss: LossSection, label: str, database: Database | None = None) -> float:
@@ -70,9 +86,9 @@ def database_line(database: Database, tasks: list[str], loss: LossSection) -> st
     return line
 
 
-def untrained_stress_hints(databases: list[Database], loss: LossSection) -> list[str]:
-    """One line per database whose stress labels are read while ``train.loss.stress`` is 0."""
-    if loss.stress > 0:
+def untrained_stress_hints(databases: list[Database], stress_trained: bool) -> list[str]:
+    """One line per database whose stress labels are read while no stage trains stress."""
+    if stress_trained:
         return []
     return [
         f"stress labels found in {database.spec.name} but train.loss.stress is 0: they are read but not trained; "
@@ -111,7 +127,7 @@ def channel_spread(rows: list[dict[str, Any]]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def final_table(rows: list[dict[str, Any]], model_path: Path, loss: LossSection) -> list[str]:
+def final_table(rows: list[dict[str, Any]], model_path: Path, stress_trained: bool) -> list[str]:
     """Every validation row of the exported model; a note under it when stress was not trained."""
     lines = [
         f"final validation ({model_path}):",
@@ -122,7 +138,7 @@ def final_table(rows: list[dict[str, Any]], model_path: Path, loss: LossSection)
             f"{row['database']:<24}{row['channel']:<16}{row['energy_mae']:>14.2f}"
             f"{row['forces_mae']:>12.4f}{row['forces_rmse']:>13.4f}{row['stress_mae']:>13.5f}"
         )
-    if loss.stress == 0:
+    if not stress_trained:
         lines.append("σ MAE: stress was not trained (train.loss.stress is 0), only evaluated")
     return lines
 

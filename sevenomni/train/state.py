@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from sevenomni.train.early_stopping import StageImprovement
+
 
 @dataclass
 class TrainingProgress:
@@ -24,17 +26,20 @@ class TrainingProgress:
     bad_steps: int = 0  # consecutive non-finite steps
     skipped_steps: int = 0  # all non-finite steps of the run
     best_metric: float = math.inf  # best validation metric so far (train.best_metric, own channels)
+    stage_improvement: StageImprovement = field(default_factory=StageImprovement)  # the stage's, for early stopping
 
     def as_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, saved: dict) -> TrainingProgress:
-        return cls(**saved)
+        improvement = StageImprovement(**saved.get("stage_improvement", {}))  # absent before early stopping
+        return cls(**{**saved, "stage_improvement": improvement})
 
     def next_stage(self) -> None:
         self.stage_index += 1
         self.stage_step, self.epoch, self.batches_in_epoch = 0, 0, 0
+        self.stage_improvement = StageImprovement()
 
 
 def capture_rng() -> dict:

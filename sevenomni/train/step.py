@@ -36,19 +36,24 @@ class OptimizerStep:
         self.model, self.loss, self.penalty, self.optimizer = model, loss, penalty, optimizer
         self.function_space = function_space
         self.ema, self.ctx, self.settings = ema, ctx, settings
-        self.term_weights = {**loss.term_weights, **(function_space.term_weights if function_space else {})}
+
+    @property
+    def term_weights(self) -> dict[str, float]:
+        """The weight of each loss term now (the loss's weights are its stage's)."""
+        return {**self.loss.term_weights, **(self.function_space.term_weights if self.function_space else {})}
 
     def __call__(self, batch) -> dict[str, float] | None:
         model, config, device = self.model, self.settings, self.ctx.device
+        weights = self.loss.config
         if batch is None:
             terms = self.loss.nothing(device, model.dtype)
             if self.function_space is not None:
                 terms |= self.function_space.nothing(device, model.dtype)
         else:
-            want_stress = config.loss.stress > 0 and bool(batch.has_stress.any())  # on the host: no sync
+            want_stress = weights.stress > 0 and bool(batch.has_stress.any())  # on the host: no sync
             batch = model.attach_species(batch).to(device)
             prediction = model(
-                batch, compute_forces=config.loss.forces > 0, compute_stress=want_stress, create_graph=True
+                batch, compute_forces=weights.forces > 0, compute_stress=want_stress, create_graph=True
             )
             terms = self.loss(prediction, batch)
             if self.function_space is not None:
@@ -57,9 +62,10 @@ class OptimizerStep:
         self.ctx.all_sum(counts)
         loss = self.penalty() / self.ctx.world_size
         logged = {}
+        term_weights = self.term_weights
         for (name, term), count in zip(terms.items(), counts.tolist()):
             contribution = term.total / max(count, 1.0)
-            loss = loss + self.term_weights[name] * contribution
+            loss = loss + term_weights[name] * contribution
             logged[f"loss_{name}"] = float(contribution.detach())
         self.optimizer.zero_grad(set_to_none=True)
         finite = torch.isfinite(loss.detach()).to(torch.float64).reshape(1)
@@ -78,7 +84,7 @@ class OptimizerStep:
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update()
-        logged["loss"] = sum(self.term_weights[k[5:]] * v for k, v in logged.items())
+        logged["loss"] = sum(term_weights[k[5:]] * v for k, v in logged.items())
         logged["penalty"] = float(self.penalty().detach())
         logged["theta_t_norm"] = task_embedding_norm(model)
         logged["lr"] = self.optimizer.param_groups[0]["lr"]

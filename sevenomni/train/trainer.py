@@ -24,11 +24,19 @@ from sevenomni.train.config import RunConfig, StageSection, save_config
 from sevenomni.train.curriculum import fit_task_shift, given_energy_references, set_task_shift, start_on_common_pes
 from sevenomni.train.data import Database, plain_loader, stage_loader, stage_sampler
 from sevenomni.train.distributed import DistributedContext, setup_distributed
+from sevenomni.train.early_stopping import EarlyStopping
 from sevenomni.train.logger import MetricsLogger
 from sevenomni.train.loss import EnergyForceStressLoss
 from sevenomni.train.optim import ExponentialMovingAverage, LearningRateSchedule, build_optimizer
 from sevenomni.train.regularization import FunctionSpacePenalty, WeightPenalty
-from sevenomni.train.report import energy_shift_line, final_table, progress_line, start_up_summary, validation_line
+from sevenomni.train.report import (
+    energy_shift_line,
+    final_table,
+    progress_line,
+    stage_start_line,
+    start_up_summary,
+    validation_line,
+)
 from sevenomni.train.run_directory import entries, locked_run_directory, remove_created, resume_checkpoint
 from sevenomni.train.setup import (
     build_model,
@@ -154,6 +162,8 @@ class Trainer:
         self.schedule: LearningRateSchedule | None = None
         self._saved_schedule: dict | None = None  # a resumed run's schedule state, loaded by its stage
         self._stop_signal: int | None = None
+        settings = config.train.early_stopping
+        self.early_stopping = EarlyStopping(settings, config.train.early_stopping_metric) if settings else None
         if saved is not None:
             self._load_state(saved)
             self.logger.rewind(self.progress.global_step)
@@ -292,7 +302,11 @@ class Trainer:
             self._say(f"sevenomni {__version__}: resuming {self.run_dir} at step {self.progress.global_step} (stage {stage})")
         else:
             self._say(f"sevenomni {__version__}: training into {self.run_dir}")
-        for line in start_up_summary(self.model, self.databases, self.device, self.ctx.world_size, self.config.train.loss):
+        summary = start_up_summary(
+            self.model, self.databases, self.device, self.ctx.world_size, self.config.train.loss,
+            self.config.stress_trained,
+        )
+        for line in summary:
             self._say(line)
 
     def _run_stage(self, stage: StageSection) -> None:
@@ -302,18 +316,19 @@ class Trainer:
             self._introduce_tasks(stage)
         sampler = stage_sampler(databases, stage.ratios, self.config.data.sampling)
         length = self._stage_length(stage, len(sampler))
-        self.schedule = LearningRateSchedule(
-            self.optimizer, stage.schedule or config.schedule, stage.lr or config.optimizer.lr, length
-        )
+        lr = stage.lr or config.optimizer.lr
+        self.schedule = LearningRateSchedule(self.optimizer, stage.schedule or config.schedule, lr, length)
         if self._saved_schedule is not None:
             self.schedule.load_state_dict(self._saved_schedule)
             self._saved_schedule = None
+        self.loss.config = self.config.stage_loss(stage)
+        self._say(stage_start_line(stage.name, stage.databases, self.progress.stage_step, length, lr, self.loss.config))
         # A bar on a terminal; elsewhere (a batch job's log) a line every tenth of the stage.
         bar = self.ctx.is_main and config.progress_bar and sys.stderr.isatty()
         progress = tqdm(total=length, initial=self.progress.stage_step, desc=f"stage {stage.name}", disable=not bar, dynamic_ncols=True)
         report_every = max(1, length // 10)
         started, start_step = time.perf_counter(), self.progress.stage_step
-        while self.progress.stage_step < length:
+        while self.progress.stage_step < length and not self._stage_stalled():
             sampler.set_epoch(self.progress.epoch)
             sampler.load_state_dict({"epoch": self.progress.epoch, "position": self.progress.batches_in_epoch})
             for batch in stage_loader(databases, sampler, self.ctx, self.config.data.num_workers):
@@ -353,6 +368,8 @@ class Trainer:
                         self._validate(stage)
                     if self.progress.global_step % config.checkpoint_every == 0:
                         self.save_state("last")
+                    if self._stage_stalled():
+                        break
                 if self._stop_signal is not None:
                     self.save_state("last")
                     raise TrainingInterrupted(
@@ -367,6 +384,8 @@ class Trainer:
                 if not config.validate_every:
                     self._validate(stage)
         progress.close()
+        if self._stage_stalled():
+            self._say(self.early_stopping.message(stage.name, self.progress.global_step))
         if not config.validate_every or self.progress.global_step % config.validate_every:
             self._validate(stage)
         self.progress.next_stage()
@@ -382,20 +401,32 @@ class Trainer:
                 self.config.train.validation_channels, self.device,
             )
 
+    def _stage_stalled(self) -> bool:
+        """Whether early stopping ends the stage now (its counter agrees on every rank)."""
+        return self.early_stopping is not None and self.early_stopping.exhausted(self.progress.stage_improvement)
+
+    def _score(self, rows: list[dict[str, Any]], metric: str) -> float | None:
+        """The validation score: ``metric``'s mean over the own channels of trained databases (never
+        evaluation-only test sets); None where none of them has a finite value."""
+        trained = self.config.trained_databases
+        own = [row[metric] for row in rows if row["own"] and row["database"] in trained]
+        own = [value for value in own if math.isfinite(value)]
+        return float(np.mean(own)) if own else None
+
     def _validate(self, stage: StageSection) -> None:
+        improvement = self.progress.stage_improvement
         if self.ctx.is_main:
             rows = self.validation_metrics()
             self._last_validation = (self.progress.global_step, rows)
             for row in rows:
                 self.logger.log("validation", {"stage": stage.name, "epoch": self.progress.epoch, **row}, self.progress.global_step)
-            # The best model is chosen on the validation splits of trained databases, never on
-            # evaluation-only (test) sets.
-            trained = self.config.trained_databases
-            own = [row[self.config.train.best_metric] for row in rows if row["own"] and row["database"] in trained]
-            own = [value for value in own if math.isfinite(value)]
+            if self.early_stopping is not None:
+                score = self._score(rows, self.early_stopping.metric)
+                if score is not None:
+                    self.early_stopping.observe(improvement, score)
+            metric = self._score(rows, self.config.train.best_metric)
             best = ""
-            if own:
-                metric = float(np.mean(own))
+            if metric is not None:
                 if self.schedule is not None:
                     self.schedule.observe(metric)
                 if metric < self.progress.best_metric:
@@ -404,6 +435,9 @@ class Trainer:
                     self._export(self.run_dir / "model_best.pt")
                     best = " (best so far: model_best.pt)"
             self._say(validation_line(f"validation at step {self.progress.global_step}", rows) + best)
+        if self.early_stopping is not None:  # rank 0 counted; every rank must end the stage with it
+            stale = torch.tensor([float(improvement.stale if self.ctx.is_main else 0)], device=self.device)
+            improvement.stale = int(self.ctx.all_sum(stale).item())
         self.ctx.barrier()
 
     def _exported_weights(self) -> contextlib.AbstractContextManager:
@@ -425,7 +459,7 @@ class Trainer:
         for row in rows:
             self.logger.log("final", row, self.progress.global_step)
         self.final_metrics = rows
-        for line in final_table(rows, self.run_dir / "model.pt", self.config.train.loss):
+        for line in final_table(rows, self.run_dir / "model.pt", self.config.stress_trained):
             self._say(line)
         self._say(f"skipped steps (non-finite loss or gradient): {self.progress.skipped_steps}")
         from sevenomni.analysis.plots import write_run_plot  # a figure of the metrics just written
