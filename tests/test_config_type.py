@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -21,10 +22,12 @@ from sevenomni.data.graph import collate
 from sevenomni.data.ingest import cached_store
 from sevenomni.data.spec import DatabaseSpec
 from sevenomni.keys import ENERGY, FORCES, STRESS
-from sevenomni.train.config import LossSection
+from sevenomni.train.config import ConfigError, LossSection, load_config
 from sevenomni.train.data import Database
 from sevenomni.train.loss import EnergyForceStressLoss
 from sevenomni.train.report import config_type_lines
+from sevenomni.train.trainer import Trainer
+from training_helpers import make_run
 
 TYPES = ["bulk", "rattled", "bulk", None, "rattled", "bulk"]
 
@@ -166,3 +169,17 @@ def test_eval_cli_adds_the_table_only_for_several_types(tmp_path, capsys):
     assert np.isfinite([row["forces_rmse"] for row in rows]).all()
     printed, metrics = run(single)  # one config type: no table, no key
     assert "config_type" not in printed and "config_types" not in metrics
+
+
+def test_a_run_reports_its_config_types_and_refuses_negative_weights(tmp_path, caplog):
+    raw = make_run(tmp_path, overrides={"stages.0.steps": 1, "data.databases.0.config_type_weights": {"md": -1}})
+    with pytest.raises(ConfigError, match=r"config_type_weights must be >= 0: \{'md': -1.0\}"):
+        load_config(raw=raw)
+    raw["data"]["databases"][0]["config_type_weights"] = {"md": 0.5, "dimer": 2.0}
+    with caplog.at_level(logging.INFO, logger="sevenomni"):
+        Trainer(load_config(raw=raw)).run()
+    messages = [record.getMessage() for record in caplog.records]
+    (types,) = [m for m in messages if m.startswith("database crystal: config types")]
+    assert "md ×" in types and "(weight 0.5)" in types and "rattle ×" in types and "(weight 1)" in types
+    assert "warning: database crystal: config_type_weights names ['dimer'], which none of its structures carries" in messages
+    assert not any(m.startswith("database molecule: config types") for m in messages)
