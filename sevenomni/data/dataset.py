@@ -186,12 +186,13 @@ def database_datasets(
     if split.valid_path is not None:
         if not valid_stores:
             raise ValueError(f"database {spec.name!r}: split.valid_path is set, pass its stores as valid_stores")
-        return dataset(stores, kept_indices(stores, exclude)), dataset(valid_stores, kept_indices(valid_stores, valid_exclude))
+        valid = dataset(valid_stores, kept_indices(valid_stores, valid_exclude))
+        return dataset(stores, kept_indices(stores, exclude)), valid
     kept = kept_indices(stores, exclude)
     if kept is None:
         kept = np.arange(len(dataset(stores, None)))
     train_idx, valid_idx = split_indices(len(kept), split.valid_fraction, split.seed)
-    return dataset(stores, kept[train_idx]), dataset(stores, kept[valid_idx]) if len(valid_idx) else None
+    return dataset(stores, kept[train_idx]), (dataset(stores, kept[valid_idx]) if len(valid_idx) else None)
 
 
 def kept_indices(stores: Sequence[PathLike], exclude: np.ndarray | None) -> np.ndarray | None:
