@@ -18,6 +18,7 @@ def evaluate(args: argparse.Namespace) -> None:
     import torch
 
     from sevenomni.analysis import plots
+    from sevenomni.analysis.config_types import format_config_type_table
     from sevenomni.analysis.evaluate import (
         choose_channels,
         evaluate_databases,
@@ -41,9 +42,11 @@ def evaluate(args: argparse.Namespace) -> None:
     evaluation = evaluate_databases(
         model, databases, batch_size=args.batch_size, workers=args.workers, device=args.device,
         predictions_dir=out / "predictions" if args.predictions else None, prefix=args.name,
-        progress=_progress(args),
+        progress=_progress(args), by_config_type=True,
     )
     print(format_table(evaluation.rows))
+    if evaluation.config_type_rows:
+        print(format_config_type_table(evaluation.config_type_rows))
     for database in databases:
         for note in database.skipped:
             print(f"{database.name}: skipped {note}")
@@ -62,6 +65,7 @@ def evaluate(args: argparse.Namespace) -> None:
         "units": {"energy_mae": "meV/atom", "energy_rmse": "meV/atom", "energy_cmae": "meV/atom",
                   "forces_mae": "eV/Å", "forces_rmse": "eV/Å", "stress_mae": "eV/Å³", "softening_scale": "1"},
         "results": evaluation.rows,
+        **({"config_types": evaluation.config_type_rows} if evaluation.config_type_rows else {}),
         "seconds": evaluation.seconds,
         "structures_per_second": rate,
     })]
@@ -90,6 +94,7 @@ def predict(args: argparse.Namespace) -> None:
 def embeddings(args: argparse.Namespace) -> None:
     """Print θT norms and cosines per site; write embeddings.json and embeddings.png."""
     from sevenomni.analysis import plots
+    from sevenomni.analysis.config_types import format_config_type_table
     from sevenomni.analysis.embeddings import analyse_embeddings, format_embeddings
     from sevenomni.analysis.report import write_json
     from sevenomni.loading import load_model

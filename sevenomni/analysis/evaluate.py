@@ -25,6 +25,7 @@ from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from sevenomni.analysis.config_types import ConfigTypeErrors
 from sevenomni.analysis.metrics import ChannelSpread, ErrorAccumulator
 from sevenomni.baseline import Baseline, cached_baseline
 from sevenomni.calculator import has_stress, resolve_device
@@ -69,12 +70,14 @@ class Database:
 
 @dataclass
 class Evaluation:
-    """Per database and channel: metrics rows, and the parity-plot samples of one channel each."""
+    """Per database and channel: metrics rows, and the parity-plot samples of one channel each;
+    with ``by_config_type``, rows per config type of the databases that carry several."""
 
     rows: list[dict]
     samples: dict[str, tuple[str, dict[str, np.ndarray]]]
     seconds: float
     structures: int
+    config_type_rows: list[dict] = field(default_factory=list)
 
 
 def database_name(path: str | os.PathLike) -> str:
@@ -272,6 +275,7 @@ def evaluate_databases(
     prefix: str = "sevenomni",
     progress: bool = False,
     add_baselines: bool = True,
+    by_config_type: bool = False,
 ) -> Evaluation:
     """Score every database on its channels (:func:`choose_channels` first).
 
@@ -279,13 +283,15 @@ def evaluate_databases(
     (``REF_*``) and, per channel, ``{prefix}_{channel}_energy`` / ``_forces`` / ``_stress``.
     A channel trained by Δ-learning predicts model + baseline against reference labels; with
     ``add_baselines=False`` (labels that are already reference − baseline, as in training
-    validation) it is scored as the model alone.
+    validation) it is scored as the model alone. With ``by_config_type``, a database whose
+    structures carry two or more config types is also scored per type on its own channel (the
+    parity channel: its own task's, else its only one).
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     device = resolve_device(device)
     model = model.to(device)
-    rows, samples = [], {}
+    rows, samples, type_rows = [], {}, []
     total = sum(len(d.dataset) for d in databases)
     start = time.perf_counter()
     if predictions_dir is not None:
@@ -300,6 +306,9 @@ def evaluate_databases(
             errors = {c: ErrorAccumulator(sample_every=every if c == plotted else 0) for c in database.channels}
             own = next((c for c in database.channels if not c.common and c.name == database.own), None)
             spreads = {c: ChannelSpread() for c in database.channels if own is not None and c != own}
+            by_type = None
+            if by_config_type and plotted is not None:
+                by_type = ConfigTypeErrors.when_several(database.dataset.config_types())
             loader = DataLoader(
                 database.dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                 collate_fn=worker_collate if workers else collate,
@@ -322,6 +331,8 @@ def evaluate_databases(
                         if spec is not None:
                             prediction = with_baseline(prediction, batch, cached_baseline(spec))
                         accumulator.add(batch, prediction)
+                        if by_type is not None and channel == plotted:
+                            by_type.add(batch, prediction)
                         if spreads:
                             predictions[channel] = prediction
                         if structures is not None:
@@ -339,7 +350,9 @@ def evaluate_databases(
                 rows.append({**row, **accumulator.summary(), **spread})
             if plotted is not None:
                 samples[database.name] = (plotted.name, errors[plotted].samples)
-    return Evaluation(rows, samples, time.perf_counter() - start, total)
+            if by_type is not None:
+                type_rows += by_type.rows(database.name, plotted.name)
+    return Evaluation(rows, samples, time.perf_counter() - start, total, type_rows)
 
 
 def format_table(rows: Sequence[dict]) -> str:

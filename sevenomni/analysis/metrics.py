@@ -75,16 +75,19 @@ class ErrorAccumulator:
         self.force_samples: list[np.ndarray] = []  # [n, 2] reference, predicted components
         self._atoms_seen = 0
 
-    def add(self, batch, prediction: dict[str, torch.Tensor]) -> None:
+    def add(self, batch, prediction: dict[str, torch.Tensor], select: torch.Tensor | None = None) -> None:
         """Score one labelled batch (a collated graph batch with ``energy``, ``forces``, ``stress``
-        and ``has_*`` labels) against the model's ``prediction`` for it."""
+        and ``has_*`` labels) against the model's ``prediction`` for it; with ``select`` (bool, one
+        per structure), only the selected structures."""
         dtype = torch.float64
         num_atoms = batch.num_atoms.view(-1).to(dtype)
-        self.structures += int(num_atoms.numel())
+        if select is None:
+            select = torch.ones_like(batch.has_energy.view(-1))
+        self.structures += int(select.sum())
         graph_of_node = getattr(batch, "batch", None)
         if graph_of_node is None:
             graph_of_node = torch.zeros_like(batch.atomic_numbers)
-        mask = batch.has_energy.view(-1)
+        mask = batch.has_energy.view(-1) & select
         predicted = prediction[ENERGY].detach().to(dtype) / num_atoms
         reference = batch.energy.view(-1).to(dtype) / num_atoms
         if bool(mask.any()):
@@ -94,7 +97,7 @@ class ErrorAccumulator:
             if self.sample_every:
                 self.energy_samples.append(torch.stack([reference, predicted], 1)[mask].cpu().numpy())
 
-        node_mask = batch.has_forces.view(-1)[graph_of_node]
+        node_mask = (batch.has_forces.view(-1) & select)[graph_of_node]
         f_pred = prediction[FORCES].detach().to(dtype)[node_mask]
         f_ref = batch.forces.to(dtype)[node_mask]
         error = f_pred - f_ref
@@ -111,7 +114,7 @@ class ErrorAccumulator:
             )
             self._atoms_seen += len(f_ref)
 
-        stress_mask = batch.has_stress.view(-1)
+        stress_mask = batch.has_stress.view(-1) & select
         if STRESS in prediction and bool(stress_mask.any()):
             difference = prediction[STRESS].detach().to(dtype) - batch.stress.to(dtype).view(-1, 3, 3)
             error = difference.reshape(-1, 9)[:, list(VOIGT)][stress_mask]

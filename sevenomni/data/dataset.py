@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from torch_geometric.data import Batch, Data
 
 from sevenomni.data.graph import arrays_to_graph, check_cell
-from sevenomni.data.spec import DatabaseSpec, SplitSpec
+from sevenomni.data.spec import DatabaseSpec, SplitSpec, config_type_weight
 from sevenomni.data.store import StoreReader, describe_label_origins
 from sevenomni.keys import ENERGY, FORCES, STRESS
 
@@ -37,7 +37,8 @@ class LMDBDataset(Dataset):
     Each item is a :class:`torch_geometric.data.Data` from :func:`arrays_to_graph` plus
     ``energy`` float64 [1], ``forces`` float64 [N, 3], ``stress`` float64 [1, 3, 3] (ASE sign,
     eV/Å³), ``has_energy``/``has_forces``/``has_stress`` bool [1] (missing labels are zeros),
-    ``task`` and ``database`` long [1].
+    ``task`` and ``database`` long [1], ``structure_weight`` float64 [1] (the loss factor of the
+    structure's ``config_type`` under ``config_type_weights``, see ``DatabaseSpec``; 1 without one).
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class LMDBDataset(Dataset):
         task_index: int,
         database_index: int,
         indices: np.ndarray | None = None,
+        config_type_weights: dict[str, float] | None = None,
     ) -> None:
         paths = [path] if isinstance(path, (str, os.PathLike)) else list(path)
         if not paths:
@@ -58,6 +60,7 @@ class LMDBDataset(Dataset):
         self.cutoff = float(cutoff)
         self.task_index = int(task_index)
         self.database_index = int(database_index)
+        self.config_type_weights = dict(config_type_weights or {})
         self.store_sizes = np.array([len(r) for r in self.readers], dtype=np.int64)
         self.store_offsets = np.concatenate([[0], np.cumsum(self.store_sizes)])
         total = int(self.store_offsets[-1])
@@ -134,7 +137,14 @@ class LMDBDataset(Dataset):
         graph.has_stress = torch.tensor([has_stress])
         graph.task = torch.tensor([self.task_index], dtype=torch.long)
         graph.database = torch.tensor([self.database_index], dtype=torch.long)
+        weight = config_type_weight(self.config_type_weights, record["config_type"])
+        graph.structure_weight = torch.tensor([weight], dtype=torch.float64)
         return graph
+
+    def config_types(self) -> list[str | None]:
+        """Each item's ``config_type`` (None where untagged), in item order, read from the record headers."""
+        types = [kind for reader in self.readers for kind in reader.config_types()]
+        return types if self.indices is None else [types[int(i)] for i in self.indices]
 
     def __repr__(self) -> str:
         return (f"LMDBDataset({[str(p) for p in self.paths]}, n={len(self)}, cutoff={self.cutoff}, "
@@ -169,19 +179,20 @@ def database_datasets(
     nor validate; they are left out before the split, which is otherwise unchanged.
     """
     split: SplitSpec = spec.split
+
+    def dataset(paths: Sequence[PathLike], indices: np.ndarray | None) -> LMDBDataset:
+        return LMDBDataset(paths, cutoff, task_index, database_index, indices, spec.config_type_weights)
+
     if split.valid_path is not None:
         if not valid_stores:
             raise ValueError(f"database {spec.name!r}: split.valid_path is set, pass its stores as valid_stores")
-        train = LMDBDataset(stores, cutoff, task_index, database_index, indices=kept_indices(stores, exclude))
-        valid = LMDBDataset(valid_stores, cutoff, task_index, database_index, indices=kept_indices(valid_stores, valid_exclude))
-        return train, valid
+        valid = dataset(valid_stores, kept_indices(valid_stores, valid_exclude))
+        return dataset(stores, kept_indices(stores, exclude)), valid
     kept = kept_indices(stores, exclude)
     if kept is None:
-        kept = np.arange(len(LMDBDataset(stores, cutoff, task_index, database_index)))
+        kept = np.arange(len(dataset(stores, None)))
     train_idx, valid_idx = split_indices(len(kept), split.valid_fraction, split.seed)
-    train = LMDBDataset(stores, cutoff, task_index, database_index, indices=kept[train_idx])
-    valid = LMDBDataset(stores, cutoff, task_index, database_index, indices=kept[valid_idx]) if len(valid_idx) else None
-    return train, valid
+    return dataset(stores, kept[train_idx]), (dataset(stores, kept[valid_idx]) if len(valid_idx) else None)
 
 
 def kept_indices(stores: Sequence[PathLike], exclude: np.ndarray | None) -> np.ndarray | None:

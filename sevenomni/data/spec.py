@@ -15,6 +15,16 @@ from sevenomni.base import DEFAULT_MIN_DISTANCE, StrictModel
 from sevenomni.baseline import BaselineSpec
 from sevenomni.keys import LABELS
 
+# The config_type_weights key whose factor applies to untagged structures and unlisted types.
+DEFAULT_CONFIG_TYPE = "Default"
+
+
+def config_type_weight(weights: dict[str, float], config_type: str | None) -> float:
+    """The loss factor of a structure of ``config_type`` (None: untagged) under a database's
+    ``config_type_weights``: its own, else the :data:`DEFAULT_CONFIG_TYPE` factor, else 1."""
+    default = weights.get(DEFAULT_CONFIG_TYPE, 1.0)
+    return weights.get(config_type, default) if config_type is not None else default
+
 
 class SplitSpec(StrictModel):
     """Reproducible train/validation split: a seeded fraction, or a separate file/store."""
@@ -75,6 +85,12 @@ class DatabaseSpec(StrictModel):
         default_factory=lambda: {k: 1.0 for k in LABELS},
         description="this database's factors on train.loss's energy, forces and stress weights",
     )
+    config_type_weights: dict[str, float] = Field(
+        default_factory=dict,
+        examples=[{"Default": 1.0, "dimer": 0.1}],
+        description="factor on the loss terms of this database's structures by their config_type (extxyz info "
+        f"key); {DEFAULT_CONFIG_TYPE} sets the factor of untagged structures and types not listed (else 1)",
+    )
     split: SplitSpec = Field(
         default_factory=SplitSpec,
         description="how this database is split into training and validation structures",
@@ -119,6 +135,14 @@ class DatabaseSpec(StrictModel):
         if negative:
             raise ValueError(f"loss weights must be >= 0: {negative}")
         return {k: float(weights.get(k, 1.0)) for k in LABELS}
+
+    @field_validator("config_type_weights")
+    @classmethod
+    def _non_negative(cls, weights: dict[str, float]) -> dict[str, float]:
+        negative = {k: v for k, v in weights.items() if v < 0}
+        if negative:
+            raise ValueError(f"config_type_weights must be >= 0: {negative}")
+        return weights
 
     @property
     def paths(self) -> list[str]:

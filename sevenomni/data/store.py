@@ -841,6 +841,26 @@ class StoreReader:
         np.add.at(out, (rows, z[flat].astype(np.int64)), n[flat])
         return out
 
+    def config_types(self) -> list[str | None]:
+        """Every record's ``config_type`` (None where untagged), read from the headers alone."""
+        types = []
+        transaction = self._transaction()
+        for index in range(self._count):
+            where = f"{self.path}: record {index}"
+            try:
+                buffer = transaction.get(record_key(index))
+            except lmdb.Error as error:
+                raise CorruptRecordError(f"{where}: {error}") from None
+            if buffer is None or len(buffer) < _HEADER.size:
+                raise CorruptRecordError(f"{where}: missing or truncated")
+            *_, n_config, n_name, _crc = _HEADER.unpack_from(buffer)
+            start = len(buffer) - n_config - n_name
+            try:
+                types.append(bytes(buffer[start : start + n_config]).decode() or None)
+            except UnicodeDecodeError:
+                raise CorruptRecordError(f"{where}: its config_type is not UTF-8 (corrupted record)") from None
+        return types
+
     def read(self, index: int) -> dict[str, Any]:
         """Structure ``index`` as a dict of numpy arrays (labels present only when stored)."""
         if not 0 <= index < self._count:

@@ -84,8 +84,9 @@ def build_databases(
         store = resolve_store(spec.path, spec, cache_dir, ctx)
         isolated = isolated_atoms_of([store], spec.name)
         if spec.name not in trained:
-            empty = LMDBDataset(store, cutoff, task_index, index, np.arange(0))
-            valid = LMDBDataset(store, cutoff, task_index, index, kept_indices([store], isolated.indices))
+            weights = spec.config_type_weights
+            empty = LMDBDataset(store, cutoff, task_index, index, np.arange(0), weights)
+            valid = LMDBDataset(store, cutoff, task_index, index, kept_indices([store], isolated.indices), weights)
             databases.append(Database(spec, index, task_index, empty, valid, isolated))
             continue
         valid_stores = valid_exclude = None

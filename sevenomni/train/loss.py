@@ -36,8 +36,11 @@ class EnergyForceStressLoss:
     """ℓ(E/N), ℓ(F) per component and ℓ(σ) per Voigt component, each masked and weighted.
 
     ``database_weights`` is a [n_databases, 3] tensor of per-database (energy, forces, stress)
-    weights. Terms come back as sums with their counts so a distributed run can normalize by
-    the global count; every term is always there, in the order of :attr:`term_weights` (zero sum
+    weights; each structure's terms are also multiplied by its ``structure_weight`` (its
+    config_type's factor, ``DatabaseSpec.config_type_weights``), a force by its structure's. The
+    counts stay the numbers of labelled elements, so a factor scales a structure's share of the
+    mean (0 removes it, 2 doubles it), as MACE's config-type weights do. Terms come back as sums
+    with their counts so a distributed run can normalize by the global count; every term is always there, in the order of :attr:`term_weights` (zero sum
     and count for a quantity not predicted), so every rank reduces the same counts.
     ``config`` is the loss of the stage being trained (``train.loss`` with the stage's weights):
     the trainer sets it when a stage starts.
@@ -57,8 +60,10 @@ class EnergyForceStressLoss:
 
     def __call__(self, prediction: dict[str, torch.Tensor], batch) -> dict[str, LossTerm]:
         kind, delta = self.config.kind, self.config.huber_delta
-        weights = self.database_weights.to(prediction[ENERGY].device)[batch.database.view(-1)]
         dtype = prediction[ENERGY].dtype
+        structure_weights = batch.structure_weight.view(-1, 1).to(dtype)
+        database = self.database_weights.to(prediction[ENERGY].device, dtype)[batch.database.view(-1)]
+        weights = database * structure_weights
         num_atoms = batch.num_atoms.to(dtype)
         terms = self.nothing(prediction[ENERGY].device, dtype)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from sevenomni.data.spec import DEFAULT_CONFIG_TYPE, config_type_weight
 from sevenomni.keys import LABELS, STRESS
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.task_names import CHANNEL_COLUMN
@@ -44,6 +46,7 @@ def start_up_summary(
         ),
         loss_weights_text(loss),
         *(database_line(database, model.tasks, loss) for database in databases),
+        *(line for database in databases for line in config_type_lines(database)),
         *untrained_stress_hints(databases, stress_trained),
     ]
 
@@ -84,6 +87,29 @@ def database_line(database: Database, tasks: list[str], loss: LossSection) -> st
         )
         line += f"; {len(database.isolated)} isolated-atom frame(s) {use}"
     return line
+
+
+def config_type_lines(database: Database) -> list[str]:
+    """For a database with ``config_type_weights``: its structures per config type with the loss
+    factor of each, and a warning naming the listed types that none of its structures carries."""
+    weights = database.spec.config_type_weights
+    if not weights:
+        return []
+    found = Counter(database.train.config_types())
+    if database.valid is not None:
+        found.update(database.valid.config_types())
+    counts = ", ".join(
+        f"{kind or 'untagged'} ×{count} (weight {config_type_weight(weights, kind):g})"
+        for kind, count in sorted(found.items(), key=lambda item: (item[0] is None, item[0] or ""))
+    )
+    lines = [f"database {database.spec.name}: config types {counts}"]
+    absent = sorted(set(weights) - set(found) - {DEFAULT_CONFIG_TYPE})
+    if absent:
+        lines.append(
+            f"warning: database {database.spec.name}: config_type_weights names {absent}, which none of its "
+            "structures carries"
+        )
+    return lines
 
 
 def untrained_stress_hints(databases: list[Database], stress_trained: bool) -> list[str]:
