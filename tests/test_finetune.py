@@ -129,3 +129,20 @@ def test_fine_tuning_onto_new_elements_needs_add_elements(tmp_path, caplog):
     shift = model.energy_shift.weight[0].detach()
     assert bool((shift[1:3] < -1).all())  # C and N fitted by regression (GFN2 atoms: tens of eV below 0)
     assert load_model(tmp_path / "run" / "model.pt").elements == ["H", "C", "N", "O"]
+
+
+def test_a_shift_fit_does_not_depend_on_the_order_elements_are_named_in(tmp_path):
+    """Every rank of a run fits the same shifts: the fit's columns follow the model, not a set's order."""
+    import copy
+
+    from sevenomni.train.curriculum import fit_task_shift
+    from sevenomni.train.data import plain_loader
+
+    trainer = Trainer(load_config(raw=make_run(tmp_path, overrides={"stages.0.steps": 1})))
+    database = trainer.databases[0]
+    elements = sorted(database.train.elements)
+    fits = []
+    for order in (elements, elements[::-1]):
+        model = copy.deepcopy(trainer.model)
+        fits.append(fit_task_shift(model, plain_loader(database.train, batch_size=4), 0, trainer.device, order).shifts)
+    assert fits[0].tobytes() == fits[1].tobytes()

@@ -67,7 +67,9 @@ def fit_task_shift(
     if not residuals or sum(len(r) for r in residuals) == 0:
         raise ValueError(f"task {model.tasks[task_index]!r}: no energy labels to fit its energy shifts")
     residual, counts = np.concatenate(residuals), np.concatenate(count_rows)
-    fitted = list(range(num_species)) if elements is None else [model.elements.index(e) for e in elements]
+    # columns in the model's element order, whatever the order of ``elements``: the least-squares
+    # solution's rounding depends on it, and every rank of a run must fit the same shifts
+    fitted = [i for i, element in enumerate(model.elements) if elements is None or element in elements]
     correction = np.zeros(num_species)
     correction[fitted] = element_reference_energies(residual, counts[:, fitted])
     with torch.no_grad():

@@ -238,8 +238,8 @@ class Trainer:
         of ``elements`` when given)."""
         task = self.tasks[task_index]
         isolated = {element: energy for d in own for element, energy in d.isolated.energies.items()}
-        elements = {element for d in own for element in d.train.elements}
-        given = given_energy_references(own[0].spec.energy_references, isolated, elements, task)
+        in_data = {element for d in own for element in d.train.elements}
+        given = given_energy_references(own[0].spec.energy_references, isolated, in_data, task)
         if given is not None:
             shifts = set_task_shift(self.model, task_index, given if elements is None else {e: given[e] for e in elements})
             origin = "from isolated-atom frames" if own[0].spec.energy_references == "isolated_atoms" else "given"
