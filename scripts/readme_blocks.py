@@ -1,15 +1,16 @@
-"""Marked blocks of README.md: text between ``<!-- readme-output: NAME -->`` and ``<!-- /readme-output -->``.
+"""Marked blocks of README.md and docs/*.md: text between ``<!-- readme-output: NAME -->`` and ``<!-- /readme-output -->``.
 
 A block is either inline (``takes <!-- readme-output: x.time -->77 s<!-- /readme-output -->``) or spans
 lines (the markers on their own lines around a fenced output block or a table). Its content is
 rendered from a committed results file by ``scripts/readme_outputs.py``; ``tests/test_readme_outputs.py``
-checks that every block equals its rendering.
+checks that every block equals its rendering and that every rendering is quoted in exactly one place.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 OPEN = "<!-- readme-output: {name} -->"
 CLOSE = "<!-- /readme-output -->"
@@ -45,6 +46,20 @@ def find_blocks(text: str) -> list[Block]:
     if opened != len(blocks) or closed != len(blocks):
         raise BlockError(f"{opened} opening and {closed} closing readme-output markers, {len(blocks)} paired")
     return blocks
+
+
+def blocks_by_name(paths: list[Path]) -> dict[str, tuple[Path, Block]]:
+    """Every marked block of the files ``paths`` with the file it is in, by name; a name used twice, in one
+    file or in two, is a `BlockError`."""
+    found: dict[str, tuple[Path, Block]] = {}
+    for path in paths:
+        for block in find_blocks(path.read_text()):
+            if block.name in found:
+                first, earlier = found[block.name]
+                raise BlockError(f"block {block.name!r} quoted twice: {first.name} line {earlier.line} "
+                                 f"and {path.name} line {block.line}")
+            found[block.name] = (path, block)
+    return found
 
 
 def replace_blocks(text: str, rendered: dict[str, str]) -> str:

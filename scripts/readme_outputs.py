@@ -1,18 +1,19 @@
-"""Regenerate every output README.md quotes from a command, and the README blocks that show them.
+"""Regenerate every output README.md and docs/*.md quote from a command, and the blocks that show them.
 
 Each *piece* of the registry below is what one README passage quotes. A piece of kind ``command`` runs
 the README's exact command(s) in a fresh work directory (a copy of ``recipes/``, so relative paths
 resolve as in a clone; ``OMP_NUM_THREADS=1`` unless set, so one torch thread) and records their
 output in ``benchmarks/results/readme_outputs.json``; a piece
 of kind ``results file`` runs nothing and renders a committed benchmark result
-(``benchmarks/results/*.json``, written by the benchmark scripts). README.md holds each rendering
-between ``<!-- readme-output: NAME -->`` and ``<!-- /readme-output -->``; ``NAME`` is the piece, or
+(``benchmarks/results/*.json``, written by the benchmark scripts). README.md or one of docs/*.md (the
+research text moved out of the README) holds each rendering, once, between
+``<!-- readme-output: NAME -->`` and ``<!-- /readme-output -->``; ``NAME`` is the piece, or
 ``piece.view`` for a number quoted in prose. ``tests/test_readme_outputs.py`` fails when a block
-differs from its rendering.
+differs from its rendering, or when a rendering is quoted nowhere.
 
     python scripts/readme_outputs.py                        # run every command piece (~15 min on 2 cores)
     python scripts/readme_outputs.py --only eval plot       # these pieces, and the pieces they need
-    python scripts/readme_outputs.py --write-readme         # only rewrite README.md from the results
+    python scripts/readme_outputs.py --write-readme         # only rewrite README.md and docs/*.md from the results
     python scripts/readme_outputs.py --only plot --write-readme --work /tmp/ro   # keep the work dir
 """
 
@@ -39,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from readme_blocks import find_blocks, replace_blocks  # noqa: E402
 
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 RESULTS = ROOT / "benchmarks" / "results"
 OUTPUTS = RESULTS / "readme_outputs.json"
 
@@ -657,15 +659,24 @@ def save_results(fresh: Results, path: Path = OUTPUTS) -> None:
     path.write_text(json.dumps(json_ready(document), indent=1, ensure_ascii=False) + "\n")
 
 
+def documents() -> list[Path]:
+    """The files that quote outputs: README.md and the Markdown files of docs/."""
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
 def write_readme(results: Results) -> None:
-    text = README.read_text()
-    README.write_text(replace_blocks(text, render_all(results)))
+    """Rewrite the marked blocks of every document that has any."""
+    rendered = render_all(results)
+    for path in documents():
+        text = path.read_text()
+        if find_blocks(text):
+            path.write_text(replace_blocks(text, rendered))
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", metavar="NAME", help=f"pieces to rerun (with what they need): {', '.join(PIECES)}")
-    parser.add_argument("--write-readme", action="store_true", help="rewrite README.md's blocks from the results")
+    parser.add_argument("--write-readme", action="store_true", help="rewrite the blocks of README.md and docs/*.md from the results")
     parser.add_argument("--reparse", action="store_true", help="parse the recorded outputs again (after a parser change)")
     parser.add_argument("--work", type=Path, help="work directory (kept; default: a temporary one, removed)")
     args = parser.parse_args(argv)
@@ -684,7 +695,8 @@ def main(argv: list[str] | None = None) -> None:
         save_results({name: parsed(name, record) for name, record in load_results().items()})
     if args.write_readme:
         write_readme(load_results())
-        print(f"[readme_outputs] rewrote {len(find_blocks(README.read_text()))} block(s) of README.md")
+        count = sum(len(find_blocks(path.read_text())) for path in documents())
+        print(f"[readme_outputs] rewrote {count} block(s) of README.md and docs/*.md")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
-"""README.md quotes command outputs only through marked blocks rendered from committed results.
+"""README.md and docs/*.md quote command outputs only through marked blocks rendered from committed results.
 
-A stale README (a block that differs from what ``benchmarks/results/readme_outputs.json`` or a
-benchmark's results file renders) fails here; `python scripts/readme_outputs.py --write-readme` fixes it.
+A stale block (one that differs from what ``benchmarks/results/readme_outputs.json`` or a benchmark's
+results file renders) fails here, and so does a rendering that neither README.md nor any docs/*.md
+quotes (e.g. a block lost when text moved between them); `python scripts/readme_outputs.py
+--write-readme` fixes the first.
 """
 
 from __future__ import annotations
@@ -18,28 +20,48 @@ import readme_blocks  # noqa: E402
 import readme_outputs  # noqa: E402
 
 
-def readme_blocks_by_name() -> dict[str, readme_blocks.Block]:
-    blocks = readme_blocks.find_blocks((ROOT / "README.md").read_text())
-    names = [block.name for block in blocks]
-    assert len(names) == len(set(names)), f"README block names used twice: {sorted({n for n in names if names.count(n) > 1})}"
-    return {block.name: block for block in blocks}
+def quoted_blocks() -> dict[str, tuple[Path, readme_blocks.Block]]:
+    """Every marked block of README.md and docs/*.md, by name (a name quoted twice fails)."""
+    return readme_blocks.blocks_by_name(readme_outputs.documents())
 
 
-def test_every_readme_block_equals_its_rendering():
+def unquoted_renderings(known: set[str], paths: list[Path]) -> list[str]:
+    """The marker names of ``known`` that no file of ``paths`` quotes."""
+    return sorted(known - set(readme_blocks.blocks_by_name(paths)))
+
+
+def test_the_documents_are_the_readme_and_the_docs():
+    paths = readme_outputs.documents()
+    assert paths[0] == ROOT / "README.md"
+    assert {path.name for path in paths[1:]} >= {"ablation.md", "transfer_gap.md", "finetuning.md", "md.md"}
+
+
+def test_every_block_equals_its_rendering():
     rendered = readme_outputs.render_all(readme_outputs.load_results())
-    stale = [f"{block.name} (README line {block.line})" for name, block in readme_blocks_by_name().items()
+    stale = [f"{name} ({path.relative_to(ROOT)} line {block.line})" for name, (path, block) in quoted_blocks().items()
              if block.body != rendered[name].strip("\n")]
-    assert not stale, ("README blocks differ from the committed results: " + ", ".join(stale)
+    assert not stale, ("quoted blocks differ from the committed results: " + ", ".join(stale)
                        + "; run `python scripts/readme_outputs.py --write-readme`")
 
 
-def test_every_marker_names_a_piece_and_every_piece_has_a_marker():
-    markers = set(readme_blocks_by_name())
+def test_every_marker_names_a_rendering_and_every_rendering_is_quoted():
+    markers = set(quoted_blocks())
     known = set(readme_outputs.marker_names())
-    assert markers - known == set(), f"README markers without a piece: {sorted(markers - known)}"
-    pieces_quoted = {name.split(".")[0] for name in markers}
-    assert set(readme_outputs.PIECES) - pieces_quoted == set(), \
-        f"pieces the README never quotes: {sorted(set(readme_outputs.PIECES) - pieces_quoted)}"
+    assert markers - known == set(), f"markers without a piece: {sorted(markers - known)}"
+    missing = unquoted_renderings(known, readme_outputs.documents())
+    assert not missing, f"renderings that neither README.md nor docs/*.md quotes: {missing}"
+
+
+def test_a_rendering_quoted_nowhere_or_twice_is_caught(tmp_path):
+    """The check can fail: a block dropped in a move is missing, a block copied into two files is refused."""
+    readme, doc = tmp_path / "README.md", tmp_path / "doc.md"
+    readme.write_text("a <!-- readme-output: x.time -->17 s<!-- /readme-output -->\n")
+    doc.write_text("<!-- readme-output: y -->\n```\nold\n```\n<!-- /readme-output -->\n")
+    assert unquoted_renderings({"x.time", "y"}, [readme, doc]) == []
+    assert unquoted_renderings({"x.time", "y"}, [readme]) == ["y"]
+    doc.write_text(doc.read_text() + "b <!-- readme-output: x.time -->17 s<!-- /readme-output -->\n")
+    with pytest.raises(readme_blocks.BlockError, match="quoted twice: README.md line 1 and doc.md line 6"):
+        readme_blocks.blocks_by_name([readme, doc])
 
 
 def test_every_command_piece_has_a_committed_record_of_its_commands():
@@ -55,12 +77,12 @@ def test_every_command_piece_has_a_committed_record_of_its_commands():
         assert {"wall_s", "date", "sevenomni_version", "commit"} <= set(record)
 
 
-def test_the_readme_shows_every_command_a_piece_runs_for_it():
-    """The commands that made a quoted output are the README's own (line continuations joined)."""
-    readme = re.sub(r"\\\n\s+", "", (ROOT / "README.md").read_text())
+def test_the_documents_show_every_command_a_piece_runs_for_it():
+    """The commands that made a quoted output are shown in README.md or docs/*.md (line continuations joined)."""
+    shown = "\n".join(re.sub(r"\\\n\s+", "", path.read_text()) for path in readme_outputs.documents())
     missing = [f"{name}: {command}" for name, piece in readme_outputs.PIECES.items()
-               for command in piece.setup + piece.commands if command not in readme]
-    assert not missing, "commands the README does not show:\n" + "\n".join(missing)
+               for command in piece.setup + piece.commands if command not in shown]
+    assert not missing, "commands neither README.md nor docs/*.md shows:\n" + "\n".join(missing)
 
 
 def test_blocks_are_found_replaced_and_unpaired_markers_refused():
