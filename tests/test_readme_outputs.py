@@ -117,3 +117,17 @@ def test_a_cheap_piece_reruns_with_the_recorded_structure(tmp_path):
     assert [line.split(":")[0] for line in fresh["outputs"][0].splitlines()] == \
         [line.split(":")[0] for line in committed["outputs"][0].splitlines()]
     assert readme_outputs.PIECES["mliap_export"].views[""]({"mliap_export": fresh}).startswith("```")
+
+
+def test_the_readme_sets_up_a_fresh_machine_with_exactly_two_commands():
+    """"Set up and run" shows two commands, one that installs and runs the main job, one that runs the
+    tests, and CI (`.ci/run`) runs the same install and the same test command."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Set up and run\n", 1)[1].split("\n## ", 1)[0]
+    commands = [block.strip() for block in re.findall(r"```bash\n(.*?)```", section, re.DOTALL)]
+    assert commands == ['pip install torch==2.13.0 && pip install -e ".[dev]" && sevenomni train recipes/quickstart.yaml',
+                        'python -m pytest -m "not slow"']
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("python")]
+    assert ci[-1] == commands[1]
+    install = commands[0].split(" && ")[:2]
+    assert [line.replace(" --quiet --disable-pip-version-check", "").replace("python -m pip", "pip") for line in ci[:2]] == install
