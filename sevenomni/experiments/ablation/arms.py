@@ -82,4 +82,3 @@ def read_test_sets(directory: Path) -> dict[str, list]:
     if ids_gfn1 != ids_gfn2:
         raise ValueError(f"{directory}: test_molecule_gfn1 and test_molecule_gfn2 do not hold the same structures")
     return sets
-

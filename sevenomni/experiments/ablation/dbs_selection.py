@@ -137,4 +137,3 @@ def main(argv: list[str] | None = None) -> int:
     (out / "dbs_selection.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
-

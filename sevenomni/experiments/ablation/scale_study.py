@@ -301,4 +301,3 @@ def main(argv: list[str] | None = None) -> dict:
     plot(record, args.out.with_suffix(".png"))
     print(markdown(record))
     return record
-

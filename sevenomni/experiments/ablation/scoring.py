@@ -146,5 +146,3 @@ def transfer_floor(sets: dict[str, list]) -> dict:
         "conformational_energy_mae": 1000 * mae(conformational_energy_errors(gfn2["energy"], gfn1["energy"], molecules)),
         "note": "GFN2-xTB labels scored against GFN1-xTB labels on test_molecule_* (eV/Å; meV/atom)",
     }
-
-

@@ -61,7 +61,6 @@ def finite_or_none(value):
     return value
 
 
-
 def format_cell(entry: dict | None, scale: float, decimals: int) -> str:
     """'mean ± std' of a summary entry, scaled; '–' where there is none."""
     if entry is None or entry["mean"] is None or not math.isfinite(entry["mean"]):
@@ -163,5 +162,3 @@ def plot(result: dict, path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=130)
     plt.close(figure)
-
-

@@ -65,8 +65,6 @@ def rmse(values: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(values))))
 
 
-
-
 def predict_all(calculator: Calculator, structures: Sequence[Atoms], with_stress: Sequence[bool]) -> list[dict]:
     """Energy, forces and, where ``with_stress`` (the structures that have stress labels), stress."""
     predictions = []

@@ -47,7 +47,13 @@ from pathlib import Path
 from sevenomni.analysis.report import json_ready
 from sevenomni.experiments.checkout import DATA_ROOT, RESULTS, ROOT
 from sevenomni.experiments.labels import reference
-from sevenomni.experiments.lambench.accuracy import TEST_SETS, force_field_errors, force_field_metric, load_sets, predict_all
+from sevenomni.experiments.lambench.accuracy import (
+    TEST_SETS,
+    force_field_errors,
+    force_field_metric,
+    load_sets,
+    predict_all,
+)
 from sevenomni.experiments.lambench.efficiency import EFFICIENCY_STRUCTURES, CalculatorFor, efficiency
 from sevenomni.experiments.lambench.instability import MD_STRUCTURES, instability
 from sevenomni.experiments.machine import machine_info
