@@ -70,7 +70,10 @@ def cpu_seconds() -> float:
 
 
 def write_extxyz_files(directory: Path, n: int, files: int, seed: int = 0) -> list[Path]:
+    from sevenomni.data.readers.ase_files import DEFAULT_KEYS
+
     rng = np.random.default_rng(seed)
+    energy_key, forces_key, stress_key = DEFAULT_KEYS  # the label keys ingestion reads by default
     paths = [directory / f"part{k}.extxyz" for k in range(files)]
     per_file = -(-n // files)
     written = 0
@@ -79,8 +82,8 @@ def write_extxyz_files(directory: Path, n: int, files: int, seed: int = 0) -> li
         for _ in range(min(per_file, n - written)):
             k = int(rng.integers(2, 9))
             lines.append(
-                f'{k}\nLattice="5 0 0 0 5 0 0 0 5" Properties=species:S:1:pos:R:3:REF_forces:R:3 '
-                f'REF_energy={rng.normal():.8f} REF_stress="0.1 0.2 0.3 0.01 0.02 0.03" pbc="T T T"\n'
+                f'{k}\nLattice="5 0 0 0 5 0 0 0 5" Properties=species:S:1:pos:R:3:{forces_key}:R:3 '
+                f'{energy_key}={rng.normal():.8f} {stress_key}="0.1 0.2 0.3 0.01 0.02 0.03" pbc="T T T"\n'
             )
             # distinct sites of a 3x3x3 grid, jittered: atoms stay > 0.6 Å apart (ingest rejects < 0.1 Å)
             sites = np.stack(np.unravel_index(rng.choice(27, size=k, replace=False), (3, 3, 3)), axis=1)

@@ -43,6 +43,7 @@ from ase.md.verlet import VelocityVerlet
 import sevenomni
 from sevenomni.data.graph import atoms_to_graph, collate
 from sevenomni.devices import use_tf32
+from sevenomni.experiments.labels import reference
 from sevenomni.interop.sevenn import read_sevenn_checkpoint, resolve_sevenn_checkpoint, sevenn_to_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,7 +180,8 @@ def time_md(variants: dict, atoms, steps: int, rounds: int) -> dict:
 def training_batch(size: int):
     structures = read(DATA / "crystal_gfn1.extxyz", index=":") + read(DATA / "molecule_gfn2.extxyz", index=":")
     picked = [structures[i] for i in np.random.default_rng(0).choice(len(structures), size, replace=False)]
-    return [(atoms, float(atoms.info["REF_energy"]), np.asarray(atoms.arrays["REF_forces"])) for atoms in picked]
+    labels = reference(picked)
+    return list(zip(picked, labels["energy"], labels["forces"]))
 
 
 def sevenomni_step(model, batch, device, tf32: bool = False):

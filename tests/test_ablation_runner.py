@@ -1,8 +1,8 @@
-"""benchmarks/ablation.py and the recipes it runs: configs valid, outputs complete and finite."""
+"""The ablation runner (sevenomni.experiments.ablation, benchmarks/ablation.py) and the recipes it runs: configs
+valid, outputs complete and finite; its reports."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -11,21 +11,18 @@ import numpy as np
 import pytest
 import yaml
 
+from sevenomni.experiments.ablation import arms as ablation_arms
+from sevenomni.experiments.ablation import report as ablation_report
+from sevenomni.experiments.ablation import runner
+from sevenomni.experiments.ablation import scoring
+from sevenomni.experiments.ablation import transfer_gap as transfer_gap_report
 from sevenomni.train.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes"
 
 
-def load_runner():
-    spec = importlib.util.spec_from_file_location("ablation_runner", ROOT / "benchmarks" / "ablation.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-runner = load_runner()
-ARMS = runner.load_arms()
+ARMS = ablation_arms.load_arms()
 
 
 SCALE_TREATMENTS = {"multi_task_scale_shared": False, "multi_task_scale_penalized": "penalized",
@@ -52,7 +49,7 @@ def test_recipe_configs_validate(path):
 @pytest.mark.parametrize("arm", list(ARMS))
 def test_every_arm_is_a_valid_run_config(arm, data):
     spec = ARMS[arm]
-    config = load_config(spec["config"], runner.run_overrides(spec, data, seed=3, steps=7, extra=[]))
+    config = load_config(spec["config"], ablation_arms.run_overrides(spec, data, seed=3, steps=7, extra=[]))
     by_name = {d.name: d for d in config.data.databases}
     assert config.train.seed == 3 and config.data.sampling.seed == 3 and config.stages[0].steps == 7
     assert all(Path(d.path).parent == RECIPES / "data" / data for d in config.data.databases)
@@ -83,7 +80,7 @@ def test_conformational_energy_removes_each_molecules_offset():
     from ase import Atoms
 
     structures = [Atoms("H2", info={"source": s}) for s in ("a", "a", "b", "b")]
-    errors = runner.conformational_energy_errors([1.0, 3.0, 10.0, 10.0], [0.0, 0.0, 0.0, 0.0], structures)
+    errors = scoring.conformational_energy_errors([1.0, 3.0, 10.0, 10.0], [0.0, 0.0, 0.0, 0.0], structures)
     assert np.allclose(errors, [-0.5, 0.5, 0.0, 0.0])  # (error - molecule mean) / atoms
 
 
@@ -139,14 +136,6 @@ def test_runner_on_tiny_data_writes_json_table_and_plot(tmp_path):
     assert again == records
 
 
-def load_report(name="ablation_report"):
-    """A report script of benchmarks/ as a module."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
-    return report
-
-
 def sweep_file(arms_and_seeds, strength=None, validation=0.2, test=0.4):
     """A results file of the runner: ``arms_and_seeds`` maps arm → {seed: mol@gfn1 force MAE}."""
     runs = [
@@ -165,7 +154,7 @@ def sweep_file(arms_and_seeds, strength=None, validation=0.2, test=0.4):
 
 
 def test_sweeps_select_lambda_on_validation_and_report_the_test_preference(tmp_path):
-    report = load_report()
+    report = ablation_report
     for strength, validation, test in (("1e-2", 0.3, 0.5), ("1e-1", 0.2, 0.4), ("1", 0.25, 0.3)):
         data = sweep_file({"multi_task": {0: test}}, strength, validation, test)
         (tmp_path / f"ablation_lambda_{strength}.json").write_text(json.dumps(data))
@@ -176,7 +165,7 @@ def test_sweeps_select_lambda_on_validation_and_report_the_test_preference(tmp_p
 
 
 def test_main_table_takes_each_arm_at_its_selected_lambda_with_paired_differences(tmp_path):
-    report = load_report()
+    report = ablation_report
     files = {
         "ablation_lambda_1e-1.json": sweep_file({"multi_task": {0: 0.30, 1: 0.31, 2: 0.20}}, "1e-1", validation=0.2),
         "ablation_lambda_1.json": sweep_file({"multi_task": {0: 0.9, 1: 0.9, 2: 0.9}}, "1", validation=0.3),
@@ -204,7 +193,7 @@ def test_main_table_takes_each_arm_at_its_selected_lambda_with_paired_difference
 
 
 def test_transfer_gap_report_pairs_each_remedy_with_its_reference(tmp_path):
-    report = load_report("transfer_gap_report")
+    report = transfer_gap_report
     reference = sweep_file({"multi_task": {0: 0.30, 1: 0.20, 2: 0.25}}, "1")
     remedy = sweep_file({"multi_task": {0: 0.25, 1: 0.21, 2: 0.20}}, "1")
     remedy["extra_overrides"].append("model.task_embedding_norm=true")

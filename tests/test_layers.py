@@ -23,6 +23,7 @@ LAYERS = {
     "sevenomni.analysis": 7, "sevenomni.dbs": 7, "sevenomni.md": 7,
     "sevenomni.train": 8,
     "sevenomni.dbs_cli": 8.5,
+    "sevenomni.experiments": 8.5,
     "sevenomni.cli": 9, "sevenomni": 9,
     "sevenomni.__main__": 10,
 }

@@ -1,21 +1,8 @@
-"""benchmarks/scale_study_report.py: the scale treatment is chosen on validation only, per data set and overall."""
+"""The scale study report (sevenomni.experiments.ablation.scale_study): the scale treatment is chosen on validation only, per data set and overall."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_report():
-    spec = importlib.util.spec_from_file_location("scale_study_report", ROOT / "benchmarks" / "scale_study_report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-report = load_report()
+from sevenomni.experiments.ablation import scale_study as report
 
 
 TREATMENTS = {"multi_task_scale_free": True, "multi_task_scale_shared": False,

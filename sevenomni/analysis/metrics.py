@@ -47,7 +47,10 @@ def reduced_compositions(atomic_numbers: torch.Tensor, batch: torch.Tensor, num_
 
 
 def composition_centred(errors: np.ndarray, groups: list) -> np.ndarray:
-    """``errors`` minus the mean error of their group."""
+    """``errors`` minus the mean error of their group: the offset between two energy references removed.
+
+    ``groups`` holds one hashable key per error: reduced compositions for cMAE, or any other grouping
+    (the ablation groups conformations of one molecule by its ``source``)."""
     centred = np.asarray(errors, dtype=np.float64).copy()
     labels: dict = {}
     index = np.array([labels.setdefault(group, len(labels)) for group in groups], dtype=np.int64)
