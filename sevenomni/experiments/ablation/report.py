@@ -152,10 +152,15 @@ def metric(run: dict, key: str) -> float | None:
     return value
 
 
+def seed_pairs(runs: list[dict], first: str, second: str) -> tuple[list[int], dict[str, dict[int, dict]]]:
+    """The seeds both arms ran, and arm -> seed -> run for the two arms."""
+    by_seed = {arm: {run["seed"]: run for run in runs if run["arm"] == arm} for arm in (first, second)}
+    return sorted(set(by_seed[first]) & set(by_seed[second])), by_seed
+
+
 def paired(runs: list[dict], better: str, other: str) -> dict | None:
     """Per-seed differences better − other (meV/Å) and the seeds where ``better`` is lower."""
-    by_seed = {arm: {run["seed"]: run for run in runs if run["arm"] == arm} for arm in (better, other)}
-    seeds = sorted(set(by_seed[better]) & set(by_seed[other]))
+    seeds, by_seed = seed_pairs(runs, better, other)
     if not seeds:
         return None
     metrics = {}

@@ -96,8 +96,7 @@ def summarize(runs: list[dict]) -> dict[str, dict]:
 
 def paired_validation(runs: list[dict], first: str, second: str) -> dict | None:
     """Per-seed validation differences first − second (meV/Å)."""
-    by_seed = {arm: {run["seed"]: run for run in runs if run["arm"] == arm} for arm in (first, second)}
-    seeds = sorted(set(by_seed[first]) & set(by_seed[second]))
+    seeds, by_seed = ablation_report.seed_pairs(runs, first, second)
     if not seeds:
         return None
     differences = [1000 * (by_seed[first][s]["validation"]["selection_forces_mae"]
