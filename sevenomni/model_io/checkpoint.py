@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from pydantic import ValidationError
 
-from sevenomni.base import validation_problems
-from sevenomni.files import atomic_write
+from sevenomni.core.base import validation_problems
+from sevenomni.core.files import atomic_write
 from sevenomni.nn import ModelConfig, SevenOmniModel
 
 CHECKPOINT_FORMAT = "sevenomni-model"

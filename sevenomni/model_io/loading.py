@@ -3,9 +3,9 @@
 ``load_model`` takes a sevenomni model file, a training checkpoint (``checkpoints/best.pt``,
 ``last.pt``, a stage checkpoint: the EMA weights where EMA was enabled), a run directory (its
 ``model.pt``), a SevenNet checkpoint file, or a SevenNet shortcut such as ``7net-mf-0``. It sits
-above both file formats (:mod:`sevenomni.checkpoint`, :mod:`sevenomni.interop.sevenn`), so neither
+above both file formats (:mod:`sevenomni.model_io.checkpoint`, :mod:`sevenomni.model_io.sevenn.convert`), so neither
 imports the other. Every file is CRC-verified and unpickled with an allowlist only (see
-:mod:`sevenomni.checkpoint`).
+:mod:`sevenomni.model_io.checkpoint`).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sevenomni.arguments import add_trust_pickle_argument  # noqa: F401  (importable from here as before)
-from sevenomni.checkpoint import (
+from sevenomni.core.arguments import add_trust_pickle_argument  # noqa: F401  (importable from here as before)
+from sevenomni.model_io.checkpoint import (
     TRAINING_STATE_FORMAT,
     CheckpointError,
     check_model_record,
@@ -22,7 +22,7 @@ from sevenomni.checkpoint import (
     model_from_record,
     model_from_training_state,
 )
-from sevenomni.interop import sevenn
+from sevenomni.model_io.sevenn import convert as sevenn
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.backend import TPBackend, check_backend
 
