@@ -16,7 +16,7 @@ LAYERS = {
     "sevenomni.calculators": 3,
     "sevenomni.analysis": 4, "sevenomni.bridging": 4, "sevenomni.md": 4,
     "sevenomni.train": 5,
-    "sevenomni.experiments": 6,
+    "sevenomni.experiments": 6, "sevenomni.testing": 6,
     "sevenomni.cli": 7, "sevenomni": 7,
     "sevenomni.__main__": 8,
     # deprecated paths (one release): shims above everything they re-export
