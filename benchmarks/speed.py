@@ -42,9 +42,9 @@ from ase.md.verlet import VelocityVerlet
 
 import sevenomni
 from sevenomni.data.graph import atoms_to_graph, collate
-from sevenomni.devices import use_tf32
+from sevenomni.core.devices import use_tf32
 from sevenomni.experiments.labels import reference
-from sevenomni.interop.sevenn import read_sevenn_checkpoint, resolve_sevenn_checkpoint, sevenn_to_model
+from sevenomni.model_io.sevenn.convert import read_sevenn_checkpoint, resolve_sevenn_checkpoint, sevenn_to_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

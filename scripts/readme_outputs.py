@@ -568,7 +568,7 @@ def render_all(results: Results) -> dict[str, str]:
 
 
 def provenance() -> dict:
-    from sevenomni.version import __version__
+    from sevenomni.core.version import __version__
 
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain", "--", "sevenomni", "recipes"], cwd=ROOT,

@@ -8,15 +8,15 @@ e3nn nor torch_geometric.
 from importlib import import_module
 from typing import Any
 
-from sevenomni.version import __version__
+from sevenomni.core.version import __version__
 
 _LAZY = {
-    "PredictionError": "sevenomni.calculator",
-    "SevenOmniCalculator": "sevenomni.calculator",
-    "predict": "sevenomni.calculator",
-    "CheckpointError": "sevenomni.checkpoint",
-    "save_checkpoint": "sevenomni.checkpoint",
-    "load_model": "sevenomni.loading",
+    "PredictionError": "sevenomni.calculators.prediction",
+    "SevenOmniCalculator": "sevenomni.calculators.ase_calculator",
+    "predict": "sevenomni.calculators.prediction",
+    "CheckpointError": "sevenomni.model_io.checkpoint",
+    "save_checkpoint": "sevenomni.model_io.checkpoint",
+    "load_model": "sevenomni.model_io.loading",
     "ModelConfig": "sevenomni.nn",
     "SevenOmniModel": "sevenomni.nn",
 }

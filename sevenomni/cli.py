@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sevenomni.files import describe_os_error
-from sevenomni.arguments import CommandParser, add_trust_pickle_argument
-from sevenomni.version import __version__
+from sevenomni.core.files import describe_os_error
+from sevenomni.core.arguments import CommandParser, add_trust_pickle_argument
+from sevenomni.core.version import __version__
 
 
 def info(args: argparse.Namespace) -> None:
     """Print what a checkpoint holds: tasks, elements, cutoff, hyperparameters, parameter counts."""
-    from sevenomni.loading import load_model
+    from sevenomni.model_io.loading import load_model
     from sevenomni.train.report import parameter_count as count
 
     model = load_model(args.checkpoint, trust_pickle=args.trust_pickle)
@@ -41,7 +41,7 @@ def info(args: argparse.Namespace) -> None:
 
 def import_sevenn(args: argparse.Namespace) -> None:
     """Convert a SevenNet checkpoint (file or shipped shortcut) to a sevenomni model file."""
-    from sevenomni.interop.sevenn import import_sevenn as convert
+    from sevenomni.model_io.sevenn.convert import import_sevenn as convert
 
     model = convert(args.checkpoint, args.out, task_name=args.task_name, trust_pickle=args.trust_pickle)
     total = sum(p.numel() for p in model.parameters())
@@ -50,8 +50,8 @@ def import_sevenn(args: argparse.Namespace) -> None:
 
 def export_sevenn(args: argparse.Namespace) -> None:
     """Write a sevenomni model (imported from SevenNet, perhaps fine-tuned) as a SevenNet checkpoint."""
-    from sevenomni.interop.sevenn_export import export_sevenn as convert
-    from sevenomni.loading import load_model, resolve_model_source
+    from sevenomni.model_io.sevenn.export import export_sevenn as convert
+    from sevenomni.model_io.loading import load_model, resolve_model_source
 
     source = resolve_model_source(args.model)
     model = load_model(source, trust_pickle=args.trust_pickle)
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     from sevenomni.analysis.cli import register as register_analysis_commands  # eval, analyze, plot
 
     register_analysis_commands(commands)
-    from sevenomni.dbs_cli import register as register_dbs_commands  # `sevenomni dbs select|label`
+    from sevenomni.bridging.cli import register as register_dbs_commands  # `sevenomni dbs select|label`
 
     register_dbs_commands(commands)
     from sevenomni.md.cli import register as register_md_commands  # `sevenomni lammps`

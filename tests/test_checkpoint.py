@@ -66,7 +66,7 @@ def test_garbage_and_foreign_files(tmp_path):
 
 
 def test_wrong_version_and_inconsistent_weights(model, tmp_path):
-    from sevenomni.checkpoint import model_record
+    from sevenomni.model_io.checkpoint import model_record
 
     record = model_record(model)
     torch.save({**record, "version": 99}, tmp_path / "v99.pt")

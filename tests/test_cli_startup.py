@@ -20,7 +20,7 @@ def run_python(code: str) -> subprocess.CompletedProcess:
 def test_building_every_subcommand_parser_imports_no_heavy_package():
     result = run_python(
         "import json, sys\n"
-        "from sevenomni.arguments import all_parsers\n"
+        "from sevenomni.core.arguments import all_parsers\n"
         "from sevenomni.cli import build_parser\n"
         "parsers = all_parsers(build_parser())\n"
         f"print(json.dumps({{'parsers': [p.prog for p in parsers], 'heavy': [m for m in {HEAVY!r} if m in sys.modules]}}))"
@@ -39,7 +39,7 @@ def test_the_public_names_are_still_importable_from_the_package():
         "from sevenomni import SevenOmniCalculator, load_model, predict, save_checkpoint, CheckpointError\n"
         "from sevenomni.data import atoms_to_graph, collate, LMDBDataset\n"
         "from sevenomni.train import ConfigError, RunConfig, load_config, WeightPenalty\n"
-        "from sevenomni.loading import add_trust_pickle_argument\n"
+        "from sevenomni.model_io.loading import add_trust_pickle_argument\n"
         "print(sevenomni.build_model(['a'], ['H']).tasks)"
     )
     assert result.returncode == 0, result.stderr

@@ -15,7 +15,7 @@ from conftest import make_model
 from sevenomni import predict, save_checkpoint
 from sevenomni.cli import main
 from sevenomni.data.ingest import ingest
-from sevenomni.dbs import select
+from sevenomni.bridging.select import select
 from sevenomni.nn.task_names import COMMON_CHANNEL, Tasks
 from training_helpers import TINY
 

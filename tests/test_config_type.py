@@ -21,7 +21,7 @@ from sevenomni.data.dataset import LMDBDataset, database_datasets
 from sevenomni.data.graph import collate
 from sevenomni.data.ingest import cached_store
 from sevenomni.data.spec import DatabaseSpec
-from sevenomni.keys import ENERGY, FORCES, STRESS
+from sevenomni.core.keys import ENERGY, FORCES, STRESS
 from sevenomni.train.config import ConfigError, LossSection, load_config
 from sevenomni.train.data import Database
 from sevenomni.train.loss import EnergyForceStressLoss

@@ -15,7 +15,8 @@ from sevenomni import predict, save_checkpoint
 from sevenomni.cli import main
 from sevenomni.data.ingest import ingest
 from sevenomni.data.store import StoreReader
-from sevenomni.dbs import SelectionError, farthest_points, label, read_selection, select, write_selection
+from sevenomni.bridging.select import SelectionError, farthest_points, read_selection, select, write_selection
+from sevenomni.bridging.label import label
 
 
 @pytest.fixture(scope="module")

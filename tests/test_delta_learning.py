@@ -15,7 +15,7 @@ from training_helpers import BASE, TINY  # noqa: E402
 
 from sevenomni import SevenOmniCalculator, load_model, predict  # noqa: E402
 from sevenomni.analysis.evaluate import choose_channels, evaluate_databases, open_databases  # noqa: E402
-from sevenomni.baseline import BaselineError, BaselineSpec, build_calculator  # noqa: E402
+from sevenomni.core.baseline import BaselineError, BaselineSpec, build_calculator  # noqa: E402
 from sevenomni.data.ingest import ingest  # noqa: E402
 from sevenomni.data.store import StoreReader  # noqa: E402
 from sevenomni.train.config import ConfigError, load_config  # noqa: E402

@@ -11,7 +11,7 @@ from ase.calculators.calculator import PropertyNotImplementedError
 
 from conftest import make_model
 from sevenomni import SevenOmniCalculator
-from sevenomni.dispersion import DispersionError
+from sevenomni.calculators.dispersion import DispersionError
 
 pytest.importorskip("dftd3")
 from dftd3.ase import DFTD3  # noqa: E402

@@ -12,7 +12,7 @@ from ase.io import read, write
 from conftest import make_model
 from sevenomni import SevenOmniCalculator, load_model, save_checkpoint
 from sevenomni.cli import main
-from sevenomni.extrapolation import ExtrapolationWarning
+from sevenomni.calculators.extrapolation import ExtrapolationWarning
 from sevenomni.nn import ModelConfig
 
 torch.set_num_threads(1)

@@ -16,7 +16,7 @@ from ase.io import read
 
 pytest.importorskip("sevenn")
 
-from sevenomni.calculator import predict
+from sevenomni.calculators.prediction import predict
 from sevenomni import load_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -56,8 +56,8 @@ def test_random_damage_cells_and_settings_end_in_named_errors_or_correct_results
 # The child: every case, one JSON line before and one after
 # ------------------------------------------------------------------------------------------------
 def named_errors() -> tuple[type[Exception], ...]:
-    from sevenomni.calculator import PredictionError
-    from sevenomni.checkpoint import CheckpointError
+    from sevenomni.calculators.prediction import PredictionError
+    from sevenomni.model_io.checkpoint import CheckpointError
     from sevenomni.data.graph import StructureError
     from sevenomni.data.ingest import IngestError
     from sevenomni.data.readers import InvalidRecordError, SourceError

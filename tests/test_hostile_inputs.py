@@ -25,7 +25,7 @@ from data_helpers import records
 from training_helpers import make_run, write_config
 
 from sevenomni import CheckpointError, SevenOmniCalculator, load_model, save_checkpoint
-from sevenomni.calculator import PredictionError
+from sevenomni.calculators.prediction import PredictionError
 from sevenomni.data.dataset import LMDBDataset
 from sevenomni.data.graph import StructureError
 from sevenomni.data.ingest import ingest
@@ -41,7 +41,7 @@ from sevenomni.data.store import (
     sealed,
     write_store,
 )
-from sevenomni.keys import ENERGY
+from sevenomni.core.keys import ENERGY
 
 
 TINY_TEST_SET = Path(__file__).resolve().parents[1] / "recipes" / "data" / "tiny" / "test_crystal_gfn1.extxyz"
@@ -126,7 +126,7 @@ def test_a_size_hyperparameter_beyond_its_cap_is_refused_before_building(model_f
     ],
 )
 def test_a_config_that_disagrees_with_the_weights_is_refused_before_building(model_file, change, message, monkeypatch):
-    import sevenomni.checkpoint as checkpoint
+    import sevenomni.model_io.checkpoint as checkpoint
 
     def no_building(config):
         raise AssertionError("the model was built before the weights were compared")
@@ -359,9 +359,9 @@ def test_an_unwritable_ingest_output_is_a_one_line_error(tmp_path, capsys, block
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_full_disk_when_saving_a_checkpoint_names_the_file(tmp_path, monkeypatch, capsys):
-    import sevenomni.files
+    import sevenomni.core.files
 
-    monkeypatch.setattr(sevenomni.files.os, "fdopen", lambda descriptor, mode, **kw: open("/dev/full", mode, **kw))
+    monkeypatch.setattr(sevenomni.core.files.os, "fdopen", lambda descriptor, mode, **kw: open("/dev/full", mode, **kw))
     with pytest.raises(OSError, match=r"No space left on device.*model\.pt") as raised:
         save_checkpoint(make_model(), tmp_path / "model.pt")
     assert raised.value.filename == str(tmp_path / "model.pt")

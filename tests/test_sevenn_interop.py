@@ -23,7 +23,7 @@ sevenn = pytest.importorskip("sevenn")
 
 from sevenomni import CheckpointError, SevenOmniCalculator, load_model
 from sevenomni.cli import main
-from sevenomni.interop.sevenn import (
+from sevenomni.model_io.sevenn.convert import (
     load_sevenn_model,
     read_sevenn_checkpoint,
     resolve_sevenn_checkpoint,

@@ -1,4 +1,4 @@
-"""The physics mixin (tests/physics.py) on every model configuration and backend we ship.
+"""The physics mixin (sevenomni/testing/physics.py) on every model configuration and backend we ship.
 
 E is invariant and F, σ equivariant under rotation, inversion, translation, permutation and the
 choice of periodic image; F and σ are energy derivatives; the common channel is θT = 0.
@@ -7,8 +7,9 @@ choice of periodic image; F and σ are energy derivatives; the common channel is
 import numpy as np
 import pytest
 from conftest import make_model, structures
-from physics import ModelPhysics, evaluate, transformed
 from scipy.spatial.transform import Rotation
+
+from sevenomni.testing.physics import ModelPhysics, evaluate, transformed
 
 
 class TestFloat64(ModelPhysics):

@@ -47,7 +47,7 @@ def test_channels_differ_once_theta_t_is_nonzero(model):
 
 
 def test_common_channel_differs_from_every_task_channel(model):
-    # That it equals the model with θT = 0 is checked for every configuration by tests/physics.py.
+    # That it equals the model with θT = 0 is checked for every configuration by sevenomni/testing/physics.py.
     for task in model.tasks:
         assert np.abs(energies(model, "common", task) - energies(model, task)).max() > 1e-4
 

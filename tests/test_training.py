@@ -16,7 +16,7 @@ import torch
 from ase.io import read
 
 from sevenomni import load_model
-from sevenomni.calculator import predict
+from sevenomni.calculators.prediction import predict
 from sevenomni.train.config import ConfigError, load_config, save_config
 from sevenomni.train.trainer import Trainer, TrainingDiverged, TrainingInterrupted
 from training_helpers import make_run, write_config

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from ase import Atoms
 
-from sevenomni.calculator import predict
+from sevenomni.calculators.prediction import predict
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.task import LinearCorrection, TaskEnergyScale
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from sevenomni.arguments import add_trust_pickle_argument
+from sevenomni.core.arguments import add_trust_pickle_argument
 
 
 def _progress(args: argparse.Namespace) -> bool:
@@ -27,7 +27,7 @@ def evaluate(args: argparse.Namespace) -> None:
         parse_own,
     )
     from sevenomni.analysis.report import write_json
-    from sevenomni.loading import load_model
+    from sevenomni.model_io.loading import load_model
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -84,7 +84,7 @@ def evaluate(args: argparse.Namespace) -> None:
 def predict(args: argparse.Namespace) -> None:
     """Write FILE's structures with the model's energies, forces and stresses (no labels needed)."""
     from sevenomni.analysis.predict_file import predict_file
-    from sevenomni.loading import load_model
+    from sevenomni.model_io.loading import load_model
 
     model = load_model(args.model, trust_pickle=args.trust_pickle)
     count = predict_file(model, args.file, args.out, args.task, args.shift_task, args.batch_size, args.device)
@@ -97,7 +97,7 @@ def embeddings(args: argparse.Namespace) -> None:
     from sevenomni.analysis.config_types import format_config_type_table
     from sevenomni.analysis.embeddings import analyse_embeddings, format_embeddings
     from sevenomni.analysis.report import write_json
-    from sevenomni.loading import load_model
+    from sevenomni.model_io.loading import load_model
 
     model = load_model(args.model, trust_pickle=args.trust_pickle)
     analysis = analyse_embeddings(model)
@@ -115,8 +115,8 @@ def gap(args: argparse.Namespace) -> None:
 
     from sevenomni.analysis.channel_gap import channel_gap, format_channel_gap
     from sevenomni.analysis.report import write_json
-    from sevenomni.devices import resolve_device
-    from sevenomni.loading import load_model
+    from sevenomni.core.devices import resolve_device
+    from sevenomni.model_io.loading import load_model
 
     device = resolve_device(args.device)
     model = load_model(args.model, trust_pickle=args.trust_pickle).to(device)

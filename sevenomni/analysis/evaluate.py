@@ -27,15 +27,16 @@ from tqdm import tqdm
 
 from sevenomni.analysis.config_types import ConfigTypeErrors
 from sevenomni.analysis.metrics import ChannelSpread, ErrorAccumulator
-from sevenomni.baseline import Baseline, cached_baseline
-from sevenomni.calculator import has_stress, resolve_device
+from sevenomni.core.baseline import Baseline, cached_baseline
+from sevenomni.data.graph import has_stress
+from sevenomni.calculators.prediction import resolve_device
 from sevenomni.data.dataset import LMDBDataset, worker_collate
 from sevenomni.data.graph import collate
 from sevenomni.data.ingest import IngestError, cached_store
 from sevenomni.data.readers.common import MISSING_ENERGY, InvalidRecordError
 from sevenomni.data.store import LABEL_ENERGY, LABEL_FORCES, StoreReader, is_store
-from sevenomni.extrapolation import warn_extrapolation
-from sevenomni.keys import ENERGY, FORCES, STRESS
+from sevenomni.calculators.extrapolation import warn_extrapolation
+from sevenomni.core.keys import ENERGY, FORCES, STRESS
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.task_names import CHANNEL_COLUMN, COMMON_CHANNEL, Tasks
 

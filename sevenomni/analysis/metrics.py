@@ -23,7 +23,7 @@ from math import gcd
 import numpy as np
 import torch
 
-from sevenomni.keys import ENERGY, FORCES, STRESS, VOIGT
+from sevenomni.core.keys import ENERGY, FORCES, STRESS, VOIGT
 
 # The errors (lower is better: any of them can pick the best checkpoint, ``train.best_metric``).
 ERROR_METRICS = ("energy_mae", "energy_rmse", "energy_cmae", "forces_mae", "forces_rmse", "stress_mae")

@@ -28,7 +28,7 @@ from matplotlib.patches import Rectangle
 from sevenomni.analysis.embeddings import ALL_SITES
 from sevenomni.analysis.history import RunHistory, read_history
 from sevenomni.analysis.metrics import COMPOSITION, composition_centred
-from sevenomni.keys import ENERGY, FORCES
+from sevenomni.core.keys import ENERGY, FORCES
 from sevenomni.nn.task_names import COMMON_CHANNEL, is_common
 
 DPI = 120

@@ -1,7 +1,7 @@
 """``sevenomni predict``: energies, forces and stresses of unlabelled structures, written to extxyz.
 
 The structures (any file ASE reads, or a sevenomni store) stream through
-:func:`sevenomni.calculator.predict`, batch by batch, once per requested channel; each is written
+:func:`sevenomni.calculators.prediction.predict`, batch by batch, once per requested channel; each is written
 back with its predictions under ``sevenomni_energy`` (info), ``sevenomni_forces`` (arrays) and, for a
 periodic cell with a volume, ``sevenomni_stress`` (info, Voigt order as ASE's). With several
 channels (``all``) every key carries the channel's name as ``sevenomni eval --predictions`` writes
@@ -23,10 +23,10 @@ from ase.io import iread
 from ase.io import write as write_structures
 
 from sevenomni.analysis.evaluate import evaluation_mode
-from sevenomni.calculator import predict
-from sevenomni.devices import resolve_device
+from sevenomni.calculators.prediction import predict
+from sevenomni.core.devices import resolve_device
 from sevenomni.data.store import StoreReader, is_store
-from sevenomni.files import atomic_write
+from sevenomni.core.files import atomic_write
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.task_names import COMMON_CHANNEL
 

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from sevenomni.base import DEFAULT_MIN_DISTANCE
+from sevenomni.core.base import DEFAULT_MIN_DISTANCE
 from sevenomni.data.format_names import FORMATS
 
 

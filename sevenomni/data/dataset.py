@@ -22,7 +22,7 @@ from torch_geometric.data import Batch, Data
 from sevenomni.data.graph import arrays_to_graph, check_cell
 from sevenomni.data.spec import DatabaseSpec, SplitSpec, config_type_weight
 from sevenomni.data.store import StoreReader, describe_label_origins
-from sevenomni.keys import ENERGY, FORCES, STRESS
+from sevenomni.core.keys import ENERGY, FORCES, STRESS
 
 PathLike = str | os.PathLike
 

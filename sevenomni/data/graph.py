@@ -20,12 +20,17 @@ import vesin
 from ase import Atoms
 from torch_geometric.data import Batch, Data
 
-from sevenomni.base import MAX_CELL_LIST_BINS, MAX_PERIODIC_IMAGES, MAX_SEARCHED_BIN_PAIRS, MIN_CELL_VOLUME
+from sevenomni.core.base import MAX_CELL_LIST_BINS, MAX_PERIODIC_IMAGES, MAX_SEARCHED_BIN_PAIRS, MIN_CELL_VOLUME
 
 
 class StructureError(ValueError):
     """A structure no graph can be built for (non-finite, empty, degenerate or too extreme a cell);
     the message names the structure."""
+
+
+def has_stress(atoms: Atoms) -> bool:
+    """Stress is defined for a structure with some periodicity and a cell with volume."""
+    return bool(atoms.pbc.any()) and abs(atoms.cell.volume) > MIN_CELL_VOLUME
 
 
 def check_structure(

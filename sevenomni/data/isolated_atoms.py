@@ -16,7 +16,7 @@ import numpy as np
 from ase.data import chemical_symbols
 
 from sevenomni.data.store import StoreReader
-from sevenomni.keys import ENERGY
+from sevenomni.core.keys import ENERGY
 
 ISOLATED_ATOM = "isolatedatom"
 TOLERANCE = 1e-3  # eV: two frames of one element further apart than this disagree

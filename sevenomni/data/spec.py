@@ -11,9 +11,9 @@ from typing import Literal
 from ase.data import atomic_numbers
 from pydantic import Field, field_validator, model_validator
 
-from sevenomni.base import DEFAULT_MIN_DISTANCE, StrictModel
-from sevenomni.baseline import BaselineSpec
-from sevenomni.keys import LABELS
+from sevenomni.core.base import DEFAULT_MIN_DISTANCE, StrictModel
+from sevenomni.core.baseline import BaselineSpec
+from sevenomni.core.keys import LABELS
 
 # The config_type_weights key whose factor applies to untagged structures and unlisted types.
 DEFAULT_CONFIG_TYPE = "Default"

@@ -17,7 +17,7 @@ from sevenomni.data.dataset import LMDBDataset
 from sevenomni.data.graph import check_cell, neighbor_list
 from sevenomni.data.sampler import permutation_keys, permute
 from sevenomni.data.store import LABEL_FORCES, MAX_Z, StoreReader
-from sevenomni.keys import FORCES
+from sevenomni.core.keys import FORCES
 
 Source = StoreReader | LMDBDataset | str | os.PathLike
 NUM_ELEMENTS = MAX_Z + 1

@@ -52,9 +52,9 @@ import numpy as np
 from ase.data import chemical_symbols
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sevenomni.base import validation_problems
-from sevenomni.files import describe_os_error, new_sibling
-from sevenomni.keys import ENERGY, FORCES, STRESS
+from sevenomni.core.base import validation_problems
+from sevenomni.core.files import describe_os_error, new_sibling
+from sevenomni.core.keys import ENERGY, FORCES, STRESS
 
 FORMAT_NAME = "sevenomni-store"
 FORMAT_VERSION = 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sevenomni.data.readers.ase_files import record_from_atoms
 from sevenomni.data.readers.common import LabelKeys
-from sevenomni.keys import VOIGT
+from sevenomni.core.keys import VOIGT
 
 
 def reference(structures: list) -> dict[str, list]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sevenomni.dispersion import D3_DAMPINGS
+from sevenomni.calculators.dispersion import D3_DAMPINGS
 
 
 def lammps(args: argparse.Namespace) -> None:

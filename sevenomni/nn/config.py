@@ -7,8 +7,8 @@ from typing import Literal
 from ase.data import atomic_numbers, chemical_symbols
 from pydantic import Field, field_validator, model_validator
 
-from sevenomni.base import StrictModel
-from sevenomni.baseline import BaselineSpec
+from sevenomni.core.base import StrictModel
+from sevenomni.core.baseline import BaselineSpec
 from sevenomni.nn.backend import TPBackend
 from sevenomni.nn.task_names import Tasks
 

@@ -10,9 +10,9 @@ from ase.data import chemical_symbols
 from e3nn import o3
 from torch import nn
 
-from sevenomni.base import MIN_CELL_VOLUME
-from sevenomni.baseline import BaselineSpec
-from sevenomni.keys import ATOMIC_ENERGIES, ENERGY, FORCES, STRESS
+from sevenomni.core.base import MIN_CELL_VOLUME
+from sevenomni.core.baseline import BaselineSpec
+from sevenomni.core.keys import ATOMIC_ENERGIES, ENERGY, FORCES, STRESS
 from sevenomni.nn.backend import check_backend
 from sevenomni.nn.compiled import DOUBLE_BACKWARD_FALLBACK, compiled_atomic_energies
 from sevenomni.nn.config import ModelConfig, element_symbols

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sevenomni.arguments import add_trust_pickle_argument
+from sevenomni.core.arguments import add_trust_pickle_argument
 
 
 def train(args: argparse.Namespace) -> None:
@@ -14,8 +14,8 @@ def train(args: argparse.Namespace) -> None:
 
         print(config_template(), end="")
         return
-    from sevenomni.checkpoint import read_training_state
-    from sevenomni.logs import log_to_console
+    from sevenomni.model_io.checkpoint import read_training_state
+    from sevenomni.core.logs import log_to_console
     from sevenomni.train.config import load_config
     from sevenomni.train.run_directory import resume_checkpoint
     from sevenomni.train.trainer import Trainer

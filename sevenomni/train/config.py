@@ -10,8 +10,8 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from sevenomni.analysis.metrics import ERROR_METRICS
-from sevenomni.base import StrictModel, validation_problems
-from sevenomni.baseline import BaselineSpec
+from sevenomni.core.base import StrictModel, validation_problems
+from sevenomni.core.baseline import BaselineSpec
 from sevenomni.data.spec import DatabaseSpec, SamplingSpec
 from sevenomni.nn.config import Architecture, check_neighbor_normalization, element_symbols
 from sevenomni.nn.task_names import Tasks

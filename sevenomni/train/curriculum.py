@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from sevenomni.data.statistics import element_reference_energies
-from sevenomni.keys import ENERGY
+from sevenomni.core.keys import ENERGY
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.task import TaskEmbedding
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from sevenomni.devices import resolve_device
+from sevenomni.core.devices import resolve_device
 
 
 @dataclass

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from sevenomni.files import atomic_write
+from sevenomni.core.files import atomic_write
 
 METRICS = ("initial", "train", "validation", "final")
 

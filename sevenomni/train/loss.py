@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sevenomni.keys import ENERGY, FORCES, STRESS, VOIGT
+from sevenomni.core.keys import ENERGY, FORCES, STRESS, VOIGT
 from sevenomni.train.config import LossSection
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from sevenomni.keys import ENERGY, FORCES
+from sevenomni.core.keys import ENERGY, FORCES
 from sevenomni.nn import SevenOmniModel
 from sevenomni.train.loss import LossTerm, zero_terms
 

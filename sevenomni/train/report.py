@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from sevenomni.data.spec import DEFAULT_CONFIG_TYPE, config_type_weight
-from sevenomni.keys import LABELS, STRESS
+from sevenomni.core.keys import LABELS, STRESS
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.task_names import CHANNEL_COLUMN
 from sevenomni.train.config import LossSection

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from sevenomni.data.statistics import average_num_neighbors, force_rms
-from sevenomni.loading import load_model
+from sevenomni.model_io.loading import load_model
 from sevenomni.nn import ModelConfig, SevenOmniModel, Tasks
 from sevenomni.nn.elements import extend_elements
 from sevenomni.train.config import RunConfig

@@ -15,10 +15,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sevenomni.checkpoint import TRAINING_STATE_FORMAT, atomic_save, read_training_state, save_checkpoint
-from sevenomni.devices import use_tf32
-from sevenomni.keys import LABELS
-from sevenomni.logs import FILE_ONLY, log_to_file
+from sevenomni.model_io.checkpoint import TRAINING_STATE_FORMAT, atomic_save, read_training_state, save_checkpoint
+from sevenomni.core.devices import use_tf32
+from sevenomni.core.keys import LABELS
+from sevenomni.core.logs import FILE_ONLY, log_to_file
 from sevenomni.nn import ModelConfig, SevenOmniModel
 from sevenomni.train.config import RunConfig, StageSection, save_config
 from sevenomni.train.curriculum import fit_task_shift, given_energy_references, set_task_shift, start_on_common_pes
@@ -50,7 +50,7 @@ from sevenomni.train.setup import (
 from sevenomni.train.state import TrainingProgress, capture_rng, restore_rng, seed_everything
 from sevenomni.train.step import OptimizerStep
 from sevenomni.train.validation import validation_rows
-from sevenomni.version import __version__
+from sevenomni.core.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from sevenomni.data.readers.common import (
     validate_record,
 )
 from sevenomni.data.store import Record
-from sevenomni.keys import ENERGY, FORCES, STRESS
+from sevenomni.core.keys import ENERGY, FORCES, STRESS
 
 DEFAULT_KEYS = ("REF_energy", "REF_forces", "REF_stress")
 _CHARGE_KEYS = ("charge", "total_charge")

@@ -28,7 +28,7 @@ from sevenomni.data.readers.common import (
     validate_record,
 )
 from sevenomni.data.store import Record
-from sevenomni.keys import ENERGY, FORCES, STRESS
+from sevenomni.core.keys import ENERGY, FORCES, STRESS
 
 RESERVED_KEYS = (b"nextid", b"deleted_ids", b"metadata")
 

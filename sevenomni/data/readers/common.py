@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from ase.data import atomic_numbers as SYMBOL_TO_Z
 
-from sevenomni.base import DEFAULT_MIN_DISTANCE, REFERENCE_CUTOFF
+from sevenomni.core.base import DEFAULT_MIN_DISTANCE, REFERENCE_CUTOFF
 from sevenomni.data.graph import StructureError, check_cell, check_structure, closest_pair, describe_pair
 from sevenomni.data.store import MAX_Z, Record
 

@@ -28,7 +28,7 @@ from sevenomni.data.readers.common import (
     guarded,
     validate_record,
 )
-from sevenomni.keys import ENERGY, FORCES
+from sevenomni.core.keys import ENERGY, FORCES
 
 DEFAULT_ENERGY_KEY, DEFAULT_FORCES_KEY = "dft_total_energy", "dft_total_gradient"  # no stress: molecules
 _LENGTH = {"bohr": Bohr, "angstrom": 1.0, "nanometer": nm, "nm": nm}

@@ -13,7 +13,7 @@ from sevenomni.data.readers.common import (
     validate_record,
 )
 from sevenomni.data.store import StoreReader
-from sevenomni.keys import ENERGY, FORCES, STRESS
+from sevenomni.core.keys import ENERGY, FORCES, STRESS
 
 
 def read_store(path: str | Path, keys: LabelKeys) -> RecordStream:

@@ -64,7 +64,7 @@ def score(predictions: list[dict], structures: list, labels: list | None = None,
 
 
 def channel_predictions(model, structures: list, channel: str, shift_task: str | None = None) -> list[dict]:
-    from sevenomni.calculator import predict
+    from sevenomni.calculators.prediction import predict
 
     return list(predict(model, structures, channel, shift_task=shift_task, batch_size=16, device="cpu"))
 
@@ -84,7 +84,7 @@ def torch_threads(count: int):
 def evaluate_model(model_path: Path, sets: dict[str, list]) -> dict:
     """Every metric of one trained model on the test sets (listed in :mod:`.runner`'s docstring)."""
     from sevenomni.analysis.channel_gap import channel_gap
-    from sevenomni.loading import load_model
+    from sevenomni.model_io.loading import load_model
     from sevenomni.train import task_embedding_norm
 
     model = load_model(model_path)

@@ -62,8 +62,8 @@ from sevenomni.experiments.machine import machine_info
 def sevenomni_calculators(model: str, device: str) -> tuple[CalculatorFor, dict[str, str]]:
     """One SevenOmniCalculator per task; each test set on the channel its name names."""
     from sevenomni.analysis.evaluate import infer_own_task
-    from sevenomni.calculator import SevenOmniCalculator
-    from sevenomni.loading import load_model
+    from sevenomni.calculators.ase_calculator import SevenOmniCalculator
+    from sevenomni.model_io.loading import load_model
 
     loaded = load_model(model)
     channels = {}

@@ -16,7 +16,7 @@ import numpy as np
 from ase import Atoms
 from pydantic import Field, field_validator, model_validator
 
-from sevenomni.base import StrictModel
+from sevenomni.core.base import StrictModel
 
 # name -> (calculator, keyword arguments)
 SHORTCUTS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -12,7 +12,7 @@ from typing import Any
 
 from ase import Atoms
 
-from sevenomni.baseline import calculator_results
+from sevenomni.core.baseline import calculator_results
 
 D3_DAMPINGS = ("d3bj", "d3zero", "d3bjm", "d3zerom", "d3op")
 D3_INSTALL_HINT = "pip install dftd3 (or the project's d3 extra: pip install -e '.[d3]')"

@@ -32,7 +32,7 @@ the option; weights left over after the mapping are an error too — never a sil
 model.
 
 **Trust.** SevenNet checkpoints are Python pickles. sevenomni reads them like its own files
-(:func:`sevenomni.checkpoint.load_archive`): CRC-verified, then ``torch.load(weights_only=True)``
+(:func:`sevenomni.model_io.checkpoint.load_archive`): CRC-verified, then ``torch.load(weights_only=True)``
 with an allowlist of numpy's plain array and scalar types, which every checkpoint shipped with
 ``sevenn`` needs and which cannot execute code. A file that references any other Python object is
 refused with an error naming it; ``trust_pickle=True`` (CLI: ``--trust-pickle``) is the only way
@@ -56,7 +56,7 @@ from ase.data import chemical_symbols
 from e3nn import o3
 from pydantic import ValidationError
 
-from sevenomni.checkpoint import CheckpointError, load_archive, save_checkpoint, verify_archive
+from sevenomni.model_io.checkpoint import CheckpointError, load_archive, save_checkpoint, verify_archive
 from sevenomni.nn import ModelConfig, SevenOmniModel
 
 DEFAULT_TASK_NAME = "sevenn"
@@ -134,7 +134,7 @@ def is_sevenn_shortcut(name: str | os.PathLike) -> bool:
 
 def _pickle_strings(path: str | os.PathLike) -> set[str] | None:
     """The string constants in a torch zip archive's pickle, read without unpickling; None if not one
-    (or not an intact one: see :func:`~sevenomni.checkpoint.verify_archive`)."""
+    (or not an intact one: see :func:`~sevenomni.model_io.checkpoint.verify_archive`)."""
     try:
         verify_archive(path)
         with zipfile.ZipFile(path) as archive:

@@ -3,7 +3,7 @@ perhaps fine-tuned since) to run with SevenNet's own tools.
 
 The SevenNet config comes from a *template* checkpoint — the one the model was imported from —
 and the weights are mapped back through the same table of links the import uses
-(:func:`sevenomni.interop.sevenn.sevenn_weight_links`), read backwards. Template entries that
+(:func:`sevenomni.model_io.sevenn.convert.sevenn_weight_links`), read backwards. Template entries that
 sevenomni does not hold (the rows of a universal model's dummy element, constants of e3nn
 modules) are kept as they are.
 
@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from sevenomni.checkpoint import CheckpointError, atomic_save, load_archive
-from sevenomni.interop.sevenn import (
+from sevenomni.model_io.checkpoint import CheckpointError, atomic_save, load_archive
+from sevenomni.model_io.sevenn.convert import (
     _elements,
     _option,
     _rename_old_keys,

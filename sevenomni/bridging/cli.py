@@ -1,4 +1,4 @@
-"""``sevenomni dbs select`` and ``sevenomni dbs label`` (:mod:`sevenomni.dbs`): the parser imports
+"""``sevenomni dbs select`` and ``sevenomni dbs label`` (:mod:`sevenomni.bridging.select`): the parser imports
 nothing heavy; each handler imports the implementation."""
 
 from __future__ import annotations
@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 import sys
 
-from sevenomni.arguments import SELECTION_STRATEGIES, add_trust_pickle_argument
+from sevenomni.core.arguments import SELECTION_STRATEGIES, add_trust_pickle_argument
 
 
 
 def _select_command(args) -> None:
-    from sevenomni.dbs import select, write_selection
-    from sevenomni.loading import load_model
+    from sevenomni.bridging.select import select, write_selection
+    from sevenomni.model_io.loading import load_model
 
     model = load_model(args.model, trust_pickle=args.trust_pickle) if args.model else None
     channels = tuple(args.channels) if args.channels else None
@@ -23,7 +23,8 @@ def _select_command(args) -> None:
 
 
 def _label_command(args) -> None:
-    from sevenomni.dbs import SelectionError, label
+    from sevenomni.bridging.select import SelectionError
+    from sevenomni.bridging.label import label
 
     try:
         kwargs = json.loads(args.kwargs) if args.kwargs else {}

@@ -11,12 +11,13 @@ import difflib
 import re
 import sys
 
-# The ways `sevenomni dbs select` chooses structures; sevenomni.dbs checks a request against them.
+# The ways `sevenomni dbs select` chooses structures; sevenomni.bridging.select checks a request against them.
 SELECTION_STRATEGIES = ("random", "fps", "disagreement")
 
 
 def add_trust_pickle_argument(parser: argparse.ArgumentParser) -> None:
-    """The ``--trust-pickle`` flag of every command that loads a model (see :func:`sevenomni.loading.load_model`)."""
+    """The ``--trust-pickle`` flag of every command that loads a model
+    (see :func:`sevenomni.model_io.loading.load_model`)."""
     parser.add_argument(
         "--trust-pickle",
         action="store_true",

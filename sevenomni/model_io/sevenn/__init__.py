@@ -1,6 +1,7 @@
-"""Bridges to other interatomic-potential packages (their checkpoints, without importing them)."""
+"""SevenNet checkpoints in (``import-sevenn``, ``init_from: 7net-mf-0``) and out (``export-sevenn``),
+read without importing SevenNet."""
 
-from sevenomni.interop.sevenn import (
+from sevenomni.model_io.sevenn.convert import (
     SEVENN_SHORTCUTS,
     import_sevenn,
     is_sevenn_checkpoint,

@@ -1,7 +1,10 @@
 """Physics every model must obey, as a mixin any model configuration or backend can run.
 
 A test class inherits :class:`ModelPhysics` and provides a ``model`` fixture (an eval-mode model
-with tasks ``crystal`` and ``molecule`` and non-zero θT, e.g. from ``conftest.make_model``):
+with tasks ``crystal`` and ``molecule``, the elements H, C, O and Si, and non-zero θT, e.g. from
+``tests/conftest.py``'s ``make_model``); a variant of the architecture reuses it the same way:
+
+    from sevenomni.testing.physics import ModelPhysics
 
     class TestMyConfiguration(ModelPhysics):
         @pytest.fixture(scope="class")
@@ -22,10 +25,10 @@ import numpy as np
 import pytest
 import torch
 from ase.stress import full_3x3_to_voigt_6_stress, voigt_6_to_full_3x3_stress
-from conftest import structures
 from scipy.spatial.transform import Rotation
 
-from sevenomni import predict
+from sevenomni.calculators.prediction import predict
+from sevenomni.testing.structures import structures
 
 TOLERANCE = {"float64": 1e-8, "float32": 1e-4}  # per-atom energy; forces get 10x, stress 1x
 STRUCTURES = list(structures())
