@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from torch_geometric.data import Batch, Data
 
 from sevenomni.data.graph import arrays_to_graph, check_cell
+from sevenomni.data.pyg_internals import batch_from_parts, batch_parts
 from sevenomni.data.spec import DatabaseSpec, SplitSpec, config_type_weight
 from sevenomni.data.store import StoreReader, describe_label_origins
 from sevenomni.core.keys import (
@@ -228,20 +229,13 @@ def _to_tensor(value: Any) -> Any:
 
 
 def _rebuild_batch(attributes: dict, slices: dict, increments: dict, num_graphs: int) -> Batch:
-    batch = Batch(_base_cls=Data, **{k: _to_tensor(v) for k, v in attributes.items()})
-    batch._slice_dict = {k: _to_tensor(v) for k, v in slices.items()}
-    batch._inc_dict = {k: _to_tensor(v) for k, v in increments.items()}
-    batch._num_graphs = num_graphs
-    return batch
+    parts = ({k: _to_tensor(v) for k, v in part.items()} for part in (attributes, slices, increments))
+    return batch_from_parts(*parts, num_graphs)
 
 
 def _reduce_batch(batch: Batch) -> tuple:
-    return _rebuild_batch, (
-        {k: _to_numpy(v) for k, v in batch.to_dict().items()},
-        {k: _to_numpy(v) for k, v in batch._slice_dict.items()},
-        {k: _to_numpy(v) for k, v in batch._inc_dict.items()},
-        batch._num_graphs,
-    )
+    *parts, num_graphs = batch_parts(batch)
+    return _rebuild_batch, (*({k: _to_numpy(v) for k, v in part.items()} for part in parts), num_graphs)
 
 
 _REGISTERED: set[type] = set()
