@@ -23,7 +23,7 @@ from math import gcd
 import numpy as np
 import torch
 
-from sevenomni.core.keys import ENERGY, FORCES, STRESS, VOIGT
+from sevenomni.core.keys import BATCH, ENERGY, FORCES, STRESS, VOIGT
 
 # The errors (lower is better: any of them can pick the best checkpoint, ``train.best_metric``).
 ERROR_METRICS = ("energy_mae", "energy_rmse", "energy_cmae", "forces_mae", "forces_rmse", "stress_mae")
@@ -87,7 +87,7 @@ class ErrorAccumulator:
         if select is None:
             select = torch.ones_like(batch.has_energy.view(-1))
         self.structures += int(select.sum())
-        graph_of_node = getattr(batch, "batch", None)
+        graph_of_node = getattr(batch, BATCH, None)
         if graph_of_node is None:
             graph_of_node = torch.zeros_like(batch.atomic_numbers)
         mask = batch.has_energy.view(-1) & select
@@ -173,7 +173,7 @@ class ChannelSpread:
     def add(self, batch, prediction: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> None:
         dtype = torch.float64
         num_atoms = batch.num_atoms.view(-1).to(dtype)
-        graph_of_node = getattr(batch, "batch", None)
+        graph_of_node = getattr(batch, BATCH, None)
         if graph_of_node is None:
             graph_of_node = torch.zeros_like(batch.atomic_numbers)
         squared = (prediction[FORCES].detach().to(dtype) - reference[FORCES].detach().to(dtype)).pow(2).sum(dim=1)

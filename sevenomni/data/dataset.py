@@ -20,9 +20,20 @@ from torch.utils.data import Dataset
 from torch_geometric.data import Batch, Data
 
 from sevenomni.data.graph import arrays_to_graph, check_cell
+from sevenomni.data.pyg_internals import batch_from_parts, batch_parts
 from sevenomni.data.spec import DatabaseSpec, SplitSpec, config_type_weight
 from sevenomni.data.store import StoreReader, describe_label_origins
-from sevenomni.core.keys import ENERGY, FORCES, STRESS
+from sevenomni.core.keys import (
+    DATABASE,
+    ENERGY,
+    FORCES,
+    HAS_ENERGY,
+    HAS_FORCES,
+    HAS_STRESS,
+    STRESS,
+    STRUCTURE_WEIGHT,
+    TASK,
+)
 
 PathLike = str | os.PathLike
 
@@ -34,11 +45,11 @@ def _smallest_index_dtype(n: int) -> type:
 class LMDBDataset(Dataset):
     """Structures of one database (one or several stores) as labelled graphs.
 
-    Each item is a :class:`torch_geometric.data.Data` from :func:`arrays_to_graph` plus
-    ``energy`` float64 [1], ``forces`` float64 [N, 3], ``stress`` float64 [1, 3, 3] (ASE sign,
-    eV/Å³), ``has_energy``/``has_forces``/``has_stress`` bool [1] (missing labels are zeros),
-    ``task`` and ``database`` long [1], ``structure_weight`` float64 [1] (the loss factor of the
-    structure's ``config_type`` under ``config_type_weights``, see ``DatabaseSpec``; 1 without one).
+    Each item is a :class:`torch_geometric.data.Data` from :func:`arrays_to_graph` plus the fields
+    :mod:`sevenomni.core.keys` declares with source ``"dataset"`` (shapes and dtypes there):
+    ``energy``, ``forces``, ``stress``, ``has_energy``/``has_forces``/``has_stress`` (missing labels
+    are zeros), ``task``, ``database`` and ``structure_weight`` (the loss factor of the structure's
+    ``config_type`` under ``config_type_weights``, see ``DatabaseSpec``; 1 without one).
     """
 
     def __init__(
@@ -127,18 +138,18 @@ class LMDBDataset(Dataset):
         check_cell(record["positions"], record["cell"], record["pbc"], self.cutoff, f"{reader.path}: record {local}")
         graph = arrays_to_graph(record["numbers"], record["positions"], record["cell"], record["pbc"], self.cutoff)
         has_energy, has_forces, has_stress = ENERGY in record, FORCES in record, STRESS in record
-        graph.energy = torch.tensor([float(record[ENERGY]) if has_energy else 0.0], dtype=torch.float64)
-        graph.forces = torch.from_numpy(record[FORCES]) if has_forces else torch.zeros(n, 3, dtype=torch.float64)
-        graph.stress = (
+        graph[ENERGY] = torch.tensor([float(record[ENERGY]) if has_energy else 0.0], dtype=torch.float64)
+        graph[FORCES] = torch.from_numpy(record[FORCES]) if has_forces else torch.zeros(n, 3, dtype=torch.float64)
+        graph[STRESS] = (
             torch.from_numpy(record[STRESS]).view(1, 3, 3) if has_stress else torch.zeros(1, 3, 3, dtype=torch.float64)
         )
-        graph.has_energy = torch.tensor([has_energy])
-        graph.has_forces = torch.tensor([has_forces])
-        graph.has_stress = torch.tensor([has_stress])
-        graph.task = torch.tensor([self.task_index], dtype=torch.long)
-        graph.database = torch.tensor([self.database_index], dtype=torch.long)
+        graph[HAS_ENERGY] = torch.tensor([has_energy])
+        graph[HAS_FORCES] = torch.tensor([has_forces])
+        graph[HAS_STRESS] = torch.tensor([has_stress])
+        graph[TASK] = torch.tensor([self.task_index], dtype=torch.long)
+        graph[DATABASE] = torch.tensor([self.database_index], dtype=torch.long)
         weight = config_type_weight(self.config_type_weights, record["config_type"])
-        graph.structure_weight = torch.tensor([weight], dtype=torch.float64)
+        graph[STRUCTURE_WEIGHT] = torch.tensor([weight], dtype=torch.float64)
         return graph
 
     def config_types(self) -> list[str | None]:
@@ -218,20 +229,13 @@ def _to_tensor(value: Any) -> Any:
 
 
 def _rebuild_batch(attributes: dict, slices: dict, increments: dict, num_graphs: int) -> Batch:
-    batch = Batch(_base_cls=Data, **{k: _to_tensor(v) for k, v in attributes.items()})
-    batch._slice_dict = {k: _to_tensor(v) for k, v in slices.items()}
-    batch._inc_dict = {k: _to_tensor(v) for k, v in increments.items()}
-    batch._num_graphs = num_graphs
-    return batch
+    parts = ({k: _to_tensor(v) for k, v in part.items()} for part in (attributes, slices, increments))
+    return batch_from_parts(*parts, num_graphs)
 
 
 def _reduce_batch(batch: Batch) -> tuple:
-    return _rebuild_batch, (
-        {k: _to_numpy(v) for k, v in batch.to_dict().items()},
-        {k: _to_numpy(v) for k, v in batch._slice_dict.items()},
-        {k: _to_numpy(v) for k, v in batch._inc_dict.items()},
-        batch._num_graphs,
-    )
+    *parts, num_graphs = batch_parts(batch)
+    return _rebuild_batch, (*({k: _to_numpy(v) for k, v in part.items()} for part in parts), num_graphs)
 
 
 _REGISTERED: set[type] = set()

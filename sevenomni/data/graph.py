@@ -1,10 +1,9 @@
 """From ``ase.Atoms`` to a radius graph the model consumes, and batching of graphs.
 
-A graph is a :class:`torch_geometric.data.Data` with
-
-* ``atomic_numbers`` [N], ``pos`` [N, 3], ``cell`` [1, 3, 3], ``pbc`` [1, 3], ``num_atoms`` [1];
-* ``edge_index`` [2, E]: row 0 the neighbour j (sender), row 1 the centre i (receiver);
-* ``cell_shift`` [E, 3]: integer lattice offsets S so that r_ij = pos[j] - pos[i] + S · cell.
+A graph is a :class:`torch_geometric.data.Data` with the fields :mod:`sevenomni.core.keys` declares
+with source ``"graph"`` (their shapes, dtypes and meaning there): atomic numbers, positions, cell,
+periodicity, atom count, ``edge_index`` (row 0 the neighbour j, sender; row 1 the centre i, receiver)
+and ``cell_shift`` (integer lattice offsets S so that r_ij = pos[j] - pos[i] + S · cell).
 
 Labels (``energy``, ``forces``, ``stress``) and the ``task`` index are attached by the data
 layer. Batching is PyG's: ``edge_index`` is offset per graph and ``batch`` maps nodes to graphs.
@@ -21,6 +20,7 @@ from ase import Atoms
 from torch_geometric.data import Batch, Data
 
 from sevenomni.core.base import MAX_CELL_LIST_BINS, MAX_PERIODIC_IMAGES, MAX_SEARCHED_BIN_PAIRS, MIN_CELL_VOLUME
+from sevenomni.core.keys import ATOMIC_NUMBERS, CELL, CELL_SHIFT, EDGE_INDEX, NUM_ATOMS, PBC, POS
 
 
 class StructureError(ValueError):
@@ -303,14 +303,16 @@ def arrays_to_graph(
     else:
         i, j, shifts = tensor_neighbor_list(position_tensor, cell_tensor, tensor(pbc, torch.bool), cutoff)
     return Data(
-        atomic_numbers=tensor(atomic_numbers, torch.long),
-        pos=position_tensor,
-        cell=cell_tensor.view(1, 3, 3),
-        pbc=tensor(pbc, torch.bool).view(1, 3),
-        num_atoms=tensor([len(positions)], torch.long),
-        edge_index=torch.stack([j, i]).long(),
-        cell_shift=shifts.to(torch.float64),
-        num_nodes=len(positions),
+        **{
+            ATOMIC_NUMBERS: tensor(atomic_numbers, torch.long),
+            POS: position_tensor,
+            CELL: cell_tensor.view(1, 3, 3),
+            PBC: tensor(pbc, torch.bool).view(1, 3),
+            NUM_ATOMS: tensor([len(positions)], torch.long),
+            EDGE_INDEX: torch.stack([j, i]).long(),
+            CELL_SHIFT: shifts.to(torch.float64),
+        },
+        num_nodes=len(positions),  # torch_geometric's own, not a field
     )
 
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from sevenomni.core.base import MIN_CELL_VOLUME
 from sevenomni.core.baseline import BaselineSpec
-from sevenomni.core.keys import ATOMIC_ENERGIES, ENERGY, FORCES, STRESS
+from sevenomni.core.keys import ATOMIC_ENERGIES, BATCH, ENERGY, FORCES, SPECIES, STRESS, TASK
 from sevenomni.nn.backend import check_backend
 from sevenomni.nn.compiled import DOUBLE_BACKWARD_FALLBACK, compiled_atomic_energies
 from sevenomni.nn.config import ModelConfig, element_symbols
@@ -241,7 +241,7 @@ class SevenOmniModel(nn.Module):
 
     def species_of(self, graph) -> torch.Tensor:
         """The species of ``graph``'s atoms: those :meth:`attach_species` checked, else checked now."""
-        species = getattr(graph, "species", None)
+        species = getattr(graph, SPECIES, None)
         return species if species is not None else self.species(graph.atomic_numbers)
 
     def species(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
@@ -325,7 +325,7 @@ class SevenOmniModel(nn.Module):
         return self.node_features(edge_vec, graph.edge_index, self.species_of(graph), None)
 
     def _graph_of_atoms(self, graph) -> torch.Tensor:
-        if getattr(graph, "batch", None) is not None:
+        if getattr(graph, BATCH, None) is not None:
             return graph.batch
         return graph.pos.new_zeros(graph.pos.shape[0], dtype=torch.long)
 
@@ -353,7 +353,7 @@ class SevenOmniModel(nn.Module):
         batch = self._graph_of_atoms(graph)
         num_graphs = graph.cell.shape[0]
         species = self.species_of(graph)
-        graph_task = getattr(graph, "task", None)
+        graph_task = getattr(graph, TASK, None)
         if graph_task is None:
             if len(self.tasks) > 1:
                 raise ValueError(f"graph has no task index; this model's tasks are {self.tasks}")
