@@ -20,7 +20,8 @@ from sevenomni.core.devices import use_tf32
 from sevenomni.core.keys import LABELS
 from sevenomni.core.logs import FILE_ONLY, log_to_file
 from sevenomni.nn import ModelConfig, SevenOmniModel
-from sevenomni.train.config import RunConfig, StageSection, save_config
+from sevenomni.train.config import RunConfig, save_config
+from sevenomni.train.config_sections import StageSection
 from sevenomni.train.curriculum import fit_task_shift, given_energy_references, set_task_shift, start_on_common_pes
 from sevenomni.train.data import Database, plain_loader, stage_loader, stage_sampler
 from sevenomni.train.distributed import DistributedContext, setup_distributed
