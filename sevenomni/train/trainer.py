@@ -26,8 +26,8 @@ from sevenomni.train.curriculum import fit_task_shift, given_energy_references, 
 from sevenomni.train.data import Database, plain_loader, stage_loader, stage_sampler
 from sevenomni.train.distributed import DistributedContext, setup_distributed
 from sevenomni.train.early_stopping import EarlyStopping
-from sevenomni.train.logger import MetricsLogger
 from sevenomni.train.loss import EnergyForceStressLoss
+from sevenomni.train.metric_log import MetricsLogger
 from sevenomni.train.optim import ExponentialMovingAverage, LearningRateSchedule, build_optimizer
 from sevenomni.train.regularization import FunctionSpacePenalty, WeightPenalty
 from sevenomni.train.report import (
