@@ -44,7 +44,8 @@ import sevenomni
 from sevenomni.data.graph import atoms_to_graph, collate
 from sevenomni.core.devices import use_tf32
 from sevenomni.experiments.labels import reference
-from sevenomni.model_io.sevenn.convert import read_sevenn_checkpoint, resolve_sevenn_checkpoint, sevenn_to_model
+from sevenomni.model_io.sevenn.convert import sevenn_to_model
+from sevenomni.model_io.sevenn.files import read_sevenn_checkpoint, resolve_sevenn_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -32,11 +32,13 @@ MODULES = {
     "sevenomni.checkpoint": "sevenomni.model_io.checkpoint",
     "sevenomni.loading": "sevenomni.model_io.loading",
     "sevenomni.interop.sevenn_export": "sevenomni.model_io.sevenn.export",
-    "sevenomni.interop.sevenn": "sevenomni.model_io.sevenn.convert",
     "sevenomni.interop": "sevenomni.model_io",
     "sevenomni.dispersion": "sevenomni.calculators.dispersion",
     "sevenomni.extrapolation": "sevenomni.calculators.extrapolation",
     "sevenomni.dbs_cli": "sevenomni.bridging.cli",
+    "sevenomni.data.readers.store": "sevenomni.data.readers.store_source",
+    "sevenomni.train.logger": "sevenomni.train.metric_log",
+    "sevenomni.analysis.report": "sevenomni.analysis.json_output",
 }
 
 # Modules whose symbols went to several new modules: old module -> (default, {symbol: new module}).
@@ -48,6 +50,19 @@ SPLIT = {
     "sevenomni.dbs": (
         "sevenomni.bridging.select",
         {name: "sevenomni.bridging.label" for name in ("LabelReport", "label", "_label_chunk", "_temporary_beside")},
+    ),
+    "sevenomni.interop.sevenn": (
+        "sevenomni.model_io.sevenn.convert",
+        {
+            **{name: "sevenomni.model_io.sevenn.files" for name in (
+                "SEVENN_SHORTCUTS", "is_sevenn_checkpoint", "is_sevenn_shortcut", "read_sevenn_checkpoint",
+                "resolve_sevenn_checkpoint",
+            )},
+            **{name: "sevenomni.model_io.sevenn.config" for name in (
+                "DEFAULT_TASK_NAME", "sevenn_layer_irreps", "sevenn_model_config",
+            )},
+            **{name: "sevenomni.model_io.sevenn.weights" for name in ("WeightLink", "sevenn_weight_links")},
+        },
     ),
 }
 

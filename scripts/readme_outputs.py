@@ -654,7 +654,7 @@ def save_results(fresh: Results, path: Path = OUTPUTS) -> None:
     results = {name: results[name] for name in PIECES if name in results}
     document = {"description": "Outputs of the README's commands, written by scripts/readme_outputs.py; "
                                "README.md's readme-output blocks are rendered from them.", "pieces": results}
-    from sevenomni.analysis.report import json_ready  # NaN (an absent label's MAE) as null: strict JSON
+    from sevenomni.analysis.json_output import json_ready  # NaN (an absent label's MAE) as null: strict JSON
 
     path.write_text(json.dumps(json_ready(document), indent=1, ensure_ascii=False) + "\n")
 

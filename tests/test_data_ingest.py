@@ -249,7 +249,7 @@ def test_cached_store_uses_a_concurrent_runs_store(tmp_path, monkeypatch):
 
 def test_cached_store_uses_a_store_finished_while_it_was_committing(tmp_path, monkeypatch):
     """The other run's store appears between the writer's check and its rename: still no error."""
-    import sevenomni.data.store as store_module
+    import sevenomni.data.store.writer as store_module
 
     source = tmp_path / "a.extxyz"
     ase.io.write(source, [labelled(crystal(i), seed=i) for i in range(3)])

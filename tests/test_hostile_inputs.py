@@ -373,7 +373,7 @@ def test_a_full_disk_when_saving_a_checkpoint_names_the_file(tmp_path, monkeypat
 
 
 def test_a_full_disk_during_ingest_says_so(tmp_path, monkeypatch, capsys):
-    from sevenomni.data import store as store_module
+    from sevenomni.data.store import writer as store_module
 
     def input_output_error(self, record):
         raise lmdb.Error("mdb_put: Input/output error")
@@ -392,7 +392,7 @@ def test_a_full_disk_during_ingest_says_so(tmp_path, monkeypatch, capsys):
 # 7. Planted links, stale partial stores, messages that name their object
 # --------------------------------------------------------------------------------------------
 def test_a_link_planted_where_the_metrics_are_rewritten_is_never_followed(tmp_path):
-    from sevenomni.train.logger import append_csv_row
+    from sevenomni.train.metric_log import append_csv_row
 
     victim = tmp_path / "victim"
     victim.write_text("precious\n")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from sevenomni.train.logger import MetricsLogger
+from sevenomni.train.metric_log import MetricsLogger
 
 
 def test_csv_and_jsonl_without_wandb(tmp_path):

@@ -16,7 +16,7 @@ monkeypatch_target = "sevenomni.calculator.SevenOmniCalculator"
 
 NEW = '''from sevenomni.calculators.ase_calculator import SevenOmniCalculator  # noqa: F401
 from sevenomni.calculators.prediction import predict
-from sevenomni.model_io.sevenn import convert as sevenn
+from sevenomni.model_io import sevenn
 from sevenomni.bridging.select import select
 from sevenomni.bridging.label import label
 import sevenomni.model_io.checkpoint

@@ -21,15 +21,11 @@ from ase.build import add_adsorbate, bulk, fcc111, molecule
 
 sevenn = pytest.importorskip("sevenn")
 
-from sevenomni import CheckpointError, SevenOmniCalculator, load_model
-from sevenomni.cli import main
-from sevenomni.model_io.sevenn.convert import (
-    load_sevenn_model,
-    read_sevenn_checkpoint,
-    resolve_sevenn_checkpoint,
-    sevenn_model_config,
-    sevenn_to_model,
-)
+from sevenomni import CheckpointError, SevenOmniCalculator, load_model  # noqa: E402
+from sevenomni.cli import main  # noqa: E402
+from sevenomni.model_io.sevenn.config import sevenn_model_config  # noqa: E402
+from sevenomni.model_io.sevenn.convert import load_sevenn_model, sevenn_to_model  # noqa: E402
+from sevenomni.model_io.sevenn.files import read_sevenn_checkpoint, resolve_sevenn_checkpoint  # noqa: E402
 
 E_TOL, F_TOL, S_TOL = 1e-5, 1e-4, 1e-5  # eV/atom, eV/Å, eV/Å³
 

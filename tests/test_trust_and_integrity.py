@@ -110,7 +110,7 @@ def test_trust_pickle_is_the_only_way_to_unpickle_fully(tmp_path):
     pytest.importorskip("sevenn")
     import pathlib
 
-    from sevenomni.model_io.sevenn.convert import read_sevenn_checkpoint, resolve_sevenn_checkpoint
+    from sevenomni.model_io.sevenn.files import read_sevenn_checkpoint, resolve_sevenn_checkpoint
 
     raw = read_sevenn_checkpoint(resolve_sevenn_checkpoint("7net-mf-0"))
     path = tmp_path / "odd.pth"
@@ -151,7 +151,7 @@ def test_flipped_bytes_in_a_model_file_are_refused(tmp_path, capsys):
 
 def test_flipped_bytes_in_a_sevenn_checkpoint_are_refused(tmp_path):
     pytest.importorskip("sevenn")
-    from sevenomni.model_io.sevenn.convert import resolve_sevenn_checkpoint
+    from sevenomni.model_io.sevenn.files import resolve_sevenn_checkpoint
 
     path = tmp_path / "copy.pth"
     path.write_bytes(resolve_sevenn_checkpoint("7net-0").read_bytes())

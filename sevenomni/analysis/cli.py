@@ -26,7 +26,7 @@ def evaluate(args: argparse.Namespace) -> None:
         open_databases,
         parse_own,
     )
-    from sevenomni.analysis.report import write_json
+    from sevenomni.analysis.json_output import write_json
     from sevenomni.model_io.loading import load_model
 
     if args.threads is not None:
@@ -96,7 +96,7 @@ def embeddings(args: argparse.Namespace) -> None:
     from sevenomni.analysis import plots
     from sevenomni.analysis.config_types import format_config_type_table
     from sevenomni.analysis.embeddings import analyse_embeddings, format_embeddings
-    from sevenomni.analysis.report import write_json
+    from sevenomni.analysis.json_output import write_json
     from sevenomni.model_io.loading import load_model
 
     model = load_model(args.model, trust_pickle=args.trust_pickle)
@@ -114,7 +114,7 @@ def gap(args: argparse.Namespace) -> None:
     from ase.io import read
 
     from sevenomni.analysis.channel_gap import channel_gap, format_channel_gap
-    from sevenomni.analysis.report import write_json
+    from sevenomni.analysis.json_output import write_json
     from sevenomni.core.devices import resolve_device
     from sevenomni.model_io.loading import load_model
 

@@ -3,7 +3,7 @@
 ``load_model`` takes a sevenomni model file, a training checkpoint (``checkpoints/best.pt``,
 ``last.pt``, a stage checkpoint: the EMA weights where EMA was enabled), a run directory (its
 ``model.pt``), a SevenNet checkpoint file, or a SevenNet shortcut such as ``7net-mf-0``. It sits
-above both file formats (:mod:`sevenomni.model_io.checkpoint`, :mod:`sevenomni.model_io.sevenn.convert`), so neither
+above both file formats (:mod:`sevenomni.model_io.checkpoint`, :mod:`sevenomni.model_io.sevenn`), so neither
 imports the other. Every file is CRC-verified and unpickled with an allowlist only (see
 :mod:`sevenomni.model_io.checkpoint`).
 """
@@ -22,7 +22,8 @@ from sevenomni.model_io.checkpoint import (
     model_from_record,
     model_from_training_state,
 )
-from sevenomni.model_io.sevenn import convert as sevenn
+from sevenomni.model_io.sevenn.convert import load_sevenn_model
+from sevenomni.model_io.sevenn.files import is_sevenn_checkpoint, is_sevenn_shortcut
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.backend import TPBackend, check_backend
 
@@ -55,8 +56,8 @@ def load_model(
         check_backend(tp_backend)
     source = resolve_model_source(source)
     path = Path(source)
-    if sevenn.is_sevenn_shortcut(source) or sevenn.is_sevenn_checkpoint(path):
-        model = sevenn.load_sevenn_model(source, trust_pickle=trust_pickle)
+    if is_sevenn_shortcut(source) or is_sevenn_checkpoint(path):
+        model = load_sevenn_model(source, trust_pickle=trust_pickle)
     else:
         record = load_archive(path, "sevenomni model")
         if isinstance(record, dict) and record.get("format") == TRAINING_STATE_FORMAT:

@@ -52,7 +52,7 @@ class Architecture(StrictModel):
     """The network's shape: every hyperparameter except the tasks, elements and neighbour normalization.
 
     :class:`ModelConfig` adds those three to make a complete model; the run config's ``model``
-    section (``sevenomni.train.config.ModelSection``) adds them as optional, to be filled in from
+    section (``sevenomni.train.config_sections.ModelSection``) adds them as optional, to be filled in from
     the data. One schema, so a bad value in a run config is an error before any data is read.
     """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sevenomni.train.config import EarlyStoppingSection
+from sevenomni.train.config_sections import EarlyStoppingSection
 
 
 @dataclass

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from sevenomni.core.keys import ENERGY, FORCES, STRESS, VOIGT
-from sevenomni.train.config import LossSection
+from sevenomni.train.config_sections import LossSection
 
 
 @dataclass

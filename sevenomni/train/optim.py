@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from sevenomni.train.config import OptimizerSection, ScheduleSection
+from sevenomni.train.config_sections import OptimizerSection, ScheduleSection
 
 
 def build_optimizer(model: torch.nn.Module, config: OptimizerSection) -> torch.optim.Optimizer:

@@ -15,7 +15,7 @@ from sevenomni.data.spec import DEFAULT_CONFIG_TYPE, config_type_weight
 from sevenomni.core.keys import LABELS, STRESS
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.task_names import CHANNEL_COLUMN
-from sevenomni.train.config import LossSection
+from sevenomni.train.config_sections import LossSection
 from sevenomni.train.data import Database
 
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from sevenomni.train.logger import metric_files
+from sevenomni.train.metric_log import metric_files
 
 LOCK_FILE = ".lock"
 RUN_FILES = ("checkpoints", "model.pt", "model_best.pt", "config.yaml", "train.log")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from sevenomni.nn import SevenOmniModel
-from sevenomni.train.config import TrainSection
+from sevenomni.train.config_sections import TrainSection
 from sevenomni.train.distributed import DistributedContext
 from sevenomni.train.loss import EnergyForceStressLoss
 from sevenomni.train.optim import ExponentialMovingAverage

@@ -20,13 +20,14 @@ from sevenomni.core.devices import use_tf32
 from sevenomni.core.keys import LABELS
 from sevenomni.core.logs import FILE_ONLY, log_to_file
 from sevenomni.nn import ModelConfig, SevenOmniModel
-from sevenomni.train.config import RunConfig, StageSection, save_config
+from sevenomni.train.config import RunConfig, save_config
+from sevenomni.train.config_sections import StageSection
 from sevenomni.train.curriculum import fit_task_shift, given_energy_references, set_task_shift, start_on_common_pes
 from sevenomni.train.data import Database, plain_loader, stage_loader, stage_sampler
 from sevenomni.train.distributed import DistributedContext, setup_distributed
 from sevenomni.train.early_stopping import EarlyStopping
-from sevenomni.train.logger import MetricsLogger
 from sevenomni.train.loss import EnergyForceStressLoss
+from sevenomni.train.metric_log import MetricsLogger
 from sevenomni.train.optim import ExponentialMovingAverage, LearningRateSchedule, build_optimizer
 from sevenomni.train.regularization import FunctionSpacePenalty, WeightPenalty
 from sevenomni.train.report import (

@@ -1,7 +1,7 @@
 """What every reader shares: label keys and their lookup, the one validation function, and
 rejection records.
 
-A reader turns one source file into a stream of :class:`~sevenomni.data.store.Record` (valid) or
+A reader turns one source file into a stream of :class:`~sevenomni.data.store.codec.Record` (valid) or
 :class:`Rejected` (a bad record, with a reason code), so that ``--skip-bad`` can go on past a bad
 record and count it, and the default can stop at it naming the file and record index.
 """

@@ -44,7 +44,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sevenomni.analysis.report import json_ready
+from sevenomni.analysis.json_output import json_ready
 from sevenomni.experiments.checkout import DATA_ROOT, RESULTS, ROOT
 from sevenomni.experiments.labels import reference
 from sevenomni.experiments.lambench.accuracy import (

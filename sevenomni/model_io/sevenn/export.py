@@ -3,7 +3,7 @@ perhaps fine-tuned since) to run with SevenNet's own tools.
 
 The SevenNet config comes from a *template* checkpoint — the one the model was imported from —
 and the weights are mapped back through the same table of links the import uses
-(:func:`sevenomni.model_io.sevenn.convert.sevenn_weight_links`), read backwards. Template entries that
+(:func:`sevenomni.model_io.sevenn.weights.sevenn_weight_links`), read backwards. Template entries that
 sevenomni does not hold (the rows of a universal model's dummy element, constants of e3nn
 modules) are kept as they are.
 
@@ -27,17 +27,15 @@ from typing import Any
 import torch
 
 from sevenomni.model_io.checkpoint import CheckpointError, atomic_save, load_archive
-from sevenomni.model_io.sevenn.convert import (
-    _elements,
-    _option,
+from sevenomni.model_io.sevenn.config import _elements, _option, sevenn_model_config
+from sevenomni.model_io.sevenn.files import (
     _rename_old_keys,
     is_sevenn_checkpoint,
     is_sevenn_shortcut,
     read_sevenn_checkpoint,
     resolve_sevenn_checkpoint,
-    sevenn_model_config,
-    sevenn_weight_links,
 )
+from sevenomni.model_io.sevenn.weights import sevenn_weight_links
 from sevenomni.nn import SevenOmniModel
 
 # Model-config fields that may differ from the template's: they are written into the exported
