@@ -62,7 +62,7 @@ speed_limit=${SPEED_LIMIT:-330}
 step "speed (GPU part)" "$speed_limit" python3 benchmarks/speed.py --gpu-only --rounds 3 --budget $((speed_limit * 2 / 3)) \
     --gpu-train-batch 32 --gpu-repeats $repeats --gpu-compiled --out "$out/speed_gpu"
 
-step "cuda tests" "${TESTS_LIMIT:-60}" python3 -m pytest -m cuda tests/test_backends.py tests/test_hot_path.py \
+step "cuda tests" "${TESTS_LIMIT:-60}" python3 -m pytest -m cuda tests/unit/nn/test_backends.py tests/unit/nn/test_hot_path.py \
     -p no:cacheprovider -q -rs
 
 run_dir=$(mktemp -d)/ddp

@@ -2,7 +2,7 @@
 
 A block is either inline (``takes <!-- readme-output: x.time -->77 s<!-- /readme-output -->``) or spans
 lines (the markers on their own lines around a fenced output block or a table). Its content is
-rendered from a committed results file by ``scripts/readme_outputs.py``; ``tests/test_readme_outputs.py``
+rendered from a committed results file by ``scripts/readme_outputs.py``; ``tests/integration/test_readme_outputs.py``
 checks that every block equals its rendering and that every rendering is quoted in exactly one place.
 """
 

@@ -8,7 +8,7 @@ of kind ``results file`` runs nothing and renders a committed benchmark result
 (``benchmarks/results/*.json``, written by the benchmark scripts). README.md or one of docs/*.md (the
 research text moved out of the README) holds each rendering, once, between
 ``<!-- readme-output: NAME -->`` and ``<!-- /readme-output -->``; ``NAME`` is the piece, or
-``piece.view`` for a number quoted in prose. ``tests/test_readme_outputs.py`` fails when a block
+``piece.view`` for a number quoted in prose. ``tests/integration/test_readme_outputs.py`` fails when a block
 differs from its rendering, or when a rendering is quoted nowhere.
 
     python scripts/readme_outputs.py                        # run every command piece (~15 min on 2 cores)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from ase import Atoms
@@ -9,6 +11,8 @@ from ase import Atoms
 import sevenomni
 from sevenomni.testing.structures import rattled, structures, triclinic_crystal  # noqa: F401 (fixtures' data)
 
+TESTS = Path(__file__).resolve().parent  # unit/<package>/ and integration/ test files, shared helpers here
+REPO = TESTS.parent
 ELEMENTS = ["H", "C", "N", "O", "Si"]
 
 

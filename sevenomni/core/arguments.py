@@ -1,7 +1,7 @@
 """Command-line argument helpers shared by several commands, and the parser class of them all.
 
 Only argparse-level code lives here: building the parser must not import torch, e3nn or
-torch_geometric (``sevenomni --help`` stays fast; tests/test_cli_startup.py checks it).
+torch_geometric (``sevenomni --help`` stays fast; tests/integration/test_cli_startup.py checks it).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ what it needs to split itself back into graphs (``to_data_list``, ``get_example`
 ``_num_graphs``, and in its store ``_num_nodes`` (each graph's ``num_nodes``, part of
 ``Batch.to_dict()``); ``Batch(_base_cls=Data, ...)`` picks the class of the graphs it splits into.
 None of this is public API. Checked against torch_geometric 2.8.1 only (pyproject allows >= 2.5):
-``tests/test_pyg_internals.py`` fails wherever an installed version no longer round-trips.
+``tests/unit/data/test_pyg_internals.py`` fails wherever an installed version no longer round-trips.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "sevenomni"
+from conftest import REPO
+
+PACKAGE = REPO / "sevenomni"
 
 # Lowest first. A module may import modules of a strictly lower layer, and of its own unit
 # (the subpackage, or the module itself); nn and data share a rank and must not import each other.

@@ -6,17 +6,16 @@ product's unsimplified output irreps: a float64 model file and a training checkp
 """
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from e3nn import o3
 
-from conftest import make_model, structures
+from conftest import TESTS, make_model, structures
 from sevenomni import load_model, predict
 
-LEGACY = Path(__file__).parent / "data" / "legacy_v1"
+LEGACY = TESTS / "data" / "legacy_v1"
 
 
 def reference(key):

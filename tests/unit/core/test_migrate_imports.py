@@ -2,9 +2,10 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "migrate_imports.py"
+from conftest import REPO
+
+SCRIPT = REPO / "scripts" / "migrate_imports.py"
 
 OLD = '''from sevenomni.calculator import SevenOmniCalculator, predict  # noqa: F401
 from sevenomni.interop import sevenn

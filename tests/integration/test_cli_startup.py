@@ -6,9 +6,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import REPO
+
+ROOT = REPO
 HEAVY = ("torch", "e3nn", "torch_geometric", "ase.calculators.calculator")
 
 

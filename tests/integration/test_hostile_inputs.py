@@ -20,7 +20,7 @@ import pytest
 import torch
 from ase import Atoms
 from ase.io import write
-from conftest import make_model
+from conftest import REPO, make_model
 from data_helpers import records
 from training_helpers import make_run, write_config
 
@@ -44,7 +44,7 @@ from sevenomni.data.store import (
 from sevenomni.core.keys import ENERGY
 
 
-TINY_TEST_SET = Path(__file__).resolve().parents[1] / "recipes" / "data" / "tiny" / "test_crystal_gfn1.extxyz"
+TINY_TEST_SET = REPO / "recipes" / "data" / "tiny" / "test_crystal_gfn1.extxyz"
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from sevenomni.train.config import load_config
 
 RECIPES = sorted(
-    path for path in (Path(__file__).resolve().parents[1] / "recipes").rglob("*.yaml") if path.name != "arms.yaml"
+    path for path in (REPO / "recipes").rglob("*.yaml") if path.name != "arms.yaml"
 )
 
 

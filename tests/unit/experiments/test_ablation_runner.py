@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import REPO
 from sevenomni.experiments.ablation import arms as ablation_arms
 from sevenomni.experiments.ablation import report as ablation_report
 from sevenomni.experiments.ablation import runner
@@ -18,7 +19,7 @@ from sevenomni.experiments.ablation import scoring
 from sevenomni.experiments.ablation import transfer_gap as transfer_gap_report
 from sevenomni.train.config import load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 RECIPES = ROOT / "recipes"
 
 

@@ -16,12 +16,13 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk, molecule
-from conftest import make_model
 from training_helpers import make_run, write_config
 
 from sevenomni import CheckpointError, SevenOmniCalculator, load_model, predict, save_checkpoint
 from sevenomni.model_io.checkpoint import TRAINING_STATE_FORMAT, atomic_save, read_training_state
 from sevenomni.cli import main
+
+from conftest import REPO, make_model
 
 
 class Payload:
@@ -75,7 +76,7 @@ def test_calculator_refuses_a_pickle_that_would_run_code(malicious):
         SevenOmniCalculator(malicious)
 
 
-TINY_TEST_SET = Path(__file__).resolve().parents[1] / "recipes" / "data" / "tiny" / "test_crystal_gfn1.extxyz"
+TINY_TEST_SET = REPO / "recipes" / "data" / "tiny" / "test_crystal_gfn1.extxyz"
 
 
 @pytest.mark.parametrize("command", [["info"], ["import-sevenn"], ["eval"], ["analyze", "embeddings"]])

@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 sys.path.insert(0, str(ROOT / "scripts"))
 import readme_blocks  # noqa: E402
 import readme_outputs  # noqa: E402

@@ -16,10 +16,11 @@ from ase.io import read
 
 pytest.importorskip("sevenn")
 
+from conftest import REPO
 from sevenomni.calculators.prediction import predict
 from sevenomni import load_model
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 RECIPE = ROOT / "recipes" / "finetune_7net_mf0.yaml"
 STEPS = 20
 

@@ -22,12 +22,11 @@ from ase.build import bulk
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 
-from conftest import make_model
+from conftest import REPO, make_model
 
 from sevenomni import SevenOmniCalculator
 from sevenomni.md.mliap import export_mliap
 
-REPO = Path(__file__).resolve().parents[1]
 STEPS = 100
 THERMO = ["pe", "pxx", "pyy", "pzz", "pxy", "pxz", "pyz"]
 ELEMENTS = ["C", "Si"]

@@ -4,7 +4,7 @@ extxyz file, random cells and random settings each end in a named error or a cor
 The cases run in a child process (this file run as a script) with a memory limit and a
 per-case alarm, so a signal, a hang or exhausted memory fails the test naming the case instead of
 killing pytest. The random generator is seeded: a failing case number reproduces with
-``python tests/test_fuzz_hostile_inputs.py --only KIND:NUMBER``.
+``python tests/integration/test_fuzz_hostile_inputs.py --only KIND:NUMBER``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ SEED = 26
 CASE_SECONDS = 20  # a case still running after this is a hang (the alarm kills the child)
 MEMORY_LIMIT = 4 << 30  # private memory of the child, bytes
 COUNTS = {"model": 300, "store": 400, "extxyz": 150, "cell": 250, "setting": 150}
-TINY = Path(__file__).resolve().parents[1] / "recipes" / "data" / "tiny"
+TESTS = Path(__file__).resolve().parents[1]  # the child runs this file as a script: no conftest yet
+TINY = TESTS.parent / "recipes" / "data" / "tiny"
 
 
 def test_random_damage_cells_and_settings_end_in_named_errors_or_correct_results(tmp_path):
@@ -261,7 +262,7 @@ if __name__ == "__main__":
     parser.add_argument("--work", help="scratch directory (default: a new temporary one)")
     parser.add_argument("--only", metavar="KIND:NUMBER", help="run one case, e.g. store:17")
     arguments = parser.parse_args()
-    sys.path.insert(0, str(Path(__file__).parent))
+    sys.path.insert(0, str(TESTS))  # conftest and the helpers
     import torch
 
     torch.set_num_threads(1)
