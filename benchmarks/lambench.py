@@ -1,4 +1,4 @@
-"""LAMBench-style metrics (seed 003; LAMBench, arXiv:2504.19578) for a sevenomni model or any ASE calculator.
+"""LAMBench-style metrics (LAMBench, arXiv:2504.19578) for a sevenomni model or any ASE calculator.
 
     python benchmarks/lambench.py --model runs/quickstart/model.pt --name quickstart
 

@@ -1,4 +1,4 @@
-"""The selective-regularization ablation (seed 002, Fig. 1d) and the reports built on its results.
+"""The selective-regularization ablation (the 7net-Omni paper's Fig. 1d) and the reports built on its results.
 
 * :mod:`.arms`: the arms of ``recipes/ablation/arms.yaml``, their overrides, the data sets;
 * :mod:`.training`: training one arm × seed through ``sevenomni train`` (resumable, reused when finished);

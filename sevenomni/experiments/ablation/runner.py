@@ -1,4 +1,4 @@
-"""Selective-regularization ablation (seed 002, Fig. 1d) at laptop scale, with xTB labels.
+"""Selective-regularization ablation (the 7net-Omni paper's Fig. 1d) at laptop scale, with xTB labels.
 
     python benchmarks/ablation.py --seeds 0 1 2                 # the real ablation (small set; hours)
     python benchmarks/ablation.py --data tiny --seeds 0 --steps 300   # a quick check on the committed tiny set
@@ -112,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         steps = yaml.safe_load(Path(next(iter(arms.values()))["config"]).read_text())["stages"][0]["steps"]
     manifest = json.loads((data_dir / "manifest.json").read_text())
     result = {
-        "benchmark": "selective-regularization ablation (seed 002, Fig. 1d), xTB labels",
+        "benchmark": "selective-regularization ablation (the 7net-Omni paper's Fig. 1d), xTB labels",
         "data": args.data,
         "data_dir": os.path.relpath(data_dir, ROOT),
         "data_sets": {k: v.get("count") for k, v in manifest.get("sets", {}).items()},

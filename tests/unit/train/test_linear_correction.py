@@ -1,4 +1,4 @@
-"""Linear correction (seed 004): one scalar per task on the shift-free energy, trained on ONE structure."""
+"""Linear correction (from the systematic-softening paper): one scalar per task on the shift-free energy, trained on ONE structure."""
 
 from __future__ import annotations
 
