@@ -10,17 +10,15 @@ the config gives them, and its energy scale from the force RMS of the first stag
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
+from sevenomni.data.sources import Database
 from sevenomni.data.statistics import average_num_neighbors, force_rms
 from sevenomni.model_io.loading import load_model
 from sevenomni.nn import ModelConfig, SevenOmniModel, Tasks
 from sevenomni.nn.elements import extend_elements
 from sevenomni.train.config import RunConfig
-from sevenomni.train.data import Database, build_databases
-from sevenomni.train.distributed import DistributedContext
 
 
 def starting_model(config: RunConfig, trust_pickle: bool) -> SevenOmniModel | None:
@@ -47,14 +45,6 @@ def run_tasks(config: RunConfig, start: SevenOmniModel | None) -> Tasks:
     """The starting model's tasks (if any), then the config's tasks it does not have yet."""
     known = Tasks() if start is None else start.tasks
     return known.extended(config.tasks)
-
-
-def open_databases(
-    config: RunConfig, tasks: Tasks, cutoff: float, ctx: DistributedContext
-) -> list[Database]:
-    return build_databases(
-        config.data.databases, tasks, cutoff, Path(config.data.cache_dir), ctx, config.trained_databases
-    )
 
 
 def first_stage_statistic(config: RunConfig, databases: list[Database], function: Callable, *args) -> float:
