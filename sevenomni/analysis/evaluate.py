@@ -84,9 +84,9 @@ def infer_own_task(name: str, tasks: Sequence[str]) -> str | None:
     as a word of the database name (``test_molecule_gfn1`` → ``gfn1``); None if not unique."""
     if len(tasks) == 1:
         return tasks[0]
-    words = set(re.split(r"[^0-9a-z]+", name.lower()))
-    matches = [task for task in tasks if task.lower() in words]
-    return matches[0] if len(matches) == 1 else None
+    tasks = Tasks(tasks)
+    matches = {tasks.canonical(word) for word in re.split(r"[^0-9a-z]+", name.lower()) if word in tasks}
+    return matches.pop() if len(matches) == 1 else None
 
 
 def parse_own(pairs: Sequence[str], tasks: Tasks) -> dict[str, str]:
