@@ -16,7 +16,7 @@ import torch
 from sevenomni.data.sources import Database
 from sevenomni.data.statistics import average_num_neighbors, force_rms
 from sevenomni.model_io.loading import load_model
-from sevenomni.nn import ModelConfig, SevenOmniModel, Tasks
+from sevenomni.nn import ModelConfig, SevenOmniModel, Tasks, parameter_roles
 from sevenomni.nn.elements import extend_elements
 from sevenomni.train.config import RunConfig
 
@@ -133,11 +133,12 @@ def freeze(model: SevenOmniModel, mode: str) -> None:
         return
     if mode == "all_but_linear_correction":
         model.enable_linear_correction()
-        trainable = {id(model.linear_correction.weight)}
-    else:  # shared: the task-specific parameters train (those that train at all), θC stays
-        trainable = {id(parameter) for _, parameter in model.task_parameters() if parameter.requires_grad}
-    for parameter in model.parameters():
-        parameter.requires_grad_(id(parameter) in trainable)
+    for _, parameter, role in parameter_roles(model):
+        if mode == "all_but_linear_correction":
+            trains = parameter is model.linear_correction.weight
+        else:  # shared: the task-specific parameters train (those that train at all), θC stays
+            trains = role.task_specific and parameter.requires_grad
+        parameter.requires_grad_(trains)
 
 
 def trained_task_indices(tasks: Tasks, config: RunConfig) -> list[int] | None:
