@@ -23,7 +23,6 @@ from ase import Atoms
 
 from sevenomni.calculators.prediction import predict
 from sevenomni.nn import SevenOmniModel
-from sevenomni.nn.task import LinearCorrection, TaskEnergyScale
 
 ALL_PARTS = "all"
 
@@ -34,9 +33,8 @@ def task_parts(model: SevenOmniModel, embeddings_only: bool = False) -> dict[str
     parts = {name.removesuffix(".embedding.weight"): p for name, p in model.task_embedding_parameters()}
     if embeddings_only:
         return parts
-    scale = model.energy_scale
-    if isinstance(scale, TaskEnergyScale) and not isinstance(scale, LinearCorrection):
-        parts["energy_scale"] = scale.weight
+    if model.energy_scale.parameter_role.task_specific:
+        parts["energy_scale"] = model.energy_scale.weight
     if model.linear_correction is not None:
         parts["linear_correction"] = model.linear_correction.weight
     return parts

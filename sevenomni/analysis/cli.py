@@ -23,7 +23,7 @@ def evaluate(args: argparse.Namespace) -> None:
         choose_channels,
         evaluate_databases,
         format_table,
-        open_databases,
+        open_sources,
         parse_own,
     )
     from sevenomni.analysis.json_output import write_json
@@ -32,7 +32,7 @@ def evaluate(args: argparse.Namespace) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     model = load_model(args.model, trust_pickle=args.trust_pickle)
-    databases = open_databases(
+    databases = open_sources(
         args.data, model, args.cache_dir, parse_own(args.own, model.tasks), energy_key=args.energy_key,
         forces_key=args.forces_key, stress_key=args.stress_key, skip_bad=args.skip_bad, progress=_progress(args),
     )
@@ -58,7 +58,7 @@ def evaluate(args: argparse.Namespace) -> None:
         "tasks": model.tasks.as_list(),
         "task": args.task,
         "databases": [
-            {"name": d.name, "path": d.path, "structures": len(d.dataset), "own": d.own,
+            {"name": d.name, "path": d.path, "structures": len(d.valid), "own": d.own,
              "channels": [c.name for c in d.channels], "skipped": d.skipped}
             for d in databases
         ],
@@ -94,7 +94,6 @@ def predict(args: argparse.Namespace) -> None:
 def embeddings(args: argparse.Namespace) -> None:
     """Print θT norms and cosines per site; write embeddings.json and embeddings.png."""
     from sevenomni.analysis import plots
-    from sevenomni.analysis.config_types import format_config_type_table
     from sevenomni.analysis.embeddings import analyse_embeddings, format_embeddings
     from sevenomni.analysis.json_output import write_json
     from sevenomni.model_io.loading import load_model

@@ -30,11 +30,12 @@ from sevenomni.analysis.metrics import ChannelSpread, ErrorAccumulator
 from sevenomni.core.baseline import Baseline, cached_baseline
 from sevenomni.data.graph import has_stress
 from sevenomni.calculators.prediction import resolve_device
-from sevenomni.data.dataset import LMDBDataset, worker_collate
+from sevenomni.data.dataset import worker_collate
 from sevenomni.data.graph import collate
-from sevenomni.data.ingest import IngestError, cached_store
+from sevenomni.data.ingest import IngestError
 from sevenomni.data.readers.common import MISSING_ENERGY, InvalidRecordError
-from sevenomni.data.store import LABEL_ENERGY, LABEL_FORCES, StoreReader, is_store
+from sevenomni.data.sources import Database, resolve_store
+from sevenomni.data.store import LABEL_ENERGY, LABEL_FORCES, StoreReader
 from sevenomni.calculators.extrapolation import warn_extrapolation
 from sevenomni.core.keys import ENERGY, FORCES, STRESS
 from sevenomni.nn import SevenOmniModel
@@ -55,18 +56,6 @@ class Channel:
     name: str
     task_index: int
     common: bool
-
-
-@dataclass
-class Database:
-    """One DATA source: its name, path, graphs and own task (None when unknown)."""
-
-    name: str
-    path: str
-    dataset: LMDBDataset
-    own: str | None
-    channels: list[Channel] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -95,9 +84,9 @@ def infer_own_task(name: str, tasks: Sequence[str]) -> str | None:
     as a word of the database name (``test_molecule_gfn1`` → ``gfn1``); None if not unique."""
     if len(tasks) == 1:
         return tasks[0]
-    words = set(re.split(r"[^0-9a-z]+", name.lower()))
-    matches = [task for task in tasks if task.lower() in words]
-    return matches[0] if len(matches) == 1 else None
+    tasks = Tasks(tasks)
+    matches = {tasks.canonical(word) for word in re.split(r"[^0-9a-z]+", name.lower()) if word in tasks}
+    return matches.pop() if len(matches) == 1 else None
 
 
 def parse_own(pairs: Sequence[str], tasks: Tasks) -> dict[str, str]:
@@ -113,7 +102,7 @@ def parse_own(pairs: Sequence[str], tasks: Tasks) -> dict[str, str]:
     return own
 
 
-def open_databases(
+def open_sources(
     sources: Sequence[str | os.PathLike],
     model: SevenOmniModel,
     cache_dir: str | os.PathLike,
@@ -124,7 +113,9 @@ def open_databases(
     skip_bad: bool = False,
     progress: bool = False,
 ) -> list[Database]:
-    """One :class:`Database` per source: a store as it is, a raw file ingested into ``cache_dir``."""
+    """One validation-only :class:`Database` per DATA source (a store as it is, a raw file ingested
+    into ``cache_dir``), named by :func:`database_name`, its own task from ``own`` (``--own``) or
+    :func:`infer_own_task`."""
     own = dict(own or {})
     databases, names = [], set()
     for source in sources:
@@ -136,24 +127,23 @@ def open_databases(
         while name in names:
             name, suffix = f"{base}-{suffix}", suffix + 1
         names.add(name)
-        if is_store(path):
-            store = str(path)
-        else:
-            try:
-                (store,) = cached_store(
-                    [str(path)], cache_dir, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key,
-                    skip_bad=skip_bad, progress=progress, name=name,
-                )
-            except (InvalidRecordError, IngestError) as error:
-                if not lacks_energy_labels(error):
-                    raise
-                raise ValueError(f"{error}. {PREDICT_HINT.format(path=path)}") from error
+        try:
+            store = resolve_store(
+                [str(path)], cache_dir, name, energy_key=energy_key, forces_key=forces_key, stress_key=stress_key,
+                skip_bad=skip_bad, progress=progress,
+            )
+        except (InvalidRecordError, IngestError) as error:
+            if not lacks_energy_labels(error):
+                raise
+            raise ValueError(f"{error}. {PREDICT_HINT.format(path=path)}") from error
         with StoreReader(store) as reader:
             if not (np.asarray(reader.label_flags) & (LABEL_ENERGY | LABEL_FORCES)).any():
                 raise ValueError(f"{path}: no energy or force labels. {PREDICT_HINT.format(path=path)}")
-        dataset = LMDBDataset(store, model.cutoff, task_index=0, database_index=len(databases))
         task = own.pop(name, None) or infer_own_task(name, model.tasks)
-        databases.append(Database(name, str(path), dataset, task))
+        task_index = 0 if task is None else model.task_index(task)
+        databases.append(
+            Database.validation_only(name, str(path), store, model.cutoff, task, task_index, index=len(databases))
+        )
     if own:
         raise ValueError(f"--own names unknown database(s) {sorted(own)}; the databases are {sorted(names)}")
     return databases
@@ -293,7 +283,7 @@ def evaluate_databases(
     device = resolve_device(device)
     model = model.to(device)
     rows, samples, type_rows = [], {}, []
-    total = sum(len(d.dataset) for d in databases)
+    total = sum(len(d.valid) for d in databases)
     start = time.perf_counter()
     if predictions_dir is not None:
         Path(predictions_dir).mkdir(parents=True, exist_ok=True)
@@ -302,20 +292,20 @@ def evaluate_databases(
         for database in databases:
             bar.set_description(database.name)
             plotted = parity_channel(database)
-            atoms_total = int(np.asarray(database.dataset.atom_counts).sum())
+            atoms_total = int(np.asarray(database.valid.atom_counts).sum())
             every = max(1, -(-3 * atoms_total // PARITY_POINTS))
             errors = {c: ErrorAccumulator(sample_every=every if c == plotted else 0) for c in database.channels}
             own = next((c for c in database.channels if not c.common and c.name == database.own), None)
             spreads = {c: ChannelSpread() for c in database.channels if own is not None and c != own}
             by_type = None
             if by_config_type and plotted is not None:
-                by_type = ConfigTypeErrors.when_several(database.dataset.config_types())
+                by_type = ConfigTypeErrors.when_several(database.valid.config_types())
             loader = DataLoader(
-                database.dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                database.valid, batch_size=batch_size, shuffle=False, num_workers=workers,
                 collate_fn=worker_collate if workers else collate,
             )
             for channel in database.channels:
-                warn_extrapolation(model, channel.task_index, channel.common, database.dataset.elements)
+                warn_extrapolation(model, channel.task_index, channel.common, database.valid.elements)
             target = None if predictions_dir is None else Path(predictions_dir) / f"{database.name}.extxyz"
             with open(target, "w") if target is not None else contextlib.nullcontext() as handle:
                 for batch in loader:

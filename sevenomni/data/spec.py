@@ -45,6 +45,13 @@ class SplitSpec(StrictModel):
             raise ValueError("give either valid_fraction or valid_path, not both")
         return self
 
+    @property
+    def valid_paths(self) -> list[str] | None:
+        """``valid_path`` as a list (None: the split draws valid_fraction instead)."""
+        if self.valid_path is None:
+            return None
+        return [self.valid_path] if isinstance(self.valid_path, str) else list(self.valid_path)
+
 
 class DatabaseSpec(StrictModel):
     """One source of labelled structures, assigned to one task.

@@ -5,11 +5,12 @@ from sevenomni.nn.model import SevenOmniModel
 from sevenomni.nn.task import (
     EnergyScale,
     LinearCorrection,
+    ParameterRole,
     TaskEmbedding,
     TaskEnergyScale,
     TaskLinear,
     TaskShift,
-    TaskSpecific,
+    parameter_roles,
 )
 from sevenomni.nn.task_names import COMMON_CHANNEL, Tasks
 
@@ -19,11 +20,12 @@ __all__ = [
     "EnergyScale",
     "LinearCorrection",
     "ModelConfig",
+    "ParameterRole",
     "SevenOmniModel",
     "TaskEmbedding",
     "TaskEnergyScale",
     "TaskLinear",
     "TaskShift",
-    "TaskSpecific",
     "Tasks",
+    "parameter_roles",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from ase.data import chemical_symbols
@@ -24,12 +24,13 @@ from sevenomni.nn.task import (
     EnergyScale,
     FixedTaskEnergyScale,
     LinearCorrection,
+    ParameterRole,
     PenalizedTaskScale,
-    TaskEmbedding,
     TaskEnergyScale,
     TaskLinear,
     TaskShift,
-    TaskSpecific,
+    parameter_roles,
+    role_of,
 )
 from sevenomni.nn.task_names import Tasks, is_common
 
@@ -171,35 +172,24 @@ class SevenOmniModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return DTYPES[self.config.dtype]
 
-    def _named_parameters_of(self, kind: type[nn.Module]) -> Iterator[tuple[str, nn.Parameter]]:
-        for module_name, module in self.named_modules():
-            if isinstance(module, kind):
-                for name, parameter in module.named_parameters(recurse=False):
-                    yield f"{module_name}.{name}", parameter
+    def _named_parameters_where(self, wanted: Callable[[ParameterRole], bool]) -> Iterator[tuple[str, nn.Parameter]]:
+        return ((name, parameter) for name, parameter, role in parameter_roles(self) if wanted(role))
 
     def task_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         """θT in the broad sense: task embeddings and per-task shifts (and scales)."""
-        yield from self._named_parameters_of(TaskSpecific)
+        return self._named_parameters_where(lambda role: role.task_specific)
 
     def task_embedding_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
         """θT proper: the task-embedding tables (what selective regularization penalizes)."""
-        yield from self._named_parameters_of(TaskEmbedding)
+        return self._named_parameters_where(lambda role: role is ParameterRole.TASK_PENALIZED)
 
     def energy_reference_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        """The per-element energy shifts and the energy scales: absolute references, never penalized."""
-        seen = set()
-        for kind in (TaskShift, EnergyScale):
-            for name, parameter in self._named_parameters_of(kind):
-                if id(parameter) not in seen:
-                    seen.add(id(parameter))
-                    yield name, parameter
+        """The per-element energy shifts, the energy scales and the linear correction: never penalized."""
+        return self._named_parameters_where(lambda role: role.exempt)
 
     def shared_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
-        """θC: every parameter not owned by a task-specific module."""
-        task_ids = {id(p) for _, p in self.task_parameters()}
-        for name, parameter in self.named_parameters():
-            if id(parameter) not in task_ids:
-                yield name, parameter
+        """θC: every parameter that is not task-specific."""
+        return self._named_parameters_where(lambda role: not role.task_specific)
 
     def task_index(self, task: str) -> int:
         """Index of a task name (case-insensitive); ValueError listing the valid names."""
@@ -409,6 +399,6 @@ class SevenOmniModel(nn.Module):
             raise ValueError(f"task {name!r} is reserved or exists already ({self.tasks})")
         like_index = self.task_index(like) if like is not None else None
         for module in self.modules():
-            if isinstance(module, TaskSpecific):
+            if role_of(module).task_specific:
                 module.append_task(like_index)
         self.config = self.config.model_copy(update={"tasks": [*self.tasks, name]})

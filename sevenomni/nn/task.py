@@ -1,8 +1,9 @@
 """The whole multi-task mechanism.
 
-A model has shared parameters θC and task-specific parameters θT. Task-specific parameters live
-only in modules deriving from :class:`TaskSpecific`, so anything that must treat them apart (the
-selective penalty, optimizer groups, freezing, appending a task) finds them by module type:
+A model has shared parameters θC and task-specific parameters θT. Each module class declares the
+:class:`ParameterRole` of its own parameters (``parameter_role``; none declared: shared), and
+anything that must treat them apart (the selective penalty, optimizer groups, freezing, appending
+a task, analysis) asks :func:`parameter_roles`:
 
 * :class:`TaskEmbedding` — θT proper: a ``[n_tasks, n_scalars]`` table added to the scalar (0e)
   outputs of a linear layer. This is penalized by selective regularization. θT = 0 is the common
@@ -29,6 +30,9 @@ common channel (θT taken as zero).
 
 from __future__ import annotations
 
+import enum
+from collections.abc import Iterator
+
 import torch
 from e3nn import o3
 from torch import nn
@@ -46,16 +50,52 @@ UNPENALIZED_TASK_PARAMETERS = {
 }
 
 
-class TaskSpecific(nn.Module):
-    """Marker base: every parameter of a subclass belongs to θT in the broad sense."""
+class ParameterRole(enum.Enum):
+    """What a parameter is to the multi-task mechanism; a module class declares the role of its own
+    parameters as ``parameter_role`` (one that declares none holds shared parameters).
 
-    def append_task(self, like: int | None = None) -> None:
-        """Grow the task axis by one row (initialized from task ``like``, or neutral)."""
-        raise NotImplementedError
+    * ``SHARED``: θC (weight decay, the penalty of ``regularization.mode: all``);
+    * ``SHARED_EXEMPT``: the shared energy scale, θC but an absolute reference that no penalty sees;
+    * ``TASK_PENALIZED``: θT proper, the task embeddings (the selective penalty's parameters);
+    * ``TASK_EXEMPT``: per-task energy shifts and scales and the linear correction, never penalized
+      (:data:`UNPENALIZED_TASK_PARAMETERS` says why).
+
+    Task-specific parameters have one row per task (a module holding them has ``append_task``) and
+    train without weight decay.
+    """
+
+    SHARED = "shared"
+    SHARED_EXEMPT = "shared_exempt"
+    TASK_PENALIZED = "task_penalized"
+    TASK_EXEMPT = "task_exempt"
+
+    @property
+    def task_specific(self) -> bool:
+        return self in (ParameterRole.TASK_PENALIZED, ParameterRole.TASK_EXEMPT)
+
+    @property
+    def exempt(self) -> bool:
+        """Whether no weight penalty ever sees it."""
+        return self in (ParameterRole.SHARED_EXEMPT, ParameterRole.TASK_EXEMPT)
 
 
-class TaskEmbedding(TaskSpecific):
+def role_of(module: nn.Module) -> ParameterRole:
+    """The role of ``module``'s own parameters: its class's ``parameter_role``, else shared."""
+    return getattr(module, "parameter_role", ParameterRole.SHARED)
+
+
+def parameter_roles(model: nn.Module) -> Iterator[tuple[str, nn.Parameter, ParameterRole]]:
+    """Every parameter of ``model`` once, as ``named_parameters`` gives them, with its role: the role
+    of the module that holds it."""
+    modules = dict(model.named_modules())
+    for name, parameter in model.named_parameters():
+        yield name, parameter, role_of(modules[name.rpartition(".")[0]])
+
+
+class TaskEmbedding(nn.Module):
     """θT[l]: one learned vector per task, added to the ``dim`` scalar outputs of a layer."""
+
+    parameter_role = ParameterRole.TASK_PENALIZED
 
     def __init__(self, num_tasks: int, dim: int):
         super().__init__()
@@ -70,8 +110,10 @@ class TaskEmbedding(TaskSpecific):
         self.weight = nn.Parameter(torch.cat([self.weight.detach(), new_row]))
 
 
-class TaskShift(TaskSpecific):
+class TaskShift(nn.Module):
     """shift[t, species]: per-task, per-element energy reference added to each atom."""
+
+    parameter_role = ParameterRole.TASK_EXEMPT
 
     def __init__(self, num_tasks: int, num_species: int):
         super().__init__()
@@ -92,6 +134,8 @@ class EnergyScale(nn.Module):
     always has shape [tasks or 1, species or 1] and is broadcast.
     """
 
+    parameter_role = ParameterRole.SHARED_EXEMPT
+
     def __init__(self, num_tasks: int, num_species: int, per_element: bool):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(num_tasks, num_species if per_element else 1))
@@ -104,8 +148,10 @@ class EnergyScale(nn.Module):
         return self.weight[rows, columns]
 
 
-class TaskEnergyScale(EnergyScale, TaskSpecific):
+class TaskEnergyScale(EnergyScale):
     """An energy scale with one row per task."""
+
+    parameter_role = ParameterRole.TASK_EXEMPT
 
     def append_task(self, like: int | None = None) -> None:
         row = self.weight.new_ones(1, self.weight.shape[1]) if like is None else self.weight[like : like + 1]

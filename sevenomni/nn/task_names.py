@@ -21,9 +21,27 @@ COMMON_CHANNEL = "common"
 CHANNEL_COLUMN = "task (channel)"  # the header of a table column of channel names
 
 
+def _key(name: str) -> str:
+    """The form in which task names are compared: names that differ only in case are one task."""
+    return name.lower()
+
+
+def same_task(name: str, other: str) -> bool:
+    """Whether two task names name one task (they match without regard to case)."""
+    return _key(name) == _key(other)
+
+
 def is_common(name: str | None) -> bool:
     """Whether ``name`` is the common-PES channel (any case)."""
-    return name is not None and name.lower() == COMMON_CHANNEL
+    return name is not None and _key(name) == COMMON_CHANNEL
+
+
+def check_task_name(name: object) -> None:
+    """ValueError unless ``name`` may name a task: a non-empty string, not ``common`` (any case)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"task names must be non-empty strings, got {name!r}")
+    if is_common(name):
+        raise ValueError(f"'{COMMON_CHANNEL}' is reserved for the common-PES channel")
 
 
 class Tasks(tuple):
@@ -37,20 +55,17 @@ class Tasks(tuple):
     def __new__(cls, names: Iterable[str] = ()) -> Tasks:
         names = list(names)
         for name in names:
-            if not isinstance(name, str) or not name.strip():
-                raise ValueError(f"task names must be non-empty strings, got {name!r}")
-            if is_common(name):
-                raise ValueError(f"'{COMMON_CHANNEL}' is reserved for the common-PES channel")
-        lowered = [name.lower() for name in names]
-        if len(set(lowered)) != len(lowered):
+            check_task_name(name)
+        keys = [_key(name) for name in names]
+        if len(set(keys)) != len(keys):
             raise ValueError(f"task names must be unique (case-insensitive): {names}")
         return super().__new__(cls, names)
 
-    def _lowered(self) -> list[str]:
-        return [name.lower() for name in self]
+    def _keys(self) -> list[str]:
+        return [_key(name) for name in self]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._lowered()
+        return isinstance(name, str) and _key(name) in self._keys()
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, (list, tuple)):
@@ -68,12 +83,12 @@ class Tasks(tuple):
 
     def index(self, name: str, start: int = 0, stop: int | None = None) -> int:
         """Position of ``name`` (any case); ValueError naming the known tasks."""
-        lowered = self._lowered()
-        stop = len(lowered) if stop is None else stop
-        key = name.lower() if isinstance(name, str) else name
-        if key not in lowered[start:stop]:
+        keys = self._keys()
+        stop = len(keys) if stop is None else stop
+        key = _key(name) if isinstance(name, str) else name
+        if key not in keys[start:stop]:
             raise ValueError(f"unknown task {name!r}; the tasks are {list(self)}")
-        return lowered.index(key, start, stop)
+        return keys.index(key, start, stop)
 
     def channel(self, name: str) -> int | None:
         """The channel ``name`` selects: a task's index, or None for the common PES (``common``, any

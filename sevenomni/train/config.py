@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError, model_validator
 from sevenomni.core.base import StrictModel, validation_problems
 from sevenomni.core.baseline import BaselineSpec
 from sevenomni.data.spec import DatabaseSpec
-from sevenomni.nn.task_names import Tasks
+from sevenomni.nn.task_names import Tasks, same_task
 from sevenomni.train.config_keys import unknown_key_message
 from sevenomni.train.config_sections import DataSection, LossSection, ModelSection, StageSection, TrainSection
 from sevenomni.train.config_sections import (  # noqa: F401  (importable from here as before)
@@ -65,45 +65,36 @@ class RunConfig(StrictModel):
     @model_validator(mode="after")
     def _one_baseline_per_task(self) -> RunConfig:
         """All databases of a task learn the same targets: the same Δ-learning baseline, or none."""
-        chosen: dict[str, tuple[str, BaselineSpec | None]] = {}
         for database in self.data.databases:
-            task = database.task.lower()
-            if task not in chosen:
-                chosen[task] = (database.name, database.baseline)
-            elif chosen[task][1] != database.baseline:
-                first, baseline = chosen[task]
+            first = self.first_database_of(database.task)
+            if first.baseline != database.baseline:
                 raise ValueError(
-                    f"databases {first!r} and {database.name!r} share task {database.task!r} but not its "
-                    f"Δ-learning baseline ({baseline and baseline.label} vs {database.baseline and database.baseline.label})"
+                    f"databases {first.name!r} and {database.name!r} share task {shared_task(first, database)} but "
+                    f"not its Δ-learning baseline ({first.baseline and first.baseline.label} vs "
+                    f"{database.baseline and database.baseline.label})"
                 )
         return self
 
     @model_validator(mode="after")
     def _one_energy_reference_per_task(self) -> RunConfig:
         """All databases of a task give it the same energy references (E0s)."""
-        chosen: dict[str, DatabaseSpec] = {}
         for database in self.data.databases:
-            first = chosen.setdefault(database.task.lower(), database)
+            first = self.first_database_of(database.task)
             if first.energy_references != database.energy_references:
                 raise ValueError(
-                    f"databases {first.name!r} and {database.name!r} share task {database.task!r} but not its "
-                    f"energy_references ({first.energy_references} vs {database.energy_references})"
+                    f"databases {first.name!r} and {database.name!r} share task {shared_task(first, database)} but "
+                    f"not its energy_references ({first.energy_references} vs {database.energy_references})"
                 )
         return self
 
-    def energy_references_of(self, task: str) -> str | dict[str, float]:
-        """How ``task``'s per-element energy shifts are set: fit, isolated_atoms or {element: eV}."""
-        for database in self.data.databases:
-            if database.task.lower() == task.lower():
-                return database.energy_references
-        return "fit"
+    def first_database_of(self, task: str) -> DatabaseSpec | None:
+        """The first database of ``task`` (names matched as :class:`Tasks` matches them), None if it has none."""
+        return next((d for d in self.data.databases if same_task(d.task, task)), None)
 
     def baseline_of(self, task: str) -> BaselineSpec | None:
         """The Δ-learning baseline of ``task``'s databases (None: they learn the reference itself)."""
-        for database in self.data.databases:
-            if database.task.lower() == task.lower():
-                return database.baseline
-        return None
+        first = self.first_database_of(task)
+        return None if first is None else first.baseline
 
     def stage_loss(self, stage: StageSection) -> LossSection:
         """The loss ``stage`` trains with: ``train.loss`` with the stage's own weights."""
@@ -125,6 +116,13 @@ class RunConfig(StrictModel):
         task (the first spelling), as everywhere else (:class:`sevenomni.nn.task_names.Tasks`)."""
         by_name = {d.name: d.task for d in self.data.databases}
         return Tasks().extended(by_name[name] for stage in self.stages for name in stage.databases)
+
+
+def shared_task(first: DatabaseSpec, other: DatabaseSpec) -> str:
+    """The task two databases share, as messages name it: ``'PBE'``, or ``'PBE' (spelled 'pbe' in 'b')``."""
+    if first.task == other.task:
+        return repr(first.task)
+    return f"{first.task!r} (spelled {other.task!r} in {other.name!r})"
 
 
 def parse_value(text: str, dotted: str) -> Any:

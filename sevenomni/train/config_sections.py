@@ -12,6 +12,7 @@ from sevenomni.analysis.metrics import ERROR_METRICS
 from sevenomni.core.base import StrictModel
 from sevenomni.data.spec import DatabaseSpec, SamplingSpec
 from sevenomni.nn.config import Architecture, check_neighbor_normalization, element_symbols
+from sevenomni.nn.task_names import check_task_name
 
 
 class ModelSection(Architecture):
@@ -78,6 +79,17 @@ class DataSection(StrictModel):
         names = [d.name for d in databases]
         if len(set(names)) != len(names):
             raise ValueError(f"database names must be unique: {names}")
+        return databases
+
+    @field_validator("databases")
+    @classmethod
+    def _task_names(cls, databases: list[DatabaseSpec]) -> list[DatabaseSpec]:
+        """Every task name follows the rules of :class:`Tasks` (checked here, before any data is read)."""
+        for database in databases:
+            try:
+                check_task_name(database.task)
+            except ValueError as error:
+                raise ValueError(f"database {database.name!r}: {error}") from None
         return databases
 
 

@@ -12,7 +12,6 @@ import torch
 from sevenomni.data.statistics import element_reference_energies
 from sevenomni.core.keys import ENERGY
 from sevenomni.nn import SevenOmniModel
-from sevenomni.nn.task import TaskEmbedding
 
 
 @dataclass
@@ -30,9 +29,8 @@ class ShiftFit:
 def start_on_common_pes(model: SevenOmniModel, task_index: int) -> None:
     """Put a new task on the common PES without energy references: its row of every θT table
     and its shifts become zero."""
-    for module in model.modules():
-        if isinstance(module, TaskEmbedding):
-            module.weight[task_index].zero_()
+    for _, parameter in model.task_embedding_parameters():
+        parameter[task_index].zero_()
     model.energy_shift.weight[task_index].zero_()
 
 

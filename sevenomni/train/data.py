@@ -1,113 +1,16 @@
-"""From DatabaseSpecs to datasets, splits and per-stage loaders."""
+"""Per-stage loaders over a run's databases (opened by :func:`sevenomni.data.sources.open_databases`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
-from sevenomni.data.dataset import LMDBDataset, database_datasets, kept_indices, worker_collate
+from sevenomni.data.dataset import worker_collate
 from sevenomni.data.graph import collate
-from sevenomni.data.ingest import cached_store
-from sevenomni.data.isolated_atoms import IsolatedAtoms, find_isolated_atoms
 from sevenomni.data.sampler import MultiDatabaseSampler
-from sevenomni.data.spec import DatabaseSpec, SamplingSpec
-from sevenomni.data.store import StoreReader, is_store
-from sevenomni.nn import Tasks
+from sevenomni.data.sources import Database
+from sevenomni.data.spec import SamplingSpec
 from sevenomni.train.distributed import DistributedContext
-
-
-@dataclass
-class Database:
-    """One database of a run: its spec, index, task index, train / validation datasets and the
-    isolated-atom frames left out of both (of ``spec.path``; see :mod:`sevenomni.data.isolated_atoms`)."""
-
-    spec: DatabaseSpec
-    index: int
-    task_index: int
-    train: LMDBDataset
-    valid: LMDBDataset | None
-    isolated: IsolatedAtoms = field(default_factory=IsolatedAtoms)
-
-
-def as_list(paths: str | list[str]) -> list[str]:
-    return [paths] if isinstance(paths, str) else list(paths)
-
-
-def resolve_store(paths: str | list[str], spec: DatabaseSpec, cache_dir: Path, ctx: DistributedContext) -> Path:
-    """A store path for ``paths``: the store itself, or a cached ingest of raw files."""
-    paths = as_list(paths)
-    if len(paths) == 1 and is_store(paths[0]):
-        return Path(paths[0])
-    stores = [p for p in paths if is_store(p)]
-    if stores:
-        raise ValueError(f"database {spec.name!r}: give one store or raw files, not a mix: {paths}")
-    for path in paths:
-        if not Path(path).exists():
-            raise FileNotFoundError(f"database {spec.name!r}: {path} does not exist")
-    (store,) = cached_store(
-        paths,
-        cache_dir,
-        energy_key=spec.energy_key,
-        forces_key=spec.forces_key,
-        stress_key=spec.stress_key,
-        min_distance=spec.min_distance,
-        baseline=spec.baseline,
-        name=spec.name,
-        create=ctx.is_main,
-    )
-    ctx.barrier()
-    return Path(store)
-
-
-def build_databases(
-    specs: list[DatabaseSpec],
-    tasks: Tasks,
-    cutoff: float,
-    cache_dir: Path,
-    ctx: DistributedContext,
-    trained: set[str],
-) -> list[Database]:
-    """Open every database's store and split it (:func:`sevenomni.data.dataset.database_datasets`).
-
-    A database that no stage trains on (a test set) is evaluation-only: all of it validates.
-    Isolated-atom frames neither train nor validate.
-    """
-    databases = []
-    for index, spec in enumerate(specs):
-        if spec.task not in tasks:
-            raise ValueError(f"database {spec.name!r} has task {spec.task!r}, which no stage trains: {tasks}")
-        task_index = tasks.index(spec.task)
-        store = resolve_store(spec.path, spec, cache_dir, ctx)
-        isolated = isolated_atoms_of([store], spec.name)
-        if spec.name not in trained:
-            weights = spec.config_type_weights
-            empty = LMDBDataset(store, cutoff, task_index, index, np.arange(0), weights)
-            valid = LMDBDataset(store, cutoff, task_index, index, kept_indices([store], isolated.indices), weights)
-            databases.append(Database(spec, index, task_index, empty, valid, isolated))
-            continue
-        valid_stores = valid_exclude = None
-        if spec.split.valid_path is not None:
-            valid_stores = [resolve_store(spec.split.valid_path, spec, cache_dir, ctx)]
-            valid_exclude = isolated_atoms_of(valid_stores, spec.name).indices
-        train, valid = database_datasets(
-            spec, [store], cutoff, task_index, index, valid_stores=valid_stores,
-            exclude=isolated.indices, valid_exclude=valid_exclude,
-        )
-        databases.append(Database(spec, index, task_index, train, valid, isolated))
-    return databases
-
-
-def isolated_atoms_of(stores: list[Path], name: str) -> IsolatedAtoms:
-    readers = [StoreReader(path) for path in stores]
-    try:
-        return find_isolated_atoms(readers, f"database {name!r}")
-    finally:
-        for reader in readers:
-            reader.close()
 
 
 class RankSlice(torch.utils.data.Sampler):

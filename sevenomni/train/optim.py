@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from sevenomni.nn import parameter_roles
 from sevenomni.train.config_sections import OptimizerSection, ScheduleSection
 
 
@@ -16,10 +17,9 @@ def build_optimizer(model: torch.nn.Module, config: OptimizerSection) -> torch.o
     Task parameters sit in their own group so that the explicit selective penalty stays the
     only regularization they see.
     """
-    task_ids = {id(p) for _, p in model.task_parameters()}
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    shared = [p for p in trainable if id(p) not in task_ids]
-    task = [p for p in trainable if id(p) in task_ids]
+    trainable = [(p, role) for _, p, role in parameter_roles(model) if p.requires_grad]
+    shared = [p for p, role in trainable if not role.task_specific]
+    task = [p for p, role in trainable if role.task_specific]
     groups = [
         {"params": shared, "weight_decay": config.weight_decay, "name": "shared"},
         {"params": task, "weight_decay": 0.0, "name": "task"},

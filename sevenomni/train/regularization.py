@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from sevenomni.core.keys import ENERGY, FORCES
-from sevenomni.nn import SevenOmniModel
+from sevenomni.nn import ParameterRole, SevenOmniModel, parameter_roles
 from sevenomni.train.loss import LossTerm, zero_terms
 
 
@@ -25,22 +25,25 @@ class WeightPenalty:
         self.mode, self.strength, self.model = mode, float(strength), model
         self.tasks = None if tasks is None else sorted(set(tasks))
 
-    def parameters(self) -> list[torch.nn.Parameter]:
+    def _penalized(self) -> list[tuple[torch.nn.Parameter, ParameterRole]]:
+        """The penalized parameters, in the model's order, with their roles."""
         if self.mode == "task":
-            return [p for _, p in self.model.task_embedding_parameters()]
+            return [(p, role) for _, p, role in parameter_roles(self.model) if role is ParameterRole.TASK_PENALIZED]
         if self.mode == "all":
-            references = {id(p) for _, p in self.model.energy_reference_parameters()}
-            return [p for p in self.model.parameters() if p.requires_grad and id(p) not in references]
+            return [(p, role) for _, p, role in parameter_roles(self.model) if p.requires_grad and not role.exempt]
         return []
 
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p, _ in self._penalized()]
+
     def __call__(self) -> torch.Tensor:
-        parameters = self.parameters()
-        if not parameters or self.strength == 0.0:
+        penalized = self._penalized()
+        if not penalized or self.strength == 0.0:
             return torch.zeros((), device=next(self.model.parameters()).device)
+        parameters = [p for p, _ in penalized]
         if self.tasks is not None:
             rows = torch.as_tensor(self.tasks, device=parameters[0].device)
-            per_task = {id(p) for _, p in self.model.task_parameters()}
-            parameters = [p.index_select(0, rows) if id(p) in per_task else p for p in parameters]
+            parameters = [p.index_select(0, rows) if role.task_specific else p for p, role in penalized]
         return 0.5 * self.strength * sum(p.pow(2).sum() for p in parameters)
 
 

@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from sevenomni.data.sources import Database
 from sevenomni.data.spec import DEFAULT_CONFIG_TYPE, config_type_weight
 from sevenomni.core.keys import LABELS, STRESS
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.task_names import CHANNEL_COLUMN
 from sevenomni.train.config_sections import LossSection
-from sevenomni.train.data import Database
 
 
 def parameter_count(named: Iterable[tuple[str, torch.nn.Parameter]]) -> int:

@@ -10,17 +10,15 @@ the config gives them, and its energy scale from the force RMS of the first stag
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
+from sevenomni.data.sources import Database
 from sevenomni.data.statistics import average_num_neighbors, force_rms
 from sevenomni.model_io.loading import load_model
-from sevenomni.nn import ModelConfig, SevenOmniModel, Tasks
+from sevenomni.nn import ModelConfig, SevenOmniModel, Tasks, parameter_roles
 from sevenomni.nn.elements import extend_elements
 from sevenomni.train.config import RunConfig
-from sevenomni.train.data import Database, build_databases
-from sevenomni.train.distributed import DistributedContext
 
 
 def starting_model(config: RunConfig, trust_pickle: bool) -> SevenOmniModel | None:
@@ -47,14 +45,6 @@ def run_tasks(config: RunConfig, start: SevenOmniModel | None) -> Tasks:
     """The starting model's tasks (if any), then the config's tasks it does not have yet."""
     known = Tasks() if start is None else start.tasks
     return known.extended(config.tasks)
-
-
-def open_databases(
-    config: RunConfig, tasks: Tasks, cutoff: float, ctx: DistributedContext
-) -> list[Database]:
-    return build_databases(
-        config.data.databases, tasks, cutoff, Path(config.data.cache_dir), ctx, config.trained_databases
-    )
 
 
 def first_stage_statistic(config: RunConfig, databases: list[Database], function: Callable, *args) -> float:
@@ -143,11 +133,12 @@ def freeze(model: SevenOmniModel, mode: str) -> None:
         return
     if mode == "all_but_linear_correction":
         model.enable_linear_correction()
-        trainable = {id(model.linear_correction.weight)}
-    else:  # shared: the task-specific parameters train (those that train at all), θC stays
-        trainable = {id(parameter) for _, parameter in model.task_parameters() if parameter.requires_grad}
-    for parameter in model.parameters():
-        parameter.requires_grad_(id(parameter) in trainable)
+    for _, parameter, role in parameter_roles(model):
+        if mode == "all_but_linear_correction":
+            trains = parameter is model.linear_correction.weight
+        else:  # shared: the task-specific parameters train (those that train at all), θC stays
+            trains = role.task_specific and parameter.requires_grad
+        parameter.requires_grad_(trains)
 
 
 def trained_task_indices(tasks: Tasks, config: RunConfig) -> list[int] | None:

@@ -19,11 +19,12 @@ from sevenomni.model_io.checkpoint import TRAINING_STATE_FORMAT, atomic_save, re
 from sevenomni.core.devices import use_tf32
 from sevenomni.core.keys import LABELS
 from sevenomni.core.logs import FILE_ONLY, log_to_file
+from sevenomni.data.sources import Database, open_databases
 from sevenomni.nn import ModelConfig, SevenOmniModel
 from sevenomni.train.config import RunConfig, save_config
 from sevenomni.train.config_sections import StageSection
 from sevenomni.train.curriculum import fit_task_shift, given_energy_references, set_task_shift, start_on_common_pes
-from sevenomni.train.data import Database, plain_loader, stage_loader, stage_sampler
+from sevenomni.train.data import plain_loader, stage_loader, stage_sampler
 from sevenomni.train.distributed import DistributedContext, setup_distributed
 from sevenomni.train.early_stopping import EarlyStopping
 from sevenomni.train.loss import EnergyForceStressLoss
@@ -42,7 +43,6 @@ from sevenomni.train.run_directory import entries, locked_run_directory, remove_
 from sevenomni.train.setup import (
     build_model,
     freeze,
-    open_databases,
     run_tasks,
     starting_model,
     trained_task_indices,
@@ -121,7 +121,10 @@ class Trainer:
         trained_before = [] if start is None else start.tasks.as_list()  # never re-introduced
         self.tasks = run_tasks(config, start)
         cutoff = config.model.cutoff if start is None else start.cutoff
-        self.databases = open_databases(config, self.tasks, cutoff, self.ctx)
+        self.databases = open_databases(
+            config.data.databases, self.tasks, cutoff, config.data.cache_dir, config.trained_databases,
+            create=self.ctx.is_main, barrier=self.ctx.barrier,
+        )
         self.by_name = {d.spec.name: d for d in self.databases}
         self.added_elements: list[str] = []
         if start is not None and not resume:

@@ -8,14 +8,14 @@ PES with its own task's shifts. Graphs are built once per batch whatever the num
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Literal
 
 import torch
 
 from sevenomni.analysis.evaluate import Channel, evaluate_databases
-from sevenomni.analysis.evaluate import Database as ScoredDatabase
+from sevenomni.data.sources import Database
 from sevenomni.nn import COMMON_CHANNEL, SevenOmniModel, Tasks
-from sevenomni.train.data import Database
 
 VALIDATION_BATCH_SIZE = 16
 
@@ -34,14 +34,14 @@ def validation_rows(
     """
     scored = []
     for database in databases:
-        own = tasks[database.task_index]
+        own = database.own
         if database.valid is None or own not in introduced:
             continue
         chosen = [Channel(own, database.task_index, False)]
         if channels == "all":
             chosen += [Channel(task, tasks.index(task), False) for task in introduced if task != own]
             chosen.append(Channel(COMMON_CHANNEL, database.task_index, True))
-        scored.append(ScoredDatabase(database.spec.name, str(database.spec.path), database.valid, own, chosen))
+        scored.append(replace(database, channels=chosen))
     if not scored:
         return []
     # The validation labels of a Δ-learning task are reference − baseline already.

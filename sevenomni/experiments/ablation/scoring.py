@@ -88,7 +88,6 @@ def evaluate_model(model_path: Path, sets: dict[str, list]) -> dict:
     from sevenomni.train import task_embedding_norm
 
     model = load_model(model_path)
-    tasks = [t.lower() for t in model.tasks]
     molecules, crystals = sets["molecule_gfn1"], sets["crystal_gfn1"]
     on_gfn1 = channel_predictions(model, molecules, "gfn1")
     on_common = channel_predictions(model, molecules, "common", shift_task="gfn1")
@@ -100,7 +99,7 @@ def evaluate_model(model_path: Path, sets: dict[str, list]) -> dict:
         "molecule_gfn1_on_common": score(on_common, molecules, molecules=True),
         "molecule_gfn1_spread_to_common": channel_spread(on_gfn1, on_common),
     }
-    if "gfn2" in tasks:
+    if "gfn2" in model.tasks:
         on_gfn2 = channel_predictions(model, molecules, "gfn2")  # the same structures as the gfn2 test set
         metrics["molecule_gfn2"] = score(on_gfn2, molecules, sets["molecule_gfn2"], molecules=True)
         metrics["molecule_gfn1_on_gfn2_channel"] = score(on_gfn2, molecules, molecules=True)

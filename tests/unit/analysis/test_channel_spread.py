@@ -11,13 +11,13 @@ from ase.io import read, write
 
 from analysis_helpers import tiny_model
 from sevenomni import predict
-from sevenomni.analysis.evaluate import choose_channels, evaluate_databases, format_table, open_databases
+from sevenomni.analysis.evaluate import choose_channels, evaluate_databases, format_table, open_sources
 from sevenomni.train.report import channel_spread
 from training_helpers import TINY
 
 
 def scored(model, path, tmp_path):
-    databases = open_databases([path], model, tmp_path / "cache", own={path.stem: "gfn1"})
+    databases = open_sources([path], model, tmp_path / "cache", own={path.stem: "gfn1"})
     choose_channels(databases[0], model, "all")
     return {row["channel"]: row for row in evaluate_databases(model, databases, device="cpu").rows}
 

@@ -32,6 +32,30 @@ def test_parameter_roles_are_disjoint_and_complete(model):
     assert all(p.shape[0] == len(model.tasks) for _, p in model.task_parameters())
 
 
+@pytest.mark.parametrize("scale_per_task", [True, False, "penalized", "fixed"])
+def test_every_parameter_has_the_role_its_module_declares(scale_per_task):
+    from sevenomni.nn import ParameterRole, parameter_roles
+
+    model = make_model(task_embedding_sites=["si1", "si2", "readout"], scale_per_task=scale_per_task,
+                       linear_correction=True)
+    roles = [(name, role) for name, _, role in parameter_roles(model)]
+    assert [name for name, _ in roles] == [name for name, _ in model.named_parameters()]  # each once
+    task_scale = scale_per_task in (True, "fixed")
+    expected = {
+        "energy_shift.weight": ParameterRole.TASK_EXEMPT,
+        "energy_scale.weight": ParameterRole.TASK_EXEMPT if task_scale else ParameterRole.SHARED_EXEMPT,
+        "linear_correction.weight": ParameterRole.TASK_EXEMPT,
+    }
+    for name, role in roles:
+        if name.endswith(".embedding.weight"):
+            assert role is ParameterRole.TASK_PENALIZED, name
+        else:
+            assert role is expected.get(name, ParameterRole.SHARED), name
+    penalized = [name for name, role in roles if role is ParameterRole.TASK_PENALIZED]
+    assert len(penalized) == 5 + (scale_per_task == "penalized")  # and energy_scale.embedding.weight
+    assert penalized == [name for name, _ in model.task_embedding_parameters()]
+
+
 @pytest.mark.parametrize("sites", [["si1"], ["si2"], ["readout"], []])
 def test_embedding_sites_are_configurable(sites):
     model = make_model(task_embedding_sites=sites)

@@ -15,15 +15,15 @@ from analysis_helpers import tiny_model
 from data_helpers import crystal, labelled
 from sevenomni import save_checkpoint
 from sevenomni.analysis.config_types import UNTAGGED
-from sevenomni.analysis.evaluate import choose_channels, evaluate_databases, open_databases
+from sevenomni.analysis.evaluate import choose_channels, evaluate_databases, open_sources
 from sevenomni.cli import main
 from sevenomni.data.dataset import LMDBDataset, database_datasets
 from sevenomni.data.graph import collate
 from sevenomni.data.ingest import cached_store
+from sevenomni.data.sources import Database
 from sevenomni.data.spec import DatabaseSpec
 from sevenomni.core.keys import ENERGY, FORCES, STRESS
 from sevenomni.train.config import ConfigError, LossSection, load_config
-from sevenomni.train.data import Database
 from sevenomni.train.loss import EnergyForceStressLoss
 from sevenomni.train.report import config_type_lines
 from sevenomni.train.trainer import Trainer
@@ -111,17 +111,17 @@ def test_start_up_lines_list_the_types_and_warn_of_absent_ones(tmp_path):
     spec = DatabaseSpec(name="mixed", path="mixed.extxyz", task="PBE",
                         config_type_weights={"Default": 0.5, "bulk": 2.0, "dimer": 0.1})
     train, valid = database_datasets(spec, [store], 3.5, 0, 0)
-    lines = config_type_lines(Database(spec, 0, 0, train, valid))
+    lines = config_type_lines(Database(spec.name, spec.path, spec.task, 0, 0, train, valid, spec))
     assert lines == [
         "database mixed: config types bulk ×3 (weight 2), rattled ×2 (weight 0.5), untagged ×1 (weight 0.5)",
         "warning: database mixed: config_type_weights names ['dimer'], which none of its structures carries",
     ]
     spec = DatabaseSpec(name="mixed", path="mixed.extxyz", task="PBE")
-    assert config_type_lines(Database(spec, 0, 0, train, valid)) == []
+    assert config_type_lines(Database(spec.name, spec.path, spec.task, 0, 0, train, valid, spec)) == []
 
 
 def scored(model, paths, tmp_path, by_config_type=True):
-    databases = open_databases(paths, model, tmp_path / "cache")
+    databases = open_sources(paths, model, tmp_path / "cache")
     for database in databases:
         choose_channels(database, model, "gfn1")
     return evaluate_databases(model, databases, batch_size=4, device="cpu", by_config_type=by_config_type)

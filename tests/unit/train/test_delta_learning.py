@@ -14,7 +14,7 @@ pytest.importorskip("tblite")
 from training_helpers import BASE, TINY  # noqa: E402
 
 from sevenomni import SevenOmniCalculator, load_model, predict  # noqa: E402
-from sevenomni.analysis.evaluate import choose_channels, evaluate_databases, open_databases  # noqa: E402
+from sevenomni.analysis.evaluate import choose_channels, evaluate_databases, open_sources  # noqa: E402
 from sevenomni.core.baseline import BaselineError, BaselineSpec, build_calculator  # noqa: E402
 from sevenomni.data.ingest import ingest  # noqa: E402
 from sevenomni.data.store import StoreReader  # noqa: E402
@@ -113,7 +113,7 @@ def test_predictions_are_model_plus_baseline_and_scores_agree(sets, tmp_path):
     # Validation scored the model alone against Δ labels; eval scores model + baseline against the
     # reference labels of the same structures: the errors are the same.
     (validated,) = [row for row in trainer.final_metrics if row["database"] == "test"]
-    databases = open_databases([sets / "test.extxyz"], model, tmp_path / "eval-cache", own={"test": "gfn1"})
+    databases = open_sources([sets / "test.extxyz"], model, tmp_path / "eval-cache", own={"test": "gfn1"})
     choose_channels(databases[0], model, "gfn1")
     (scored,) = evaluate_databases(model, databases, device="cpu").rows
     assert scored["forces_mae"] == pytest.approx(validated["forces_mae"], rel=1e-9)
