@@ -41,8 +41,8 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 
 import sevenomni
-from sevenomni.data.graph import atoms_to_graph, collate
 from sevenomni.core.devices import use_tf32
+from sevenomni.data.graph import atoms_to_graph, collate
 from sevenomni.experiments.labels import reference
 from sevenomni.model_io.sevenn.convert import sevenn_to_model
 from sevenomni.model_io.sevenn.files import read_sevenn_checkpoint, resolve_sevenn_checkpoint

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sevenomni.core.files import describe_os_error
 from sevenomni.core.arguments import CommandParser, add_trust_pickle_argument
+from sevenomni.core.files import describe_os_error
 from sevenomni.core.version import __version__
 
 
@@ -50,8 +50,8 @@ def import_sevenn(args: argparse.Namespace) -> None:
 
 def export_sevenn(args: argparse.Namespace) -> None:
     """Write a sevenomni model (imported from SevenNet, perhaps fine-tuned) as a SevenNet checkpoint."""
-    from sevenomni.model_io.sevenn.export import export_sevenn as convert
     from sevenomni.model_io.loading import load_model, resolve_model_source
+    from sevenomni.model_io.sevenn.export import export_sevenn as convert
 
     source = resolve_model_source(args.model)
     model = load_model(source, trust_pickle=args.trust_pickle)

@@ -27,17 +27,16 @@ from tqdm import tqdm
 
 from sevenomni.analysis.config_types import ConfigTypeErrors
 from sevenomni.analysis.metrics import ChannelSpread, ErrorAccumulator
-from sevenomni.core.baseline import Baseline, cached_baseline
-from sevenomni.data.graph import has_stress
+from sevenomni.calculators.extrapolation import warn_extrapolation
 from sevenomni.calculators.prediction import resolve_device
+from sevenomni.core.baseline import Baseline, cached_baseline
+from sevenomni.core.keys import ENERGY, FORCES, STRESS
 from sevenomni.data.dataset import worker_collate
-from sevenomni.data.graph import collate
+from sevenomni.data.graph import collate, has_stress
 from sevenomni.data.ingest import IngestError
 from sevenomni.data.readers.common import MISSING_ENERGY, InvalidRecordError
 from sevenomni.data.sources import Database, resolve_store
 from sevenomni.data.store import LABEL_ENERGY, LABEL_FORCES, StoreReader
-from sevenomni.calculators.extrapolation import warn_extrapolation
-from sevenomni.core.keys import ENERGY, FORCES, STRESS
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.task_names import CHANNEL_COLUMN, COMMON_CHANNEL, Tasks
 

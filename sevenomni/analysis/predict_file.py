@@ -25,8 +25,8 @@ from ase.io import write as write_structures
 from sevenomni.analysis.evaluate import evaluation_mode
 from sevenomni.calculators.prediction import predict
 from sevenomni.core.devices import resolve_device
-from sevenomni.data.store import StoreReader, is_store
 from sevenomni.core.files import atomic_write
+from sevenomni.data.store import StoreReader, is_store
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.task_names import COMMON_CHANNEL
 

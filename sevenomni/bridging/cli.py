@@ -9,7 +9,6 @@ import sys
 from sevenomni.core.arguments import SELECTION_STRATEGIES, add_trust_pickle_argument
 
 
-
 def _select_command(args) -> None:
     from sevenomni.bridging.select import select, write_selection
     from sevenomni.model_io.loading import load_model
@@ -23,8 +22,8 @@ def _select_command(args) -> None:
 
 
 def _label_command(args) -> None:
-    from sevenomni.bridging.select import SelectionError
     from sevenomni.bridging.label import label
+    from sevenomni.bridging.select import SelectionError
 
     try:
         kwargs = json.loads(args.kwargs) if args.kwargs else {}

@@ -24,12 +24,12 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 from tqdm import tqdm
 
+from sevenomni.bridging.select import SelectionError, read_selection
 from sevenomni.core.baseline import BaselineSpec, build_calculator, cached_baseline, calculator_results
+from sevenomni.core.files import new_sibling
 from sevenomni.data.graph import has_stress
 from sevenomni.data.ingest import ingest
 from sevenomni.data.store import StoreReader
-from sevenomni.core.files import new_sibling
-from sevenomni.bridging.select import SelectionError, read_selection
 
 # Structures per labelling chunk: what a killed run can lose, per worker.
 CHUNK = 16

@@ -19,11 +19,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from sevenomni.calculators.prediction import resolve_device
+from sevenomni.core.arguments import SELECTION_STRATEGIES
+from sevenomni.core.keys import FORCES
 from sevenomni.data.dataset import LMDBDataset
 from sevenomni.data.graph import collate
 from sevenomni.data.store import StoreReader, is_store
-from sevenomni.core.arguments import SELECTION_STRATEGIES
-from sevenomni.core.keys import FORCES
 from sevenomni.nn import SevenOmniModel
 
 SELECTION_FORMAT = "sevenomni-dbs-selection/1"

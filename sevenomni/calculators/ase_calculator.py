@@ -9,13 +9,13 @@ import os
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 
-from sevenomni.core.devices import resolve_device
 from sevenomni.calculators.dispersion import d3_correction
+from sevenomni.calculators.prediction import predict
+from sevenomni.core.devices import resolve_device
 from sevenomni.model_io.loading import load_model
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.backend import TPBackend
 from sevenomni.nn.model import DTYPES
-from sevenomni.calculators.prediction import predict
 
 
 class SevenOmniCalculator(Calculator):

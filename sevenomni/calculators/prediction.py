@@ -12,13 +12,13 @@ from ase import Atoms
 from ase.data import atomic_numbers
 from ase.stress import full_3x3_to_voigt_6_stress
 
-from sevenomni.core.base import DEFAULT_MIN_DISTANCE
-from sevenomni.core.baseline import cached_baseline
-from sevenomni.data.graph import atoms_to_graph, closest_pair, collate, describe_pair, has_stress
-from sevenomni.core.devices import resolve_device
 from sevenomni.calculators.dispersion import D3Correction, D3Settings, d3_correction
 from sevenomni.calculators.extrapolation import warn_extrapolation
+from sevenomni.core.base import DEFAULT_MIN_DISTANCE
+from sevenomni.core.baseline import cached_baseline
+from sevenomni.core.devices import resolve_device
 from sevenomni.core.keys import ATOMIC_ENERGIES, ENERGY, FORCES, STRESS
+from sevenomni.data.graph import atoms_to_graph, closest_pair, collate, describe_pair, has_stress
 from sevenomni.model_io.loading import load_model
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.backend import uses_cueq

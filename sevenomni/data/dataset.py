@@ -19,10 +19,6 @@ import torch
 from torch.utils.data import Dataset
 from torch_geometric.data import Batch, Data
 
-from sevenomni.data.graph import arrays_to_graph, check_cell
-from sevenomni.data.pyg_internals import batch_from_parts, batch_parts
-from sevenomni.data.spec import DatabaseSpec, SplitSpec, config_type_weight
-from sevenomni.data.store import StoreReader, describe_label_origins
 from sevenomni.core.keys import (
     DATABASE,
     ENERGY,
@@ -34,6 +30,10 @@ from sevenomni.core.keys import (
     STRUCTURE_WEIGHT,
     TASK,
 )
+from sevenomni.data.graph import arrays_to_graph, check_cell
+from sevenomni.data.pyg_internals import batch_from_parts, batch_parts
+from sevenomni.data.spec import DatabaseSpec, SplitSpec, config_type_weight
+from sevenomni.data.store import StoreReader, describe_label_origins
 
 PathLike = str | os.PathLike
 

@@ -30,6 +30,7 @@ from ase.stress import voigt_6_to_full_3x3_stress
 
 from sevenomni.core.base import DEFAULT_MIN_DISTANCE
 from sevenomni.core.baseline import Baseline, BaselineError, BaselineSpec
+from sevenomni.core.keys import ENERGY, FORCES, STRESS
 from sevenomni.data.readers import (
     LabelKeys,
     Rejected,
@@ -47,7 +48,6 @@ from sevenomni.data.store import (
     is_store,
     prepare_record,
 )
-from sevenomni.core.keys import ENERGY, FORCES, STRESS
 
 _CHUNK = 256
 _MAX_EXAMPLES = 20

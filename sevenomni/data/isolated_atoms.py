@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from ase.data import chemical_symbols
 
-from sevenomni.data.store import StoreReader
 from sevenomni.core.keys import ENERGY
+from sevenomni.data.store import StoreReader
 
 ISOLATED_ATOM = "isolatedatom"
 TOLERANCE = 1e-3  # eV: two frames of one element further apart than this disagree

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from sevenomni.core.keys import FORCES
 from sevenomni.data.dataset import LMDBDataset
 from sevenomni.data.graph import check_cell, neighbor_list
 from sevenomni.data.sampler import permutation_keys, permute
 from sevenomni.data.store import LABEL_FORCES, MAX_Z, StoreReader
-from sevenomni.core.keys import FORCES
 
 Source = StoreReader | LMDBDataset | str | os.PathLike
 NUM_ELEMENTS = MAX_Z + 1

@@ -6,9 +6,9 @@ does (``REF_energy``, ``REF_forces``, ``REF_stress`` by default, else the struct
 
 from __future__ import annotations
 
+from sevenomni.core.keys import VOIGT
 from sevenomni.data.readers.ase_files import record_from_atoms
 from sevenomni.data.readers.common import LabelKeys
-from sevenomni.core.keys import VOIGT
 
 
 def reference(structures: list) -> dict[str, list]:

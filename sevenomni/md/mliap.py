@@ -32,9 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sevenomni.model_io.checkpoint import check_model_record, model_from_record, model_record
 from sevenomni.core.devices import resolve_device
-from sevenomni.model_io.loading import load_model
 from sevenomni.md.mliap_halo import (
     HaloError,
     check_ghost_neighbours,
@@ -42,6 +40,8 @@ from sevenomni.md.mliap_halo import (
     hops_from_owned,
     required_ghost_cutoff,
 )
+from sevenomni.model_io.checkpoint import check_model_record, model_from_record, model_record
+from sevenomni.model_io.loading import load_model
 from sevenomni.nn import SevenOmniModel
 
 FILE_FORMAT = "sevenomni-mliap-unified"

@@ -16,8 +16,8 @@ import torch
 from ase.stress import voigt_6_to_full_3x3_stress
 
 from sevenomni.calculators.ase_calculator import SevenOmniCalculator
-from sevenomni.calculators.prediction import predict
 from sevenomni.calculators.dispersion import D3Correction
+from sevenomni.calculators.prediction import predict
 from sevenomni.nn import SevenOmniModel
 
 INSTALL_HINT = "pip install torch-sim-atomistic (or sevenomni's torchsim extra: pip install -e '.[torchsim]')"

@@ -39,7 +39,6 @@ from torch import nn
 
 from sevenomni.nn.linear import EquivariantLinear
 
-
 # The task-specific parameters (by module name in SevenOmniModel) that selective regularization
 # leaves alone, and why; every other trainable task-specific parameter is θT (a TaskEmbedding).
 UNPENALIZED_TASK_PARAMETERS = {

@@ -14,8 +14,8 @@ def train(args: argparse.Namespace) -> None:
 
         print(config_template(), end="")
         return
-    from sevenomni.model_io.checkpoint import read_training_state
     from sevenomni.core.logs import log_to_console
+    from sevenomni.model_io.checkpoint import read_training_state
     from sevenomni.train.config import load_config
     from sevenomni.train.run_directory import resume_checkpoint
     from sevenomni.train.trainer import Trainer

@@ -16,14 +16,18 @@ from sevenomni.core.baseline import BaselineSpec
 from sevenomni.data.spec import DatabaseSpec
 from sevenomni.nn.task_names import Tasks, same_task
 from sevenomni.train.config_keys import unknown_key_message
-from sevenomni.train.config_sections import DataSection, LossSection, ModelSection, StageSection, TrainSection
 from sevenomni.train.config_sections import (  # noqa: F401  (importable from here as before)
+    DataSection,
     EarlyStoppingSection,
     FinetuneSection,
+    LossSection,
+    ModelSection,
     OptimizerSection,
     RegularizationSection,
     ScheduleSection,
     StageLossWeights,
+    StageSection,
+    TrainSection,
 )
 
 

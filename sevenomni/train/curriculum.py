@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from sevenomni.data.statistics import element_reference_energies
 from sevenomni.core.keys import ENERGY
+from sevenomni.data.statistics import element_reference_energies
 from sevenomni.nn import SevenOmniModel
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from sevenomni.core.keys import LABELS, STRESS
 from sevenomni.data.sources import Database
 from sevenomni.data.spec import DEFAULT_CONFIG_TYPE, config_type_weight
-from sevenomni.core.keys import LABELS, STRESS
 from sevenomni.nn import SevenOmniModel
 from sevenomni.nn.task_names import CHANNEL_COLUMN
 from sevenomni.train.config_sections import LossSection

@@ -15,11 +15,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sevenomni.model_io.checkpoint import TRAINING_STATE_FORMAT, atomic_save, read_training_state, save_checkpoint
 from sevenomni.core.devices import use_tf32
 from sevenomni.core.keys import LABELS
 from sevenomni.core.logs import FILE_ONLY, log_to_file
+from sevenomni.core.version import __version__
 from sevenomni.data.sources import Database, open_databases
+from sevenomni.model_io.checkpoint import TRAINING_STATE_FORMAT, atomic_save, read_training_state, save_checkpoint
 from sevenomni.nn import ModelConfig, SevenOmniModel
 from sevenomni.train.config import RunConfig, save_config
 from sevenomni.train.config_sections import StageSection
@@ -51,7 +52,6 @@ from sevenomni.train.setup import (
 from sevenomni.train.state import TrainingProgress, capture_rng, restore_rng, seed_everything
 from sevenomni.train.step import OptimizerStep
 from sevenomni.train.validation import validation_rows
-from sevenomni.core.version import __version__
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ import pkgutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from sevenomni.data.format_names import FORMATS, SOURCE_FORMAT_NAMES
 from sevenomni.data.readers.aselmdb import aselmdb_files
 from sevenomni.data.readers.common import (
     REASONS,
@@ -24,7 +25,6 @@ from sevenomni.data.readers.common import (
     SourceFormat,
     validate_record,
 )
-from sevenomni.data.format_names import FORMATS, SOURCE_FORMAT_NAMES
 from sevenomni.data.store import is_store
 
 

@@ -22,6 +22,7 @@ from ase import Atoms
 from ase.io.extxyz import read_xyz
 from ase.io.formats import filetype, open_with_compression
 
+from sevenomni.core.keys import ENERGY, FORCES, STRESS
 from sevenomni.data.readers.common import (
     UNKNOWN_ELEMENT,
     LabelKeys,
@@ -34,7 +35,6 @@ from sevenomni.data.readers.common import (
     validate_record,
 )
 from sevenomni.data.store import Record
-from sevenomni.core.keys import ENERGY, FORCES, STRESS
 
 DEFAULT_KEYS = ("REF_energy", "REF_forces", "REF_stress")
 _CHARGE_KEYS = ("charge", "total_charge")

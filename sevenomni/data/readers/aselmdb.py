@@ -18,6 +18,7 @@ from typing import Any
 import lmdb
 import numpy as np
 
+from sevenomni.core.keys import ENERGY, FORCES, STRESS
 from sevenomni.data.readers.common import (
     LabelKeys,
     LabelLookup,
@@ -28,7 +29,6 @@ from sevenomni.data.readers.common import (
     validate_record,
 )
 from sevenomni.data.store import Record
-from sevenomni.core.keys import ENERGY, FORCES, STRESS
 
 RESERVED_KEYS = (b"nextid", b"deleted_ids", b"metadata")
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from ase.units import GPa
 
+from sevenomni.core.keys import ENERGY, FORCES, STRESS
 from sevenomni.data.readers.common import (
     LabelKeys,
     LabelLookup,
@@ -35,7 +36,6 @@ from sevenomni.data.readers.common import (
     validate_record,
 )
 from sevenomni.data.store import Record
-from sevenomni.core.keys import ENERGY, FORCES, STRESS
 
 KBAR_TO_EV_PER_A3_ASE_SIGN = -0.1 * GPa
 DEFAULT_KEYS = ("uncorrected_total_energy", "force", "stress")

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from ase.units import Bohr, Hartree, kcal, kJ, mol, nm
 
+from sevenomni.core.keys import ENERGY, FORCES
 from sevenomni.data.readers.common import (
     InvalidRecordError,
     LabelKeys,
@@ -28,7 +29,6 @@ from sevenomni.data.readers.common import (
     guarded,
     validate_record,
 )
-from sevenomni.core.keys import ENERGY, FORCES
 
 DEFAULT_ENERGY_KEY, DEFAULT_FORCES_KEY = "dft_total_energy", "dft_total_gradient"  # no stress: molecules
 _LENGTH = {"bohr": Bohr, "angstrom": 1.0, "nanometer": nm, "nm": nm}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sevenomni.core.keys import ENERGY, FORCES, STRESS
 from sevenomni.data.readers.common import (
     InvalidRecordError,
     LabelKeys,
@@ -13,7 +14,6 @@ from sevenomni.data.readers.common import (
     validate_record,
 )
 from sevenomni.data.store import StoreReader
-from sevenomni.core.keys import ENERGY, FORCES, STRESS
 
 
 def read_store(path: str | Path, keys: LabelKeys) -> RecordStream:
