@@ -323,10 +323,13 @@ def test_manifest_gives_each_sets_label_spread(generated):
             assert info["force_rms"] > 0 and info["energy_per_atom_std"] >= 0, name
 
 
-def test_script_wrapper_runs():
-    """scripts/make_multifidelity_data.py is a thin wrapper around the package's command line."""
+@pytest.mark.parametrize("entry", [[str(SCRIPT)], ["-m", "sevenomni.experiments.data_generation.cli"]],
+                         ids=["script", "module"])
+def test_command_line_runs(entry):
+    """scripts/make_multifidelity_data.py is a thin wrapper around the package's command line, which the ablation
+    runs as a module (sevenomni.experiments.ablation.arms.ensure_data)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, cwd=REPO,
+    result = subprocess.run([sys.executable, *entry, "--help"], capture_output=True, text=True, cwd=REPO,
                             env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "--preset {small,tiny}" in result.stdout and "--makeup {standard,contrast}" in result.stdout
