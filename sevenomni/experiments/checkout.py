@@ -7,7 +7,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]  # the repository: sevenomni/experiments/checkout.py
 RECIPES = ROOT / "recipes" / "ablation"
 DATA_ROOT = ROOT / "recipes" / "data"
-GENERATOR = ROOT / "scripts" / "make_multifidelity_data.py"
 RESULTS = ROOT / "benchmarks" / "results"
 
 

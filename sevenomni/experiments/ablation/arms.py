@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from sevenomni.experiments.checkout import DATA_ROOT, GENERATOR, RECIPES, ROOT
+from sevenomni.experiments.checkout import DATA_ROOT, RECIPES, ROOT
 
 TEST_SETS = {
     "crystal_gfn1": "test_crystal_gfn1.extxyz",
@@ -54,21 +54,23 @@ def run_overrides(arm: dict, data: str, seed: int, steps: int | None, extra: Seq
 
 
 # Data sets by name: <preset> (standard make-up) or <preset>_contrast (the second data set, built to
-# differ; see scripts/make_multifidelity_data.py). The tiny ones are committed.
+# differ; see sevenomni.experiments.data_generation). The tiny ones are committed.
 DATA_SETS = ("small", "tiny", "small_contrast", "tiny_contrast")
 COMMITTED_DATA = ("tiny", "tiny_contrast")
 
 
 def ensure_data(data: str, workers: int) -> Path:
-    """recipes/data/<data>, generated with scripts/make_multifidelity_data.py if missing."""
+    """recipes/data/<data>, generated if missing (the data generator's command line, run as a module from the
+    checkout so that the checkout's own generator runs, whichever sevenomni is installed)."""
     directory = DATA_ROOT / data
     if not (directory / "manifest.json").is_file():
         if data in COMMITTED_DATA:
             raise FileNotFoundError(f"{directory} is missing (it is committed; check out the repository)")
         print(f"[ablation] generating the {data} data set into {directory} (xTB labelling; this takes a while)")
         preset, _, makeup = data.partition("_")
-        command = [sys.executable, str(GENERATOR), "--preset", preset, "--makeup", makeup or "standard",
-                   "--out", str(directory), "--workers", str(workers), "--no-progress"]
+        command = [sys.executable, "-m", "sevenomni.experiments.data_generation.cli", "--preset", preset,
+                   "--makeup", makeup or "standard", "--out", str(directory), "--workers", str(workers),
+                   "--no-progress"]
         subprocess.run(command, check=True, cwd=ROOT)
     return directory
 

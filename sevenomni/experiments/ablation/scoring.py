@@ -34,7 +34,8 @@ def conformational_energy_errors(predicted: Sequence[float], labels: Sequence[fl
 
     Only energy differences between conformations of one molecule are compared: the absolute
     references of two methods (or of a channel and foreign labels) differ by a constant per molecule.
-    Same convention as the generator's transfer floor: mean removed from total energies, then / N.
+    Same convention as the data generator's transfer floor (``data_generation.assemble.transfer_floor``): mean
+    removed from total energies, then / N.
     """
     errors = np.asarray(predicted) - np.asarray(labels)
     sizes = np.array([len(a) for a in structures], dtype=float)

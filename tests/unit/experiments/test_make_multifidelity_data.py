@@ -1,15 +1,28 @@
-"""Tests for scripts/make_multifidelity_data.py and the committed recipes/data/tiny set."""
+"""Tests for the data generator (sevenomni.experiments.data_generation, run by scripts/make_multifidelity_data.py)
+and the committed recipes/data/tiny set."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import REPO
+
+from sevenomni.experiments.data_generation import (
+    chunks,
+    labelling,
+    plan,
+    presets,
+    settings,
+    structures,
+    threads,
+)
+from sevenomni.experiments.data_generation.driver import generate
 
 SCRIPT = REPO / "scripts" / "make_multifidelity_data.py"
 TINY = REPO / "recipes" / "data" / "tiny"
@@ -24,20 +37,6 @@ SET_NAMES = (
 )
 CRYSTAL_SETS = ("crystal_gfn1", "test_crystal_gfn1")
 MOLECULE_SETS = ("molecule_gfn2", "molecule_gfn1_dbs", "test_molecule_gfn2", "test_molecule_gfn1")
-
-
-def _load_script():
-    name = "make_multifidelity_data"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-mmd = _load_script()
 
 
 def _read(path):
@@ -55,7 +54,7 @@ def _read_all(out):
 def _micro_preset():
     """A handful of structures: 2 chemistries in unit cells, 4 + 1 molecules."""
     return dataclasses.replace(
-        mmd.PRESETS["tiny"],
+        presets.PRESETS["tiny"],
         name="pytest-micro",
         crystals=("LiH_rocksalt", "CO2_dry_ice"),
         crystal_train=(1, 1, 2),
@@ -79,7 +78,7 @@ def _micro_preset():
 def generated(tmp_path_factory):
     pytest.importorskip("tblite")
     out = tmp_path_factory.mktemp("mfdata") / "a"
-    manifest = mmd.generate(_micro_preset(), out, seed=7, workers=1, progress=False, log=lambda *_: None)
+    manifest = generate(_micro_preset(), out, seed=7, workers=1, progress=False, log=lambda *_: None)
     return out, manifest
 
 
@@ -126,9 +125,9 @@ def test_labels_match_fresh_single_points(generated):
     picks += [a for a in data["crystal_gfn1"] if a.info["config_type"] == "md" and len(set(a.numbers)) > 1][:2]
     picks += data["test_molecule_gfn1"][:1] + data["molecule_gfn1_dbs"][:1]
     assert len(picks) == 6
-    with mmd.single_threaded():
+    with threads.single_threaded():
         for atoms in picks:
-            e, f, s = mmd.singlepoint(atoms, atoms.info["method"], atoms.pbc.any(), 1e9)
+            e, f, s = labelling.singlepoint(atoms, atoms.info["method"], atoms.pbc.any(), 1e9)
             assert abs(e - atoms.info["REF_energy"]) < 1e-4
             np.testing.assert_allclose(f, atoms.arrays["REF_forces"], atol=2e-3)
             if s is not None:
@@ -167,7 +166,7 @@ def test_same_seed_same_structures_and_resume(generated, tmp_path):
     first = _read_all(out)
 
     # resume: everything is cached, nothing is recomputed, output unchanged
-    m2 = mmd.generate(preset, out, seed=7, **quiet)
+    m2 = generate(preset, out, seed=7, **quiet)
     assert m2["chunks"]["primary"]["computed"] == 0
     assert m2["chunks"]["primary"]["cached"] == manifest["chunks"]["primary"]["computed"]
     assert m2["chunks"]["dbs"]["computed"] == 0
@@ -175,7 +174,7 @@ def test_same_seed_same_structures_and_resume(generated, tmp_path):
     # a partially finished run (one chunk marker lost) recomputes exactly that chunk
     markers = sorted((out / ".cache").glob("molecule-*-train-*.json"))
     markers[0].unlink()
-    m3 = mmd.generate(preset, out, seed=7, **quiet)
+    m3 = generate(preset, out, seed=7, **quiet)
     assert m3["chunks"]["primary"]["computed"] == 1
     again = _read_all(out)
     for name in SET_NAMES:
@@ -185,7 +184,7 @@ def test_same_seed_same_structures_and_resume(generated, tmp_path):
 
     # same seed in a fresh directory: same structures
     fresh = tmp_path / "b"
-    mmd.generate(preset, fresh, seed=7, **quiet)
+    generate(preset, fresh, seed=7, **quiet)
     other = _read_all(fresh)
     for name in SET_NAMES:
         assert len(other[name]) == len(first[name]), name
@@ -198,62 +197,62 @@ def test_same_seed_same_structures_and_resume(generated, tmp_path):
 def test_different_seed_changes_structures():
     pytest.importorskip("tblite")
     preset = _micro_preset()
-    spec = mmd.plan_primary(preset, 1, [], [])[0][0]
-    with mmd.single_threaded():
-        a, _ = mmd.run_crystal_chunk(spec, Path("."))
-        b, _ = mmd.run_crystal_chunk(dict(spec, seed=2), Path("."))
+    spec = plan.plan_primary(preset, 1, [], [])[0][0]
+    with threads.single_threaded():
+        a, _ = chunks.run_crystal_chunk(spec, Path("."))
+        b, _ = chunks.run_crystal_chunk(dict(spec, seed=2), Path("."))
     assert not np.allclose(a[0].positions, b[0].positions)
 
 
 def test_scf_failure_and_force_filter_are_skipped_not_fatal(monkeypatch):
     pytest.importorskip("tblite")
-    with mmd.single_threaded():
+    with threads.single_threaded():
         _check_skips(monkeypatch)
 
 
 def _check_skips(monkeypatch):
     preset = _micro_preset()
-    crystal_specs, mol_specs = mmd.plan_primary(preset, 0, ["H2O"], [])
+    crystal_specs, mol_specs = plan.plan_primary(preset, 0, ["H2O"], [])
     rattle = next(s for s in crystal_specs if s["config_type"] == "rattle")
     md = next(s for s in crystal_specs if s["config_type"] == "md")
     # a drastic force filter drops every structure, with a counted reason
-    images, skipped = mmd.run_crystal_chunk(dict(rattle, force_filter=1e-6), Path("."))
+    images, skipped = chunks.run_crystal_chunk(dict(rattle, force_filter=1e-6), Path("."))
     assert images == [] and skipped["force_filter"] == rattle["n"]
-    images, skipped = mmd.run_molecule_chunk(dict(mol_specs[0], force_filter=1e-6), Path("."))
+    images, skipped = chunks.run_molecule_chunk(dict(mol_specs[0], force_filter=1e-6), Path("."))
     assert images == [] and skipped["force_filter"] > 0
     # one SCF iteration never converges: structures and MD trajectories are skipped
-    monkeypatch.setattr(mmd, "XTB_MAX_ITER", 1)
-    images, skipped = mmd.run_crystal_chunk(rattle, Path("."))
+    monkeypatch.setattr(labelling, "XTB_MAX_ITER", 1)  # looked up by make_xtb
+    images, skipped = chunks.run_crystal_chunk(rattle, Path("."))
     assert images == [] and skipped["scf_not_converged"] == rattle["n"]
-    images, skipped = mmd.run_crystal_chunk(md, Path("."))
-    assert images == [] and skipped["md_scf_not_converged"] == mmd.MAX_MD_RESTARTS + 1
+    images, skipped = chunks.run_crystal_chunk(md, Path("."))
+    assert images == [] and skipped["md_scf_not_converged"] == settings.MAX_MD_RESTARTS + 1
     assert skipped["md_frames_missing"] == md["n"]
 
 
 def test_molecule_split_is_seeded_and_disjoint():
-    preset = mmd.PRESETS["tiny"]
-    tr1, te1 = mmd.split_molecules(preset, 0)
-    tr2, te2 = mmd.split_molecules(preset, 0)
+    preset = presets.PRESETS["tiny"]
+    tr1, te1 = structures.split_molecules(preset, 0)
+    tr2, te2 = structures.split_molecules(preset, 0)
     assert (tr1, te1) == (tr2, te2)
     assert len(te1) == preset.n_test_molecules and len(tr1) == preset.n_train_molecules
     assert not set(tr1) & set(te1)
-    eligible = set(mmd.eligible_molecules())
+    eligible = set(structures.eligible_molecules())
     assert set(tr1) | set(te1) <= eligible
     # no radicals among the eligible molecules
     for name in eligible:
-        assert sum(mmd.build_molecule(name).numbers) % 2 == 0
+        assert sum(structures.build_molecule(name).numbers) % 2 == 0
 
 
 def test_crystal_builders():
     from ase.neighborlist import neighbor_list
 
-    assert len(mmd.CRYSTALS) >= 8
-    for name in mmd.CRYSTALS:
-        atoms = mmd.build_crystal(name)
+    assert len(structures.CRYSTALS) >= 8
+    for name in structures.CRYSTALS:
+        atoms = structures.build_crystal(name)
         assert atoms.pbc.all() and 2 <= len(atoms) <= 32, name
         d = neighbor_list("d", atoms, 3.2)
         assert d.min() > 0.9, name
-    ice = mmd.build_crystal("H2O_ice_Ic")
+    ice = structures.build_crystal("H2O_ice_Ic")
     i, j = neighbor_list("ij", ice, 1.1)
     o_idx = [k for k, s in enumerate(ice.get_chemical_symbols()) if s == "O"]
     for k in o_idx:  # ice rules: every O has exactly two covalent H
@@ -281,10 +280,11 @@ def test_committed_tiny_manifest_matches_files():
 
 
 def test_contrast_makeup_differs_by_design():
-    standard = mmd.PRESETS["small"]
-    second = mmd.contrast(standard)
+    standard = presets.PRESETS["small"]
+    second = presets.contrast(standard)
     assert second.name == "small_contrast"
-    crystal_elements = {s for name in second.crystals for s in mmd.build_crystal(name, unit_cell=True).get_chemical_symbols()}
+    crystal_elements = {s for name in second.crystals
+                        for s in structures.build_crystal(name, unit_cell=True).get_chemical_symbols()}
     assert not crystal_elements & {"H", "N"}
     assert sum(name in ("SiC_3C", "MgO_rocksalt") for name in second.crystals) == 2  # C and O, once each
     size = lambda p: sum(p.crystal_train) * len(p.crystals)  # noqa: E731
@@ -292,12 +292,12 @@ def test_contrast_makeup_differs_by_design():
     assert (second.n_train_molecules, second.mol_frames_train, second.dbs_fraction) == (
         standard.n_train_molecules, standard.mol_frames_train, standard.dbs_fraction)
     assert max(second.mol_T_range) < min(standard.mol_T_range) + 1  # cooler molecules
-    factors = mmd.CONTRAST_FACTORS
+    factors = presets.CONTRAST_FACTORS
     for preset, sigma, temperature in ((standard, 1.0, 1.0),
                                        (second, factors["crystal_sigma_factor"], factors["crystal_T_factor"])):
-        crystal_specs, molecule_specs = mmd.plan_primary(preset, 0, ["CH4"], ["H2O"])
+        crystal_specs, molecule_specs = plan.plan_primary(preset, 0, ["CH4"], ["H2O"])
         for spec in crystal_specs:
-            chemistry = mmd.CRYSTALS[spec["source"]]
+            chemistry = structures.CRYSTALS[spec["source"]]
             assert spec["sigma"] == pytest.approx(chemistry.sigma * sigma)
             assert spec["md_T"] == pytest.approx(chemistry.md_T * temperature)
         assert all(spec["T_range"] == list(preset.mol_T_range) for spec in molecule_specs)
@@ -306,12 +306,12 @@ def test_contrast_makeup_differs_by_design():
 def test_crystal_chunk_rattles_with_the_planned_amplitude(monkeypatch, tmp_path):
     import numpy as np
 
-    monkeypatch.setattr(mmd, "singlepoint", lambda atoms, *_: (0.0, np.zeros((len(atoms), 3)), np.zeros(6)))
+    monkeypatch.setattr(chunks, "singlepoint", lambda atoms, *_: (0.0, np.zeros((len(atoms), 3)), np.zeros(6)))
     spec = {"kind": "crystal", "source": "Al_fcc", "split": "train", "config_type": "rattle", "part": 0, "n": 40,
             "seed": 0, "sigma": 0.2, "strain_max": 0.06, "md_T": 1200.0, "md_warmup": 2, "md_every": 2,
             "unit_cell": False, "force_filter": 20.0}
-    images, _ = mmd.run_crystal_chunk(spec, tmp_path)
-    base = mmd.build_crystal("Al_fcc").positions
+    images, _ = chunks.run_crystal_chunk(spec, tmp_path)
+    base = structures.build_crystal("Al_fcc").positions
     displacement = np.concatenate([a.positions - base for a in images])
     assert displacement.std() == pytest.approx(0.2, rel=0.1)
 
@@ -321,3 +321,15 @@ def test_manifest_gives_each_sets_label_spread(generated):
     for name, info in manifest["sets"].items():
         if info["count"]:
             assert info["force_rms"] > 0 and info["energy_per_atom_std"] >= 0, name
+
+
+@pytest.mark.parametrize("entry", [[str(SCRIPT)], ["-m", "sevenomni.experiments.data_generation.cli"]],
+                         ids=["script", "module"])
+def test_command_line_runs(entry):
+    """scripts/make_multifidelity_data.py is a thin wrapper around the package's command line, which the ablation
+    runs as a module (sevenomni.experiments.ablation.arms.ensure_data)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, *entry, "--help"], capture_output=True, text=True, cwd=REPO,
+                            env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--preset {small,tiny}" in result.stdout and "--makeup {standard,contrast}" in result.stdout
