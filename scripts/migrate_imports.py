@@ -122,7 +122,7 @@ def rewrite_python(text: str) -> str:
             indent = re.match(r"\s*", lines[node.lineno - 1]).group(0)
             comment = re.search(r"\s+#.*$", lines[node.end_lineno - 1].rstrip("\n"))
             new = _from_lines(node, indent)
-            if comment:  # a trailing comment (``# noqa: F401``, say) stays with the first line
+            if comment:  # a trailing comment (a noqa directive, say) stays with the first line
                 head, _, rest = new[0].partition("\n")
                 new[0] = head + comment.group(0) + ("\n" + rest if rest else "")
             edits.append((node.lineno - 1, node.end_lineno, new))
