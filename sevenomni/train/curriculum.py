@@ -3,15 +3,18 @@ the model's energy residual (a new task, or a fine-tuned one refit on new data),
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from sevenomni.core.keys import ENERGY
+from sevenomni.data.sources import Database
 from sevenomni.data.statistics import element_reference_energies
 from sevenomni.nn import SevenOmniModel
+from sevenomni.train.data import plain_loader
+from sevenomni.train.report import energy_shift_line
 
 
 @dataclass
@@ -111,3 +114,42 @@ def given_energy_references(
             "(or use energy_references: fit)"
         )
     return dict(references)
+
+
+def set_energy_references(
+    model: SevenOmniModel,
+    task: str,
+    task_index: int,
+    own: list[Database],
+    say: Callable[[str], None],
+    *,
+    sample: int,
+    seed: int,
+    device: torch.device,
+    refit: bool,
+    elements: list[str] | None = None,
+) -> None:
+    """Set ``task``'s per-element shifts from ``own`` (its databases): the references they give,
+    else a regression on a seeded sample of at most ``sample`` of their training structures
+    (``refit``: a trained task's shifts corrected to this data, its energy MAE before and after
+    reported; only those of ``elements`` when given). ``say`` reports each line (the trainer's log)."""
+    isolated = {element: energy for d in own for element, energy in d.isolated.energies.items()}
+    in_data = {element for d in own for element in d.train.elements}
+    given = given_energy_references(own[0].spec.energy_references, isolated, in_data, task)
+    if given is not None:
+        shifts = set_task_shift(model, task_index, given if elements is None else {e: given[e] for e in elements})
+        origin = "from isolated-atom frames" if own[0].spec.energy_references == "isolated_atoms" else "given"
+        say(energy_shift_line(task, model.elements, shifts, origin))
+        return
+    subset = torch.utils.data.ConcatDataset([d.train for d in own])
+    count = min(len(subset), sample)
+    indices = np.random.default_rng(seed).choice(len(subset), count, replace=False)
+    loader = plain_loader(torch.utils.data.Subset(subset, np.sort(indices)), batch_size=16)
+    fit = fit_task_shift(model, loader, task_index, device, elements)
+    origin = f"{'refit' if refit else 'fitted'} on {fit.structures} structures"
+    say(energy_shift_line(task, model.elements, fit.shifts, origin))
+    if refit:
+        say(
+            f"task {task}: energy MAE on those structures {1000 * fit.mae_before:.1f} meV/atom before the refit, "
+            f"{1000 * fit.mae_after:.1f} after (train.finetune.keep_energy_shifts: true keeps the checkpoint's shifts)"
+        )

@@ -24,8 +24,8 @@ from sevenomni.model_io.checkpoint import TRAINING_STATE_FORMAT, atomic_save, re
 from sevenomni.nn import ModelConfig, SevenOmniModel
 from sevenomni.train.config import RunConfig, save_config
 from sevenomni.train.config_sections import StageSection
-from sevenomni.train.curriculum import fit_task_shift, given_energy_references, set_task_shift, start_on_common_pes
-from sevenomni.train.data import plain_loader, stage_loader, stage_sampler
+from sevenomni.train.curriculum import set_energy_references, start_on_common_pes
+from sevenomni.train.data import stage_loader, stage_sampler
 from sevenomni.train.distributed import DistributedContext, setup_distributed
 from sevenomni.train.early_stopping import EarlyStopping
 from sevenomni.train.loss import EnergyForceStressLoss
@@ -33,7 +33,6 @@ from sevenomni.train.metric_log import MetricsLogger
 from sevenomni.train.optim import ExponentialMovingAverage, LearningRateSchedule, build_optimizer
 from sevenomni.train.regularization import FunctionSpacePenalty, WeightPenalty
 from sevenomni.train.report import (
-    energy_shift_line,
     final_table,
     progress_line,
     stage_start_line,
@@ -236,31 +235,10 @@ class Trainer:
     def _set_energy_references(
         self, task_index: int, own: list[Database], refit: bool, elements: list[str] | None = None
     ) -> None:
-        """Set a task's per-element shifts from ``own`` (its databases): the references they give,
-        else a regression on a seeded sample of their training structures (``refit``: a trained
-        task's shifts corrected to this data, its energy MAE before and after reported; only those
-        of ``elements`` when given)."""
-        task = self.tasks[task_index]
-        isolated = {element: energy for d in own for element, energy in d.isolated.energies.items()}
-        in_data = {element for d in own for element in d.train.elements}
-        given = given_energy_references(own[0].spec.energy_references, isolated, in_data, task)
-        if given is not None:
-            shifts = set_task_shift(self.model, task_index, given if elements is None else {e: given[e] for e in elements})
-            origin = "from isolated-atom frames" if own[0].spec.energy_references == "isolated_atoms" else "given"
-            self._say(energy_shift_line(task, self.model.elements, shifts, origin))
-            return
-        subset = torch.utils.data.ConcatDataset([d.train for d in own])
-        count = min(len(subset), self.config.data.statistics_sample)
-        indices = np.random.default_rng(self.config.train.seed).choice(len(subset), count, replace=False)
-        loader = plain_loader(torch.utils.data.Subset(subset, np.sort(indices)), batch_size=16)
-        fit = fit_task_shift(self.model, loader, task_index, self.device, elements)
-        origin = f"{'refit' if refit else 'fitted'} on {fit.structures} structures"
-        self._say(energy_shift_line(task, self.model.elements, fit.shifts, origin))
-        if refit:
-            self._say(
-                f"task {task}: energy MAE on those structures {1000 * fit.mae_before:.1f} meV/atom before the refit, "
-                f"{1000 * fit.mae_after:.1f} after (train.finetune.keep_energy_shifts: true keeps the checkpoint's shifts)"
-            )
+        set_energy_references(
+            self.model, self.tasks[task_index], task_index, own, self._say, sample=self.config.data.statistics_sample,
+            seed=self.config.train.seed, device=self.device, refit=refit, elements=elements,
+        )
 
     def _stage_length(self, stage: StageSection, batches_per_epoch: int) -> int:
         return stage.steps if stage.steps is not None else stage.epochs * batches_per_epoch
