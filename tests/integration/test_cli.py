@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from training_helpers import make_run, write_config
 
 import sevenomni
 from sevenomni.cli import main
-from training_helpers import make_run, write_config
 
 
 def test_version(capsys):

@@ -17,8 +17,9 @@ from ase.io import read
 pytest.importorskip("sevenn")
 
 from conftest import REPO
-from sevenomni.calculators.prediction import predict
+
 from sevenomni import load_model
+from sevenomni.calculators.prediction import predict
 
 ROOT = REPO
 RECIPE = ROOT / "recipes" / "finetune_7net_mf0.yaml"

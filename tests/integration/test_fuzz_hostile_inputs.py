@@ -58,11 +58,11 @@ def test_random_damage_cells_and_settings_end_in_named_errors_or_correct_results
 # ------------------------------------------------------------------------------------------------
 def named_errors() -> tuple[type[Exception], ...]:
     from sevenomni.calculators.prediction import PredictionError
-    from sevenomni.model_io.checkpoint import CheckpointError
     from sevenomni.data.graph import StructureError
     from sevenomni.data.ingest import IngestError
     from sevenomni.data.readers import InvalidRecordError, SourceError
     from sevenomni.data.store import StoreError
+    from sevenomni.model_io.checkpoint import CheckpointError
     from sevenomni.train.config import ConfigError
 
     return (CheckpointError, StoreError, SourceError, InvalidRecordError, IngestError, PredictionError,

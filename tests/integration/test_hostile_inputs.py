@@ -26,11 +26,12 @@ from training_helpers import make_run, write_config
 
 from sevenomni import CheckpointError, SevenOmniCalculator, load_model, save_checkpoint
 from sevenomni.calculators.prediction import PredictionError
+from sevenomni.cli import main
+from sevenomni.core.keys import ENERGY
 from sevenomni.data.dataset import LMDBDataset
 from sevenomni.data.graph import StructureError
 from sevenomni.data.ingest import ingest
 from sevenomni.data.readers import InvalidRecordError, SourceError
-from sevenomni.cli import main
 from sevenomni.data.store import (
     METADATA_KEY,
     CorruptRecordError,
@@ -41,8 +42,6 @@ from sevenomni.data.store import (
     sealed,
     write_store,
 )
-from sevenomni.core.keys import ENERGY
-
 
 TINY_TEST_SET = REPO / "recipes" / "data" / "tiny" / "test_crystal_gfn1.extxyz"
 

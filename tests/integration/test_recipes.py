@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-
 import pytest
-
 from conftest import REPO
+
 from sevenomni.train.config import load_config
 
 RECIPES = sorted(

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 
 from sevenomni.experiments.data_generation.cache import chunk_stem, load_chunk
-from sevenomni.experiments.data_generation.structures import _clean
+from sevenomni.experiments.data_generation.structures import plain_copy
 
 
-def _gather(cache_dir: Path, specs: Iterable[dict[str, Any]]):
+def gather_chunks(cache_dir: Path, specs: Iterable[dict[str, Any]]):
     images, skipped, compute = [], Counter(), 0.0
     for spec in specs:
         imgs, meta = load_chunk(cache_dir, chunk_stem(spec))
@@ -25,8 +25,8 @@ def _gather(cache_dir: Path, specs: Iterable[dict[str, Any]]):
     return images, skipped, compute
 
 
-def _strip(atoms, drop_info=(), drop_arrays=()):
-    out = _clean(atoms)
+def stripped_copy(atoms, drop_info=(), drop_arrays=()):
+    out = plain_copy(atoms)
     for k, v in atoms.info.items():
         if k not in drop_info:
             out.info[k] = v
@@ -36,8 +36,8 @@ def _strip(atoms, drop_info=(), drop_arrays=()):
     return out
 
 
-def _relabel_copy(atoms, e_key, f_key, method, drop_info=(), drop_arrays=()):
-    out = _strip(atoms, drop_info=drop_info + (e_key,), drop_arrays=drop_arrays + (f_key,))
+def relabelled_copy(atoms, e_key, f_key, method, drop_info=(), drop_arrays=()):
+    out = stripped_copy(atoms, drop_info=drop_info + (e_key,), drop_arrays=drop_arrays + (f_key,))
     out.info["REF_energy"] = float(atoms.info[e_key])
     out.arrays["REF_forces"] = np.array(atoms.arrays[f_key])
     out.info["method"] = method

@@ -24,13 +24,13 @@ def chunk_stem(spec: dict[str, Any]) -> str:
     return f"{spec['kind']}-{spec['source']}-{spec['split']}{label}-{chunk_key(spec)}"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
 
 
-def _atomic_write_xyz(path: Path, images: Sequence[Any]) -> None:
+def atomic_write_xyz(path: Path, images: Sequence[Any]) -> None:
     from ase.io import write
 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

@@ -12,17 +12,17 @@ from typing import Any
 import numpy as np
 
 from sevenomni.experiments.data_generation.cache import load_chunk
-from sevenomni.experiments.data_generation.labelling import Skip, _labelled, md_frames, random_strain, singlepoint
+from sevenomni.experiments.data_generation.labelling import Skip, labelled_copy, md_frames, random_strain, singlepoint
 from sevenomni.experiments.data_generation.settings import GFN1, GFN2
-from sevenomni.experiments.data_generation.streams import _rng
-from sevenomni.experiments.data_generation.structures import CRYSTALS, _clean, build_crystal, build_molecule
+from sevenomni.experiments.data_generation.streams import named_rng
+from sevenomni.experiments.data_generation.structures import CRYSTALS, build_crystal, build_molecule, plain_copy
 
 
 def run_crystal_chunk(spec: dict[str, Any], cache_dir: Path):
     """One part of one snapshot kind (rattle | strain | md) of one chemistry and split."""
     name, split, ctype, part = spec["source"], spec["split"], spec["config_type"], spec["part"]
     cs = CRYSTALS[name]
-    rng = _rng(spec["seed"], f"crystal/{name}/{split}/{ctype}/{part}")
+    rng = named_rng(spec["seed"], f"crystal/{name}/{split}/{ctype}/{part}")
     base = build_crystal(name, unit_cell=spec["unit_cell"])
     n = spec["n"]
     ff = spec["force_filter"]
@@ -31,12 +31,12 @@ def run_crystal_chunk(spec: dict[str, Any], cache_dir: Path):
 
     def add(atoms, e, f, s, **extra):
         sid = f"{name}/{split}/{ctype}{part}/{len(out)}"
-        out.append(_labelled(atoms, e, f, s, GFN1, ctype, name, sid, **extra))
+        out.append(labelled_copy(atoms, e, f, s, GFN1, ctype, name, sid, **extra))
 
     rattle, max_strain, temperature = spec["sigma"], spec["strain_max"], spec["md_T"]
     if ctype in ("rattle", "strain"):
         for _ in range(n):
-            atoms = _clean(base)
+            atoms = plain_copy(base)
             sigma = rattle
             if ctype == "strain":
                 eps = random_strain(rng, max_strain)
@@ -48,7 +48,7 @@ def run_crystal_chunk(spec: dict[str, Any], cache_dir: Path):
             except Skip as sk:
                 skipped[sk.reason] += 1
     elif ctype == "md":
-        start = _clean(base)
+        start = plain_copy(base)
         start.positions += rng.normal(0.0, rattle / 2, size=start.positions.shape)
         for atoms, e, f, s in md_frames(start, GFN1, rng, n, temperature, cs.md_dt_fs, 0.02,
                                         spec["md_warmup"], spec["md_every"], True, ff, skipped):
@@ -60,7 +60,7 @@ def run_crystal_chunk(spec: dict[str, Any], cache_dir: Path):
 
 def run_molecule_chunk(spec: dict[str, Any], cache_dir: Path):
     name, split = spec["source"], spec["split"]
-    rng = _rng(spec["seed"], f"molecule/{name}/{split}")
+    rng = named_rng(spec["seed"], f"molecule/{name}/{split}")
     base = build_molecule(name)
     ff = spec["force_filter"]
     skipped: Counter = Counter()
@@ -82,7 +82,7 @@ def run_molecule_chunk(spec: dict[str, Any], cache_dir: Path):
                     skipped[f"gfn1_{sk.reason}"] += 1
                     continue
                 extra["GFN1_energy"] = e1
-            lab = _labelled(atoms, e, f, None, GFN2, "md", name, f"{name}/{split}/{idx}", **extra)
+            lab = labelled_copy(atoms, e, f, None, GFN2, "md", name, f"{name}/{split}/{idx}", **extra)
             if spec["with_gfn1"]:
                 lab.arrays["GFN1_forces"] = np.array(f1)
             out.append(lab)
@@ -103,7 +103,7 @@ def run_relabel_chunk(spec: dict[str, Any], cache_dir: Path):
         except Skip as sk:
             skipped[sk.reason] += 1
             continue
-        out.append(_labelled(atoms, e, f, None, spec["method"], atoms.info["config_type"],
+        out.append(labelled_copy(atoms, e, f, None, spec["method"], atoms.info["config_type"],
                              atoms.info["source"], atoms.info["struct_id"]))
     return out, skipped
 
@@ -153,7 +153,7 @@ def run_dft_chunk(spec: dict[str, Any], cache_dir: Path):
             skipped[f"dft_error_{type(exc).__name__}"] += 1
             continue
         (ep, fp), (eb, fb) = labels["PBE"], labels["B3LYP"]
-        lab = _labelled(atoms, ep, fp, None, f"PBE/{spec['basis']}", atoms.info["config_type"],
+        lab = labelled_copy(atoms, ep, fp, None, f"PBE/{spec['basis']}", atoms.info["config_type"],
                         atoms.info["source"], atoms.info["struct_id"], B3LYP_energy=eb)
         lab.arrays["B3LYP_forces"] = np.array(fb)
         out.append(lab)

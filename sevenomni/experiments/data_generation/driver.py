@@ -13,8 +13,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sevenomni.experiments.data_generation.assemble import _gather, _relabel_copy, _strip, set_summary, transfer_floor
-from sevenomni.experiments.data_generation.cache import _atomic_write_text, _atomic_write_xyz
+from sevenomni.experiments.data_generation.assemble import (
+    gather_chunks,
+    relabelled_copy,
+    set_summary,
+    stripped_copy,
+    transfer_floor,
+)
+from sevenomni.experiments.data_generation.cache import atomic_write_text, atomic_write_xyz
 from sevenomni.experiments.data_generation.chunks import pyscf_available
 from sevenomni.experiments.data_generation.plan import plan_dbs, plan_dft, plan_primary
 from sevenomni.experiments.data_generation.pool import run_chunks
@@ -76,7 +82,7 @@ def generate(preset: Preset, out: os.PathLike, seed: int = 0, workers: int = 1,
 
     def gather(name, specs):
         nonlocal compute_s
-        imgs, sk, c = _gather(cache_dir, specs)
+        imgs, sk, c = gather_chunks(cache_dir, specs)
         skipped[name] = dict(sorted(sk.items()))
         compute_s += c
         return imgs
@@ -96,21 +102,21 @@ def generate(preset: Preset, out: os.PathLike, seed: int = 0, workers: int = 1,
     sets["molecule_gfn2"] = (m_train, GFN2, "train")
     sets["molecule_gfn1_dbs"] = (dbs, GFN1, "train")
     sets["test_crystal_gfn1"] = (c_test, GFN1, "test")
-    sets["test_molecule_gfn2"] = ([_strip(a, *extra_keys) for a in m_test], GFN2, "test")
+    sets["test_molecule_gfn2"] = ([stripped_copy(a, *extra_keys) for a in m_test], GFN2, "test")
     sets["test_molecule_gfn1"] = (
-        [_relabel_copy(a, "GFN1_energy", "GFN1_forces", GFN1) for a in m_test], GFN1, "test")
+        [relabelled_copy(a, "GFN1_energy", "GFN1_forces", GFN1) for a in m_test], GFN1, "test")
     if dft_specs:
         d = gather("dft_molecule_pbe", dft_specs)
         skipped["dft_molecule_b3lyp"] = skipped["dft_molecule_pbe"]
         basis = preset.dft_basis
-        sets["dft_molecule_pbe"] = ([_strip(a, ("B3LYP_energy",), ("B3LYP_forces",)) for a in d],
+        sets["dft_molecule_pbe"] = ([stripped_copy(a, ("B3LYP_energy",), ("B3LYP_forces",)) for a in d],
                                     f"PBE/{basis}", "dft")
         sets["dft_molecule_b3lyp"] = (
-            [_relabel_copy(a, "B3LYP_energy", "B3LYP_forces", f"B3LYP/{basis}") for a in d],
+            [relabelled_copy(a, "B3LYP_energy", "B3LYP_forces", f"B3LYP/{basis}") for a in d],
             f"B3LYP/{basis}", "dft")
 
     for name, (images, _, _) in sets.items():
-        _atomic_write_xyz(out / f"{name}.extxyz", images)
+        atomic_write_xyz(out / f"{name}.extxyz", images)
 
     manifest = {
         "script": "scripts/make_multifidelity_data.py",
@@ -149,7 +155,7 @@ def generate(preset: Preset, out: os.PathLike, seed: int = 0, workers: int = 1,
         "transfer_floor": transfer_floor(sets["test_molecule_gfn2"][0], sets["test_molecule_gfn1"][0]),
         "dft": dft_status,
     }
-    _atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
     n_skip = sum(sum(v.values()) for v in skipped.values())
     log("[make_multifidelity_data] " + ", ".join(f"{k}={v[0].__len__()}" for k, v in sets.items())
         + f"; skipped={n_skip} {json.dumps({k: v for k, v in skipped.items() if v})}")

@@ -15,7 +15,7 @@ from sevenomni.experiments.data_generation.settings import (
     XTB_ACCURACY,
     XTB_MAX_ITER,
 )
-from sevenomni.experiments.data_generation.structures import _clean
+from sevenomni.experiments.data_generation.structures import plain_copy
 
 
 def make_xtb(method: str):
@@ -56,13 +56,13 @@ def _read_labels(atoms, stress: bool, force_filter: float):
 
 def singlepoint(atoms, method: str, stress: bool, force_filter: float):
     """Fresh-calculator single point -> (energy, forces, stress|None); raises Skip."""
-    work = _clean(atoms)
+    work = plain_copy(atoms)
     work.calc = make_xtb(method)
     return _read_labels(work, stress, force_filter)
 
 
-def _labelled(atoms, e, f, s, method, config_type, source, struct_id, **extra):
-    out = _clean(atoms)
+def labelled_copy(atoms, e, f, s, method, config_type, source, struct_id, **extra):
+    out = plain_copy(atoms)
     out.info["REF_energy"] = e
     out.arrays["REF_forces"] = np.array(f)
     if s is not None:
@@ -92,7 +92,7 @@ def md_frames(atoms0, method: str, rng: np.random.Generator, n_frames: int, T: f
     frames: list[tuple[Any, float, np.ndarray, Any]] = []
     max_steps = warmup + every * n_frames * 3  # cap when many frames are filtered out
     for _attempt in range(MAX_MD_RESTARTS + 1):
-        atoms = _clean(atoms0)
+        atoms = plain_copy(atoms0)
         atoms.set_constraint(FixCom())
         atoms.calc = make_xtb(method)
         set_thermal_momenta(atoms, T, rng)
@@ -112,7 +112,7 @@ def md_frames(atoms0, method: str, rng: np.random.Generator, n_frames: int, T: f
                     if sk.reason == "force_filter":
                         continue  # drop this frame, keep the trajectory
                     break  # broken electronic structure: start a new trajectory
-                frames.append((_clean(atoms), e, f, s))
+                frames.append((plain_copy(atoms), e, f, s))
         except CalculationFailed as exc:
             skipped["md_scf_not_converged" if "converge" in str(exc).lower() else "md_calculation_failed"] += 1
         except Exception as exc:  # noqa: BLE001 - never crash the run

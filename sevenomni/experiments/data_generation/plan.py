@@ -12,7 +12,7 @@ from typing import Any
 from sevenomni.experiments.data_generation.cache import chunk_stem, load_chunk
 from sevenomni.experiments.data_generation.presets import Preset
 from sevenomni.experiments.data_generation.settings import GFN1
-from sevenomni.experiments.data_generation.streams import _rng
+from sevenomni.experiments.data_generation.streams import named_rng
 from sevenomni.experiments.data_generation.structures import CRYSTALS
 
 
@@ -58,7 +58,7 @@ def plan_dbs(preset: Preset, seed: int, mol_train_specs, cache_dir: Path):
         index.extend((spec, i) for i in range(n))
     n_total = len(index)
     n_dbs = min(n_total, max(preset.dbs_min, int(round(preset.dbs_fraction * n_total))))
-    chosen = sorted(_rng(seed, "dbs").choice(n_total, size=n_dbs, replace=False).tolist()) if n_dbs else []
+    chosen = sorted(named_rng(seed, "dbs").choice(n_total, size=n_dbs, replace=False).tolist()) if n_dbs else []
     per_source: dict[str, dict[str, Any]] = {}
     for k in chosen:
         spec, i = index[k]

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sevenomni.experiments.data_generation.cache import _atomic_write_text, _atomic_write_xyz, chunk_stem, is_cached
+from sevenomni.experiments.data_generation.cache import atomic_write_text, atomic_write_xyz, chunk_stem, is_cached
 from sevenomni.experiments.data_generation.chunks import RUNNERS
 from sevenomni.experiments.data_generation.threads import limit_threads, single_threaded
 
@@ -26,8 +26,8 @@ def compute_chunk(job: tuple[dict[str, Any], str]) -> dict[str, Any]:
         images, skipped = RUNNERS[spec["kind"]](spec, cache_dir)
     meta = {"stem": stem, "spec": spec, "n": len(images), "skipped": dict(skipped),
             "compute_time_s": round(time.perf_counter() - t0, 3), "pid": os.getpid()}
-    _atomic_write_xyz(cache_dir / f"{stem}.extxyz", images)
-    _atomic_write_text(cache_dir / f"{stem}.json", json.dumps(meta, indent=1, sort_keys=True))
+    atomic_write_xyz(cache_dir / f"{stem}.extxyz", images)
+    atomic_write_text(cache_dir / f"{stem}.json", json.dumps(meta, indent=1, sort_keys=True))
     return meta
 
 

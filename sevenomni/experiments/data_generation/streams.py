@@ -9,5 +9,5 @@ import zlib
 import numpy as np
 
 
-def _rng(seed: int, name: str) -> np.random.Generator:
+def named_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), zlib.crc32(name.encode())]))

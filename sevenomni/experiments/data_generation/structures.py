@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from sevenomni.experiments.data_generation.presets import Preset
-from sevenomni.experiments.data_generation.streams import _rng
+from sevenomni.experiments.data_generation.streams import named_rng
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def build_crystal(name: str, unit_cell: bool = False):
     if not unit_cell:
         atoms = atoms.repeat(spec.repeat)
     atoms.pbc = True
-    return _clean(atoms)
+    return plain_copy(atoms)
 
 
 def eligible_molecules(max_heavy_atoms: int = 10) -> list[str]:
@@ -177,7 +177,7 @@ def eligible_molecules(max_heavy_atoms: int = 10) -> list[str]:
 def build_molecule(name: str):
     from ase.collections import g2
 
-    atoms = _clean(g2[name])
+    atoms = plain_copy(g2[name])
     atoms.pbc = False
     atoms.cell = np.zeros((3, 3))
     return atoms
@@ -189,7 +189,7 @@ def split_molecules(preset: Preset, seed: int) -> tuple[list[str], list[str]]:
     if preset.test_molecules is not None:
         test = list(preset.test_molecules)
     else:
-        rng = _rng(seed, "molecule-split")
+        rng = named_rng(seed, "molecule-split")
         # test molecules: at least 2 heavy atoms and 5 atoms, so they are not trivial
         cand = [n for n in pool if _n_heavy(n) >= 2 and len(build_molecule(n)) >= 5]
         test = [cand[i] for i in rng.permutation(len(cand))[: preset.n_test_molecules]]
@@ -197,7 +197,7 @@ def split_molecules(preset: Preset, seed: int) -> tuple[list[str], list[str]]:
         train = list(preset.train_molecules)
     else:
         rest = [n for n in pool if n not in test]
-        rng = _rng(seed, "molecule-train")
+        rng = named_rng(seed, "molecule-train")
         order = rng.permutation(len(rest))
         if preset.n_train_molecules is not None:
             order = order[: preset.n_train_molecules]
@@ -214,7 +214,7 @@ def _n_heavy(name: str) -> int:
     return sum(s != "H" for s in g2[name].get_chemical_symbols())
 
 
-def _clean(atoms):
+def plain_copy(atoms):
     """Plain copy: numbers, positions, cell, pbc only (no calc, momenta, magmoms)."""
     from ase import Atoms
 

@@ -14,7 +14,7 @@ from e3nn import o3
 from pydantic import ValidationError
 
 from sevenomni.model_io.checkpoint import CheckpointError
-from sevenomni.model_io.sevenn.files import _rename_old_keys
+from sevenomni.model_io.sevenn.files import rename_old_keys
 from sevenomni.nn import ModelConfig
 
 DEFAULT_TASK_NAME = "sevenn"
@@ -22,7 +22,8 @@ DEFAULT_TASK_NAME = "sevenn"
 _ACTIVATIONS = {"e": "silu", "o": "tanh"}
 
 
-def _version(config: dict) -> tuple[tuple[int, int, int], str]:
+def checkpoint_version(config: dict) -> tuple[tuple[int, int, int], str]:
+    """The SevenNet version that wrote ``config``: ((major, minor, patch), suffix)."""
     version = config.get("version")
     if not isinstance(version, str):
         raise CheckpointError("SevenNet config has no 'version'; cannot tell which weight layout it uses")
@@ -34,7 +35,8 @@ def _version(config: dict) -> tuple[tuple[int, int, int], str]:
     return numbers, parts[3] if len(parts) > 3 else ""  # type: ignore[return-value]
 
 
-def _option(config: dict, key: str, default: Any) -> Any:
+def config_option(config: dict, key: str, default: Any) -> Any:
+    """``config[key]``, or ``default`` where the key is missing or null."""
     value = config.get(key, default)
     return default if value is None else value
 
@@ -48,44 +50,44 @@ def _check_options(config: dict) -> None:
     model_type = config.get("_model_type", "E3_equivariant_model")
     if model_type != "E3_equivariant_model":
         raise _unsupported("_model_type", model_type, "only E3_equivariant_model exists in sevenomni")
-    if _option(config, "interaction_type", "nequip") != "nequip":
+    if config_option(config, "interaction_type", "nequip") != "nequip":
         raise _unsupported("interaction_type", config["interaction_type"], "only the NequIP interaction is implemented")
-    if _option(config, "use_bias_in_linear", False):
+    if config_option(config, "use_bias_in_linear", False):
         raise _unsupported("use_bias_in_linear", True, "sevenomni's equivariant linears have no biases")
-    if _option(config, "readout_as_fcn", False):
+    if config_option(config, "readout_as_fcn", False):
         raise _unsupported("readout_as_fcn", True, "sevenomni's readout is two linear layers without activation")
     if config.get("optimize_by_reduce") is False:
         raise _unsupported("optimize_by_reduce", False, "this old readout is not supported (nor by SevenNet itself)")
-    if _option(config, "act_radial", "silu") != "silu":
+    if config_option(config, "act_radial", "silu") != "silu":
         raise _unsupported("act_radial", config["act_radial"], "the radial MLP uses silu")
-    parity = bool(_option(config, "is_parity", True))
+    parity = bool(config_option(config, "is_parity", True))
     for key in ("act_scalar", "act_gate"):
-        acts = _option(config, key, dict(_ACTIVATIONS))
+        acts = config_option(config, key, dict(_ACTIVATIONS))
         used = ("e", "o") if parity else ("e",)
         for p in used:
             if acts.get(p, _ACTIVATIONS[p]) != _ACTIVATIONS[p]:
                 raise _unsupported(
                     f"{key}[{p!r}]", acts.get(p), f"sevenomni gates use {_ACTIVATIONS[p]} for parity {p!r}"
                 )
-    radial = _option(config, "radial_basis", {"radial_basis_name": "bessel"})
+    radial = config_option(config, "radial_basis", {"radial_basis_name": "bessel"})
     if radial.get("radial_basis_name", "bessel") != "bessel":
         raise _unsupported("radial_basis.radial_basis_name", radial.get("radial_basis_name"), "only the Bessel basis")
     unknown = set(radial) - {"radial_basis_name", "bessel_basis_num", "trainable_coeff"}
     if unknown:
         key = min(unknown)
         raise _unsupported(f"radial_basis.{key}", radial[key], "unknown radial-basis option")
-    envelope = _option(config, "cutoff_function", {"cutoff_function_name": "poly_cut"})
+    envelope = config_option(config, "cutoff_function", {"cutoff_function_name": "poly_cut"})
     name = envelope.get("cutoff_function_name", "poly_cut")
     if name not in ("poly_cut", "XPLOR"):
         raise _unsupported("cutoff_function.cutoff_function_name", name, "only poly_cut and XPLOR envelopes")
-    sc = _option(config, "self_connection_type", "nequip")
+    sc = config_option(config, "self_connection_type", "nequip")
     kinds = set(sc) if isinstance(sc, (list, tuple)) else {sc}
     if not kinds <= {"nequip", "linear"}:
         raise _unsupported("self_connection_type", sc, "only 'nequip' (species) and 'linear' self-connections")
     if len(kinds) != 1:
         raise _unsupported("self_connection_type", sc, "sevenomni uses one self-connection type for all layers")
-    if _option(config, "use_modality", False):
-        if _option(config, "use_modal_node_embedding", False):
+    if config_option(config, "use_modality", False):
+        if config_option(config, "use_modal_node_embedding", False):
             raise _unsupported(
                 "use_modal_node_embedding",
                 True,
@@ -100,33 +102,35 @@ def _check_options(config: dict) -> None:
             raise _unsupported(
                 "_number_of_modalities", config.get("_number_of_modalities"), "does not match _modal_map"
             )
-    cueq = _option(config, "cuequivariance_config", {})
+    cueq = config_option(config, "cuequivariance_config", {})
     if isinstance(cueq, dict) and cueq.get("use", False):
         raise _unsupported(
             "cuequivariance_config.use", True, "convert the checkpoint to the e3nn backend with SevenNet first"
         )
     for key in ("use_flash_tp", "use_oeq"):
-        if _option(config, key, False):
+        if config_option(config, key, False):
             raise _unsupported(key, True, "convert the checkpoint to the e3nn backend with SevenNet first")
-    dtype = _option(config, "dtype", "single")
+    dtype = config_option(config, "dtype", "single")
     if dtype not in ("single", "float32"):
         raise _unsupported("dtype", dtype, "SevenNet models are imported in float32")
 
 
 def _sh_lmax(config: dict) -> int:
     lmax = int(config["lmax"])
-    lmax_edge = int(_option(config, "lmax_edge", -1))
+    lmax_edge = int(config_option(config, "lmax_edge", -1))
     return lmax_edge if lmax_edge > 0 else lmax
 
 
 def _normalize_sph(config: dict) -> bool:
     if "_normalize_sph" in config:
         return bool(config["_normalize_sph"])
-    (major, minor, _), _ = _version(config)
+    (major, minor, _), _ = checkpoint_version(config)
     return not (major == 0 and minor <= 9)  # SevenNet's patch_old_config: absent means False before 0.10
 
 
-def _tp_irreps(irreps_x: o3.Irreps, irreps_filter: o3.Irreps, drop_l: int | None, parity_mode: str, mul: int | None):
+def tensor_product_irreps(
+    irreps_x: o3.Irreps, irreps_filter: o3.Irreps, drop_l: int | None, parity_mode: str, mul: int | None
+):
     """SevenNet's ``util.infer_irreps_out`` (full tensor product, sorted and simplified, filtered)."""
     products = [
         (m1 * m2, ir) for m1, ir1 in irreps_x.simplify() for m2, ir2 in irreps_filter.simplify() for ir in ir1 * ir2
@@ -145,11 +149,11 @@ def sevenn_layer_irreps(config: dict) -> list[dict[str, o3.Irreps]]:
     """Per interaction layer, the irreps SevenNet builds: input, gate output and TP-output filter."""
     num_layers = int(config["num_convolution_layer"])
     channels = int(config["channel"])
-    parity = bool(_option(config, "is_parity", True))
+    parity = bool(config_option(config, "is_parity", True))
     irreps_filter = o3.Irreps.spherical_harmonics(_sh_lmax(config), p=-1 if parity else 1)
-    lmax_node = int(_option(config, "lmax_node", -1))
+    lmax_node = int(config_option(config, "lmax_node", -1))
     lmax_node = lmax_node if lmax_node > 0 else int(config["lmax"])
-    manual = _option(config, "irreps_manual", False)
+    manual = config_option(config, "irreps_manual", False)
     if manual is not False:
         try:
             manual = [o3.Irreps(str(irreps)) for irreps in manual]
@@ -162,16 +166,19 @@ def sevenn_layer_irreps(config: dict) -> list[dict[str, o3.Irreps]]:
     for t in range(num_layers):
         last = t == num_layers - 1
         if manual is False:
-            out = _tp_irreps(irreps_x, irreps_filter, 0 if last else lmax_node, "even" if last else "full", channels)
+            out = tensor_product_irreps(
+                irreps_x, irreps_filter, 0 if last else lmax_node, "even" if last else "full", channels
+            )
         else:
             out = manual[t + 1]
-        tp_filter = _tp_irreps(irreps_x, irreps_filter, out.lmax, "even" if last else "full", None)
+        tp_filter = tensor_product_irreps(irreps_x, irreps_filter, out.lmax, "even" if last else "full", None)
         layers.append({"in": irreps_x, "out": out, "tp_filter": tp_filter, "filter": irreps_filter})
         irreps_x = out
     return layers
 
 
-def _elements(config: dict) -> tuple[list[str], dict[int, int]]:
+def checkpoint_elements(config: dict) -> tuple[list[str], dict[int, int]]:
+    """The elements of a SevenNet config by atomic number (a dummy Z = 0 dropped), and its Z -> index map."""
     type_map = config.get("_type_map")
     if not isinstance(type_map, dict) or not type_map:
         raise CheckpointError("SevenNet config has no '_type_map' (atomic number → species index)")
@@ -185,7 +192,7 @@ def _elements(config: dict) -> tuple[list[str], dict[int, int]]:
 
 
 def _tasks(config: dict, task_name: str | None) -> list[str]:
-    if _option(config, "use_modality", False):
+    if config_option(config, "use_modality", False):
         modal_map = config["_modal_map"]
         if task_name is not None:
             raise CheckpointError(
@@ -199,7 +206,7 @@ def _tasks(config: dict, task_name: str | None) -> list[str]:
 def sevenn_model_config(config: dict, state_dict: dict[str, torch.Tensor], task_name: str | None = None) -> ModelConfig:
     """The :class:`ModelConfig` of a SevenNet checkpoint (after :func:`_check_options`)."""
     _check_options(config)
-    state_dict = _rename_old_keys(state_dict)
+    state_dict = rename_old_keys(state_dict)
     for key in ("cutoff", "channel", "lmax", "num_convolution_layer"):
         if key not in config:
             raise CheckpointError(f"SevenNet config has no {key!r}")
@@ -214,12 +221,12 @@ def sevenn_model_config(config: dict, state_dict: dict[str, torch.Tensor], task_
     if hidden is not None and "0e" not in [str(ir) for _, ir in layers[-2]["out"]]:
         raise _unsupported("irreps_manual", hidden, "hidden features need even scalars (0e)")
 
-    radial = _option(config, "radial_basis", {})
-    envelope = _option(config, "cutoff_function", {"cutoff_function_name": "poly_cut"})
+    radial = config_option(config, "radial_basis", {})
+    envelope = config_option(config, "cutoff_function", {"cutoff_function_name": "poly_cut"})
     xplor = envelope.get("cutoff_function_name", "poly_cut") == "XPLOR"
-    sc = _option(config, "self_connection_type", "nequip")
+    sc = config_option(config, "self_connection_type", "nequip")
     sc = sc[0] if isinstance(sc, (list, tuple)) else sc
-    modal = bool(_option(config, "use_modality", False))
+    modal = bool(config_option(config, "use_modality", False))
     sites = []
     if modal:
         sites = [
@@ -229,13 +236,13 @@ def sevenn_model_config(config: dict, state_dict: dict[str, torch.Tensor], task_
                 ("si2", "use_modal_self_inter_outro"),
                 ("readout", "use_modal_output_block"),
             )
-            if _option(config, key, False)
+            if config_option(config, key, False)
         ]
     scale = state_dict.get("rescale_atomic_energy.scale")
     if scale is None:
         raise CheckpointError("SevenNet state dict has no rescale_atomic_energy.scale")
-    modal_scale = modal and bool(_option(config, "use_modal_wise_scale", False))
-    elements, _ = _elements(config)
+    modal_scale = modal and bool(config_option(config, "use_modal_wise_scale", False))
+    elements, _ = checkpoint_elements(config)
     denominators = []
     for t in range(len(layers)):
         key = f"{t}_convolution.denominator"
@@ -248,13 +255,13 @@ def sevenn_model_config(config: dict, state_dict: dict[str, torch.Tensor], task_
             elements=elements,
             channels=channels,
             lmax=_sh_lmax(config),
-            parity="o3" if _option(config, "is_parity", True) else "so3",
+            parity="o3" if config_option(config, "is_parity", True) else "so3",
             num_layers=len(layers),
             hidden_irreps=hidden,
             cutoff=float(config["cutoff"]),
             num_radial=int(radial.get("bessel_basis_num", 8)),
             radial_trainable=bool(radial.get("trainable_coeff", True)),
-            radial_mlp=[int(w) for w in _option(config, "weight_nn_hidden_neurons", [64, 64])],
+            radial_mlp=[int(w) for w in config_option(config, "weight_nn_hidden_neurons", [64, 64])],
             envelope="xplor" if xplor else "polynomial",
             polynomial_p=int(envelope.get("poly_cut_p_value", 6)),
             xplor_on=float(envelope["cutoff_on"]) if xplor else None,

@@ -42,8 +42,8 @@ from typing import Any
 import torch
 
 from sevenomni.model_io.checkpoint import CheckpointError, save_checkpoint
-from sevenomni.model_io.sevenn.config import _option, sevenn_model_config
-from sevenomni.model_io.sevenn.files import _rename_old_keys, read_sevenn_checkpoint, resolve_sevenn_checkpoint
+from sevenomni.model_io.sevenn.config import config_option, sevenn_model_config
+from sevenomni.model_io.sevenn.files import read_sevenn_checkpoint, rename_old_keys, resolve_sevenn_checkpoint
 from sevenomni.model_io.sevenn.weights import sevenn_weight_links
 from sevenomni.nn import SevenOmniModel
 
@@ -75,7 +75,7 @@ def sevenn_to_model(
     """Build the sevenomni model equal to a SevenNet checkpoint dict (``config`` + ``model_state_dict``)."""
     config = dict(checkpoint["config"])
     try:
-        state_dict = _rename_old_keys({k: v for k, v in checkpoint["model_state_dict"].items() if torch.is_tensor(v)})
+        state_dict = rename_old_keys({k: v for k, v in checkpoint["model_state_dict"].items() if torch.is_tensor(v)})
         model = SevenOmniModel(sevenn_model_config(config, state_dict, task_name))
         target = model.state_dict()
         links = sevenn_weight_links(model, config, state_dict)
@@ -130,7 +130,7 @@ def import_sevenn(
         "sevenn_checkpoint": str(path),
         "sevenn_version": str(config.get("version")),
     }
-    if _option(config, "use_modality", False):
+    if config_option(config, "use_modality", False):
         metadata["sevenn_modal_map"] = {str(k): int(v) for k, v in config["_modal_map"].items()}
     for key in ("train_shift_scale", "train_denominator", "train_avg_num_neigh"):
         if key in config:

@@ -27,12 +27,12 @@ from typing import Any
 import torch
 
 from sevenomni.model_io.checkpoint import CheckpointError, atomic_save, load_archive
-from sevenomni.model_io.sevenn.config import _elements, _option, sevenn_model_config
+from sevenomni.model_io.sevenn.config import checkpoint_elements, config_option, sevenn_model_config
 from sevenomni.model_io.sevenn.files import (
-    _rename_old_keys,
     is_sevenn_checkpoint,
     is_sevenn_shortcut,
     read_sevenn_checkpoint,
+    rename_old_keys,
     resolve_sevenn_checkpoint,
 )
 from sevenomni.model_io.sevenn.weights import sevenn_weight_links
@@ -73,11 +73,11 @@ def _check_representable(model: SevenOmniModel, config: dict) -> None:
         raise _refuse(f"scale_per_task: {ours.scale_per_task}")
     if ours.task_embedding_norm:
         raise _refuse("task_embedding_norm (RMS-normalised θT)")
-    _, type_map = _elements(config)
+    _, type_map = checkpoint_elements(config)
     outside = [s for s, z in zip(ours.elements, ours.atomic_numbers) if z not in type_map]
     if outside:
         raise _refuse(f"elements {outside} outside the template's type map")
-    modal = bool(_option(config, "use_modality", False))
+    modal = bool(config_option(config, "use_modality", False))
     if not modal and len(ours.tasks) > 1:
         raise _refuse(
             f"more than one task ({', '.join(ours.tasks)}) on a single-task template (SevenNet use_modality false)"
@@ -94,7 +94,7 @@ def _check_representable(model: SevenOmniModel, config: dict) -> None:
 def _export_config(model: SevenOmniModel, template: dict) -> dict:
     """The template's SevenNet config, with the model's tasks as its modalities."""
     config = copy.deepcopy(template)
-    if _option(config, "use_modality", False):
+    if config_option(config, "use_modality", False):
         tasks = list(model.tasks)
         config["_modal_map"] = {task: index for index, task in enumerate(tasks)}
         config["_number_of_modalities"] = len(tasks)
@@ -133,7 +133,7 @@ def model_to_sevenn(model: SevenOmniModel, template: dict[str, Any]) -> dict[str
     _check_representable(model, template["config"])
     config = _export_config(model, template["config"])
     original = {k: v for k, v in template["model_state_dict"].items() if torch.is_tensor(v)}
-    state_dict = _rename_old_keys(original)
+    state_dict = rename_old_keys(original)
     original_names = dict(zip(state_dict, original))
     _check_architecture(model, config, state_dict)
     ours = {key: value.detach().to("cpu", torch.float64) for key, value in model.state_dict().items()}

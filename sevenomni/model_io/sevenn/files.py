@@ -147,7 +147,8 @@ def read_sevenn_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) 
     return checkpoint
 
 
-def _rename_old_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def rename_old_keys(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with the module names older SevenNet versions used renamed to the current ones."""
     renamed = {}
     for key, value in state_dict.items():
         head, _, tail = key.partition(".")

@@ -14,7 +14,13 @@ import torch
 from e3nn import o3
 
 from sevenomni.model_io.checkpoint import CheckpointError
-from sevenomni.model_io.sevenn.config import _elements, _option, _tp_irreps, _version, sevenn_layer_irreps
+from sevenomni.model_io.sevenn.config import (
+    checkpoint_elements,
+    checkpoint_version,
+    config_option,
+    sevenn_layer_irreps,
+    tensor_product_irreps,
+)
 from sevenomni.nn import SevenOmniModel
 
 
@@ -147,14 +153,14 @@ class _Links:
         self.config = config
         self.source = state_dict
         self.links: list[WeightLink] = []
-        _, type_map = _elements(config)
+        _, type_map = checkpoint_elements(config)
         self.num_species_sevenn = len(type_map)
         unknown = [s for s, z in zip(model.elements, model.config.atomic_numbers) if z not in type_map]
         if unknown:
             raise CheckpointError(f"elements {unknown} are not in the SevenNet model's type map")
         # Row of SevenNet's (alphabetical) one-hot for each of our (atomic-number-ordered) species.
         self.species_rows = torch.tensor([type_map[z] for z in model.config.atomic_numbers])
-        modal = bool(_option(config, "use_modality", False))
+        modal = bool(config_option(config, "use_modality", False))
         self.num_modal = len(config["_modal_map"]) if modal else 0
 
     def add(self, theirs: str, ours: tuple[str, ...] | str, to_ours, to_theirs) -> None:
@@ -390,7 +396,7 @@ def sevenn_weight_links(model: SevenOmniModel, config: dict, state_dict: dict[st
     the sevenomni ``model`` of the same architecture: one :class:`WeightLink` per SevenNet weight."""
     layers = sevenn_layer_irreps(config)
     _check_layout(model, layers)
-    (major, minor, patch), suffix = _version(config)
+    (major, minor, patch), suffix = checkpoint_version(config)
     sort_old = (major, minor, patch) < (0, 11, 0) or ((major, minor, patch) == (0, 11, 0) and suffix == "dev0")
     links = _Links(model, config, state_dict)
     if model.config.radial_trainable:
@@ -408,7 +414,7 @@ def sevenn_weight_links(model: SevenOmniModel, config: dict, state_dict: dict[st
         links.radial_net(f"{ours}.conv", f"{t}_convolution", layer.conv, creation, sort_old)
         links.same(f"{t}_convolution.denominator", f"{ours}.conv.denominator")
         # SI-2 reads the TP output as simplified irreps, in SevenNet as in sevenomni.
-        si2_in = _tp_irreps(
+        si2_in = tensor_product_irreps(
             irreps["in"], irreps["filter"], irreps["out"].lmax, "even" if t == len(layers) - 1 else "full", None
         )
         if si2_in != layer.si2.irreps_in:

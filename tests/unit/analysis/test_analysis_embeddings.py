@@ -8,8 +8,8 @@ from itertools import combinations
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_model
+
 from sevenomni import save_checkpoint
 from sevenomni.analysis.embeddings import analyse_embeddings, pca_with_origin
 from sevenomni.cli import main

@@ -14,13 +14,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PathCollection
 from matplotlib.colors import to_hex
 from matplotlib.text import Text
+from test_analysis_metrics import labelled_batch
+from training_helpers import make_run, write_config
 
 from sevenomni.analysis import plots
 from sevenomni.analysis.history import RunHistory, read_history
 from sevenomni.analysis.metrics import ErrorAccumulator
 from sevenomni.cli import main
-from test_analysis_metrics import labelled_batch
-from training_helpers import make_run, write_config
 
 
 def test_train_writes_training_curves_and_plot_redraws_them(tmp_path, capsys):

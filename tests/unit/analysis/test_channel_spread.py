@@ -7,13 +7,13 @@ import copy
 import numpy as np
 import pytest
 import torch
-from ase.io import read, write
-
 from analysis_helpers import tiny_model
+from ase.io import read, write
+from training_helpers import TINY
+
 from sevenomni import predict
 from sevenomni.analysis.evaluate import choose_channels, evaluate_databases, format_table, open_sources
 from sevenomni.train.report import channel_spread
-from training_helpers import TINY
 
 
 def scored(model, path, tmp_path):

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from ase.io import read, write
-
 from analysis_helpers import tiny_model
+from ase.io import read, write
+from training_helpers import TINY
+
 from sevenomni import SevenOmniCalculator, predict, save_checkpoint
 from sevenomni.cli import main
-from training_helpers import TINY
 
 TEST_SETS = ["test_crystal_gfn1", "test_molecule_gfn1", "test_molecule_gfn2"]
 

@@ -12,11 +12,11 @@ from ase.calculators.emt import EMT
 from training_helpers import TINY
 
 from sevenomni import predict, save_checkpoint
+from sevenomni.bridging.label import label
+from sevenomni.bridging.select import SelectionError, farthest_points, read_selection, select, write_selection
 from sevenomni.cli import main
 from sevenomni.data.ingest import ingest
 from sevenomni.data.store import StoreReader
-from sevenomni.bridging.select import SelectionError, farthest_points, read_selection, select, write_selection
-from sevenomni.bridging.label import label
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from ase.calculators.calculator import PropertyNotImplementedError
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 from ase.md.verlet import VelocityVerlet
 from ase.optimize import BFGS
-
 from conftest import make_model
+
 from sevenomni import PredictionError, SevenOmniCalculator, predict, save_checkpoint
 from sevenomni.data.graph import atoms_to_graph
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from ase.build import bulk, molecule
 from ase.calculators.calculator import PropertyNotImplementedError
-
 from conftest import make_model
+
 from sevenomni import SevenOmniCalculator
 from sevenomni.calculators.dispersion import DispersionError
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from ase.build import bulk, molecule
 from ase.io import read, write
-
 from conftest import make_model
+
 from sevenomni import SevenOmniCalculator, load_model, save_checkpoint
-from sevenomni.cli import main
 from sevenomni.calculators.extrapolation import ExtrapolationWarning
+from sevenomni.cli import main
 from sevenomni.nn import ModelConfig
 
 torch.set_num_threads(1)
@@ -126,9 +126,10 @@ def test_the_record_is_saved_validated_and_shown(tmp_path, capsys):
 
 
 def test_training_records_each_tasks_elements(tmp_path):
+    from training_helpers import make_run
+
     from sevenomni.train.config import load_config
     from sevenomni.train.trainer import Trainer
-    from training_helpers import make_run
 
     raw = make_run(tmp_path, count=4)
     trainer = Trainer(load_config(raw=raw))

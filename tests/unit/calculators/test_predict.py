@@ -10,8 +10,8 @@ import torch
 from ase import Atoms
 from ase.build import bulk, molecule
 from ase.io import read, write
-
 from conftest import make_model
+
 from sevenomni import SevenOmniCalculator, save_checkpoint
 from sevenomni.cli import main
 from sevenomni.data.ingest import ingest

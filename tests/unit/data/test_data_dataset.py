@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 from ase.data import chemical_symbols
-from pydantic import ValidationError
 from data_helpers import records
+from pydantic import ValidationError
 from torch.utils.data import ConcatDataset, DataLoader
 
 from sevenomni.data.dataset import LMDBDataset, database_datasets, split_indices

@@ -5,8 +5,8 @@ import pytest
 from ase import Atoms
 from ase.build import bulk, molecule
 from ase.neighborlist import neighbor_list as ase_neighbor_list
-
 from conftest import make_model, structures
+
 from sevenomni import predict
 from sevenomni.data.graph import atoms_to_graph
 

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO
+
 from sevenomni.experiments.ablation import arms as ablation_arms
 from sevenomni.experiments.ablation import report as ablation_report
-from sevenomni.experiments.ablation import runner
-from sevenomni.experiments.ablation import scoring
+from sevenomni.experiments.ablation import runner, scoring
 from sevenomni.experiments.ablation import transfer_gap as transfer_gap_report
 from sevenomni.train.config import load_config
 

@@ -7,14 +7,14 @@ import math
 
 import numpy as np
 import pytest
+from analysis_helpers import tiny_model
 from ase.build import bulk
 from ase.calculators.calculator import Calculator, all_changes
 from ase.io import read
+from training_helpers import TINY
 
-from analysis_helpers import tiny_model
 from sevenomni import SevenOmniCalculator, save_checkpoint
 from sevenomni.experiments.lambench import accuracy, efficiency, instability, runner
-from training_helpers import TINY
 
 
 def labels_as_predictions(structures, energy_offset=0.0):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from sevenomni.experiments.ablation import scale_study as report
 
-
 TREATMENTS = {"multi_task_scale_free": True, "multi_task_scale_shared": False,
               "multi_task_scale_penalized": "penalized", "multi_task_scale_fixed": "fixed"}
 ARMS = list(TREATMENTS)

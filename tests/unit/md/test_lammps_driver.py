@@ -19,12 +19,12 @@ from ase.md.verlet import VelocityVerlet
 pytest.importorskip("lammps")
 
 
-from sevenomni import SevenOmniCalculator, save_checkpoint  # noqa: E402
-from sevenomni.core.baseline import BaselineSpec  # noqa: E402
-from sevenomni.cli import main  # noqa: E402
-from sevenomni.md.lammps_input import split_input  # noqa: E402
-
 from conftest import REPO, make_model, triclinic_crystal  # noqa: E402
+
+from sevenomni import SevenOmniCalculator, save_checkpoint  # noqa: E402
+from sevenomni.cli import main  # noqa: E402
+from sevenomni.core.baseline import BaselineSpec  # noqa: E402
+from sevenomni.md.lammps_input import split_input  # noqa: E402
 
 RECIPES = REPO / "recipes" / "lammps"
 STEPS = 100

@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk, fcc111, molecule
-
 from conftest import make_model
 from mliap_helpers import rank_view, run_ranks
 
 import sevenomni.md.mliap as mliap_module
 from sevenomni import SevenOmniCalculator, save_checkpoint
-from sevenomni.core.baseline import BaselineSpec
 from sevenomni.cli import main
+from sevenomni.core.baseline import BaselineSpec
 from sevenomni.md.mliap import SHIFT_TASK_VARIABLE, TASK_VARIABLE, HaloError, SevenOmniMLIAP, export_mliap
 
 HALO = 9.0  # Å: 2 layers × 4 Å + 1

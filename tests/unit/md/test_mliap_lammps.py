@@ -21,7 +21,6 @@ from ase import Atoms, units
 from ase.build import bulk
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
-
 from conftest import REPO, make_model
 
 from sevenomni import SevenOmniCalculator

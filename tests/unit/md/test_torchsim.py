@@ -13,10 +13,10 @@ from ase.md.verlet import VelocityVerlet
 torch_sim = pytest.importorskip("torch_sim")
 
 from conftest import make_model, triclinic_crystal  # noqa: E402
+from torch_sim.integrators.nve import nve  # noqa: E402
 
 from sevenomni import SevenOmniCalculator  # noqa: E402
 from sevenomni.md.torchsim import SevenOmniTorchSimModel  # noqa: E402
-from torch_sim.integrators.nve import nve  # noqa: E402
 
 
 @pytest.fixture(scope="module")

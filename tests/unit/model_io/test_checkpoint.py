@@ -4,8 +4,8 @@ import pickle
 
 import pytest
 import torch
-
 from conftest import make_model
+
 from sevenomni import CheckpointError, load_model, save_checkpoint
 from sevenomni.cli import main
 

@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TESTS, make_model, structures
 from e3nn import o3
 
-from conftest import TESTS, make_model, structures
 from sevenomni import load_model, predict
 
 LEGACY = TESTS / "data" / "legacy_v1"

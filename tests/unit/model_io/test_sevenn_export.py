@@ -14,11 +14,11 @@ from ase.build import bulk, molecule
 sevenn = pytest.importorskip("sevenn")
 
 from sevenomni import CheckpointError, SevenOmniCalculator  # noqa: E402
-from sevenomni.model_io.checkpoint import save_checkpoint  # noqa: E402
 from sevenomni.cli import main  # noqa: E402
+from sevenomni.model_io.checkpoint import save_checkpoint  # noqa: E402
 from sevenomni.model_io.sevenn.convert import import_sevenn, load_sevenn_model  # noqa: E402
-from sevenomni.model_io.sevenn.files import read_sevenn_checkpoint, resolve_sevenn_checkpoint  # noqa: E402
 from sevenomni.model_io.sevenn.export import model_to_sevenn  # noqa: E402
+from sevenomni.model_io.sevenn.files import read_sevenn_checkpoint, resolve_sevenn_checkpoint  # noqa: E402
 
 E_TOL, F_TOL = 1e-5, 1e-4  # eV/atom, eV/Å (float32)
 

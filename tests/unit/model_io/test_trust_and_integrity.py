@@ -16,13 +16,12 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk, molecule
+from conftest import REPO, make_model
 from training_helpers import make_run, write_config
 
 from sevenomni import CheckpointError, SevenOmniCalculator, load_model, predict, save_checkpoint
-from sevenomni.model_io.checkpoint import TRAINING_STATE_FORMAT, atomic_save, read_training_state
 from sevenomni.cli import main
-
-from conftest import REPO, make_model
+from sevenomni.model_io.checkpoint import TRAINING_STATE_FORMAT, atomic_save, read_training_state
 
 
 class Payload:

@@ -11,9 +11,9 @@ import copy
 import pytest
 import torch
 from ase.build import bulk
+from conftest import make_model, structures
 
 import sevenomni
-from conftest import make_model, structures
 from sevenomni.data.graph import atoms_to_graph, collate
 from sevenomni.nn import backend
 

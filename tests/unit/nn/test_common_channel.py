@@ -7,17 +7,17 @@ import json
 import numpy as np
 import pytest
 import torch
+from analysis_helpers import tiny_model
 from ase.build import molecule
 from ase.io import read, write
-
-from analysis_helpers import tiny_model
 from conftest import make_model
+from training_helpers import TINY
+
 from sevenomni import predict, save_checkpoint
+from sevenomni.bridging.select import select
 from sevenomni.cli import main
 from sevenomni.data.ingest import ingest
-from sevenomni.bridging.select import select
 from sevenomni.nn.task_names import COMMON_CHANNEL, Tasks
-from training_helpers import TINY
 
 torch.set_num_threads(1)
 

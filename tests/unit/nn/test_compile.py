@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import make_model, structures
+
 from sevenomni import SevenOmniCalculator
 from sevenomni.data.graph import atoms_to_graph, collate
 from sevenomni.nn.compiled import DOUBLE_BACKWARD_FALLBACK

@@ -6,12 +6,12 @@ import math
 
 import pytest
 import torch
-
 from conftest import make_model, structures
+from training_helpers import make_run
+
 from sevenomni.data.graph import atoms_to_graph, collate
 from sevenomni.train.config import ConfigError, load_config
 from sevenomni.train.trainer import Trainer
-from training_helpers import make_run
 
 
 def outputs(model, atoms):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import copy
 
 import pytest
+from training_helpers import BASE
 
 from sevenomni.analysis.evaluate import infer_own_task
 from sevenomni.nn.task_names import Tasks
 from sevenomni.train.config import ConfigError, load_config
-from training_helpers import BASE
 
 
 def config_with(tasks: list[str], **settings) -> dict:

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 from ase.build import molecule
-
 from conftest import make_model
+from training_helpers import make_run
+
 from sevenomni.data.graph import atoms_to_graph, collate
 from sevenomni.data.statistics import force_rms
 from sevenomni.nn.config import ModelConfig
@@ -18,7 +19,6 @@ from sevenomni.nn.task import UNPENALIZED_TASK_PARAMETERS
 from sevenomni.train.config import ConfigError, load_config
 from sevenomni.train.regularization import WeightPenalty
 from sevenomni.train.trainer import Trainer
-from training_helpers import make_run
 
 TREATMENTS = [True, False, "penalized", "fixed"]
 

@@ -8,26 +8,26 @@ import logging
 import numpy as np
 import pytest
 import torch
-from ase.io import write
-from pydantic import ValidationError
-
 from analysis_helpers import tiny_model
+from ase.io import write
 from data_helpers import crystal, labelled
+from pydantic import ValidationError
+from training_helpers import make_run
+
 from sevenomni import save_checkpoint
 from sevenomni.analysis.config_types import UNTAGGED
 from sevenomni.analysis.evaluate import choose_channels, evaluate_databases, open_sources
 from sevenomni.cli import main
+from sevenomni.core.keys import ENERGY, FORCES, STRESS
 from sevenomni.data.dataset import LMDBDataset, database_datasets
 from sevenomni.data.graph import collate
 from sevenomni.data.ingest import cached_store
 from sevenomni.data.sources import Database
 from sevenomni.data.spec import DatabaseSpec
-from sevenomni.core.keys import ENERGY, FORCES, STRESS
 from sevenomni.train.config import ConfigError, LossSection, load_config
 from sevenomni.train.loss import EnergyForceStressLoss
 from sevenomni.train.report import config_type_lines
 from sevenomni.train.trainer import Trainer
-from training_helpers import make_run
 
 TYPES = ["bulk", "rattled", "bulk", None, "rattled", "bulk"]
 

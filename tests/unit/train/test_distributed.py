@@ -14,12 +14,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.overrides import TorchFunctionMode
+from training_helpers import make_run, write_config
 
 from sevenomni.train.config import load_config
 from sevenomni.train.data import stage_loader, stage_sampler
 from sevenomni.train.distributed import DistributedContext
 from sevenomni.train.trainer import Trainer
-from training_helpers import make_run, write_config
 
 
 @pytest.fixture

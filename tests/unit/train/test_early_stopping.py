@@ -7,11 +7,11 @@ import logging
 
 import pytest
 import torch
+from training_helpers import logged_rows, make_run, stop_like_sigterm_after
 
 from sevenomni.train.config import ConfigError, load_config
 from sevenomni.train.state import TrainingProgress
 from sevenomni.train.trainer import Trainer, TrainingInterrupted
-from training_helpers import logged_rows, make_run, stop_like_sigterm_after
 
 torch.set_num_threads(1)
 

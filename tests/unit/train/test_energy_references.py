@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.io import read, write
+from training_helpers import make_run
 
 from sevenomni.train.config import ConfigError, load_config
 from sevenomni.train.trainer import Trainer
-from training_helpers import make_run
 
 E0 = {"H": -10.5, "C": -48.25, "N": -71.0, "O": -102.75}
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from ase.build import molecule
 from ase.io import read, write
+from training_helpers import make_run
 
 import sevenomni
 from sevenomni import SevenOmniModel, load_model, save_checkpoint
@@ -16,7 +17,6 @@ from sevenomni.data.graph import atoms_to_graph, collate
 from sevenomni.nn.elements import extend_elements
 from sevenomni.train.config import ConfigError, load_config
 from sevenomni.train.trainer import Trainer
-from training_helpers import make_run
 
 OFFSET = 3.0  # eV per atom
 

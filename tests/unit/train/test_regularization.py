@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import make_model
+
 from sevenomni.train.regularization import WeightPenalty, task_embedding_norm
 
 
@@ -104,9 +104,10 @@ def test_function_space_penalty_reaches_theta_t_of_the_batch_task_and_theta_c_no
 
 
 def test_function_space_penalty_trains_and_logs(tmp_path):
+    from training_helpers import make_run
+
     from sevenomni.train.config import load_config
     from sevenomni.train.trainer import Trainer
-    from training_helpers import make_run
 
     raw = make_run(tmp_path, count=8, overrides={"train.regularization.function_space": 0.5, "stages.0.steps": 2})
     trainer = Trainer(load_config(raw=raw))

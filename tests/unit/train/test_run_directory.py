@@ -9,11 +9,11 @@ import sys
 from collections import Counter
 
 import pytest
+from training_helpers import make_run, write_config
 
 from sevenomni.cli import main
 from sevenomni.train.config import load_config
 from sevenomni.train.trainer import Trainer
-from training_helpers import make_run, write_config
 
 HOLD_LOCK = """
 import sys, time

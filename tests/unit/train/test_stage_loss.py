@@ -7,10 +7,10 @@ import logging
 
 import pytest
 import torch
+from training_helpers import logged_rows, make_run, stop_like_sigterm_after
 
 from sevenomni.train.config import ConfigError, LossSection, StageLossWeights, load_config
 from sevenomni.train.trainer import Trainer, TrainingInterrupted
-from training_helpers import logged_rows, make_run, stop_like_sigterm_after
 
 torch.set_num_threads(1)
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 from ase.io import read
+from training_helpers import make_run, write_config
 
 from sevenomni import load_model
 from sevenomni.calculators.prediction import predict
 from sevenomni.train.config import ConfigError, load_config, save_config
 from sevenomni.train.trainer import Trainer, TrainingDiverged, TrainingInterrupted
-from training_helpers import make_run, write_config
 
 
 def weights(path):
