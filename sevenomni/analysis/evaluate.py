@@ -28,8 +28,8 @@ from tqdm import tqdm
 from sevenomni.analysis.config_types import ConfigTypeErrors
 from sevenomni.analysis.metrics import ChannelSpread, ErrorAccumulator
 from sevenomni.calculators.extrapolation import warn_extrapolation
-from sevenomni.calculators.prediction import resolve_device
 from sevenomni.core.baseline import Baseline, cached_baseline
+from sevenomni.core.devices import resolve_device
 from sevenomni.core.keys import ENERGY, FORCES, STRESS
 from sevenomni.data.dataset import worker_collate
 from sevenomni.data.graph import collate, has_stress

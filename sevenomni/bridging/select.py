@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from sevenomni.calculators.prediction import resolve_device
 from sevenomni.core.arguments import SELECTION_STRATEGIES
+from sevenomni.core.devices import resolve_device
 from sevenomni.core.keys import FORCES
 from sevenomni.data.dataset import LMDBDataset
 from sevenomni.data.graph import collate
