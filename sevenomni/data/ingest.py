@@ -40,6 +40,7 @@ from sevenomni.data.readers import (
     read_source,
 )
 from sevenomni.data.readers.common import BASELINE_FAILED
+from sevenomni.data.spec import path_list
 from sevenomni.data.store import (
     EncodedRecord,
     Record,
@@ -302,7 +303,7 @@ def cached_store(
     the others use its store. ``create=False`` only names the cached store (e.g. on ranks that
     wait for rank 0 to ingest).
     """
-    paths = [paths] if isinstance(paths, str) else list(paths)
+    paths = path_list(paths)
     stores = [p for p in paths if is_store(p)]
     raw = [p for p in paths if not is_store(p)]
     if not raw:

@@ -26,6 +26,11 @@ def config_type_weight(weights: dict[str, float], config_type: str | None) -> fl
     return weights.get(config_type, default) if config_type is not None else default
 
 
+def path_list(path: str | list[str]) -> list[str]:
+    """A ``path`` setting (one path or several) as a list."""
+    return [path] if isinstance(path, str) else list(path)
+
+
 class SplitSpec(StrictModel):
     """Reproducible train/validation split: a seeded fraction, or a separate file/store."""
 
@@ -48,9 +53,7 @@ class SplitSpec(StrictModel):
     @property
     def valid_paths(self) -> list[str] | None:
         """``valid_path`` as a list (None: the split draws valid_fraction instead)."""
-        if self.valid_path is None:
-            return None
-        return [self.valid_path] if isinstance(self.valid_path, str) else list(self.valid_path)
+        return None if self.valid_path is None else path_list(self.valid_path)
 
 
 class DatabaseSpec(StrictModel):
@@ -153,7 +156,7 @@ class DatabaseSpec(StrictModel):
 
     @property
     def paths(self) -> list[str]:
-        return [self.path] if isinstance(self.path, str) else list(self.path)
+        return path_list(self.path)
 
 
 class SamplingSpec(StrictModel):
